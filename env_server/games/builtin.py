@@ -1,0 +1,1 @@
+"""Imports every built-in game so that each registers itself."""
