@@ -23,8 +23,9 @@ def proto_files() -> list[Path]:
 
 def generate(out_dir: Path) -> list[Path]:
     """Compile every .proto under proto/ into ``out_dir``; returns the written files."""
-    from grpc_tools import protoc  # dev dependency: imported only here
     import importlib.resources
+
+    from grpc_tools import protoc  # dev dependency: imported only here
 
     include = str(importlib.resources.files("grpc_tools") / "_proto")
     out_dir.mkdir(parents=True, exist_ok=True)

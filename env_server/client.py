@@ -1,0 +1,250 @@
+"""A Python client of any visact environment server (whatever language the server is in).
+
+Every failure comes back as one exception type, :class:`EnvCallError`, carrying
+the gRPC status code and the server's message. Images arrive as numpy arrays.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import grpc
+import numpy as np
+from google.protobuf import json_format, struct_pb2
+
+from env_server import images
+from env_server.auth import channel_credentials, token_metadata
+from env_server.core import ExpertMove
+from visact.env.v1 import env_pb2 as pb
+from visact.env.v1 import env_pb2_grpc as pb_grpc
+
+DEFAULT_TIMEOUT = 30.0
+
+
+class EnvCallError(Exception):
+    """A call to an environment server failed; ``code`` is the gRPC status code."""
+
+    def __init__(self, code: grpc.StatusCode, message: str, *, session_id: str = "") -> None:
+        super().__init__(f"{code.name}: {message}")
+        self.code = code
+        self.message = message
+        self.session_id = session_id
+
+
+@dataclass(frozen=True)
+class Observation:
+    """What an agent sees: the image, the task text, the legal actions, maybe the expert's move."""
+
+    image: np.ndarray
+    task: str
+    legal_actions: tuple[str, ...]
+    expert: ExpertMove | None = None
+
+
+@dataclass(frozen=True)
+class ResetResult:
+    observation: Observation
+    seed: int
+    episode: int
+
+
+@dataclass(frozen=True)
+class StepResult:
+    observation: Observation
+    reward: float
+    terminated: bool
+    truncated: bool
+    info: dict[str, Any] = field(default_factory=dict)
+    episode_step: int = 0
+
+    @property
+    def done(self) -> bool:
+        return self.terminated or self.truncated
+
+
+@dataclass(frozen=True)
+class ResetCall:
+    """A reset inside a batch."""
+
+    session_id: str
+    seed: int | None = None
+    options: Mapping[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class StepCall:
+    """A step inside a batch."""
+
+    session_id: str
+    action: str
+
+
+_CODES = {code.value[0]: code for code in grpc.StatusCode}
+
+
+def dial(
+    address: str,
+    *,
+    tls_ca: Path | None = None,
+    tls_cert: Path | None = None,
+    tls_key: Path | None = None,
+    max_message_bytes: int = 64 * 1024 * 1024,
+    keepalive_seconds: float = 30.0,
+) -> grpc.Channel:
+    """A channel to ``address`` with message limits that fit images and keepalive."""
+    options = [
+        ("grpc.max_receive_message_length", max_message_bytes),
+        ("grpc.max_send_message_length", max_message_bytes),
+        ("grpc.keepalive_time_ms", int(keepalive_seconds * 1000)),
+        ("grpc.keepalive_timeout_ms", 10_000),
+        ("grpc.keepalive_permit_without_calls", 1),
+        ("grpc.enable_retries", 1),
+    ]
+    if tls_ca is not None or tls_cert is not None:
+        return grpc.secure_channel(address, channel_credentials(tls_ca, tls_cert, tls_key), options=options)
+    return grpc.insecure_channel(address, options=options)
+
+
+class EnvClient:
+    """Calls one environment server. Thread-safe; one channel per client."""
+
+    def __init__(
+        self,
+        address: str,
+        *,
+        token: str | None = None,
+        timeout: float = DEFAULT_TIMEOUT,
+        channel: grpc.Channel | None = None,
+        **dial_options: Any,
+    ) -> None:
+        self.address = address
+        self.timeout = timeout
+        self._channel = channel or dial(address, **dial_options)
+        self._stub = pb_grpc.EnvironmentStub(self._channel)
+        self._metadata = token_metadata(token)
+        self._spec: pb.EnvironmentSpec | None = None
+
+    def close(self) -> None:
+        self._channel.close()
+
+    def __enter__(self) -> EnvClient:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
+
+    def wait_ready(self, timeout: float = 30.0) -> None:
+        """Block until the channel connects; raises EnvCallError(UNAVAILABLE) after ``timeout``."""
+        try:
+            grpc.channel_ready_future(self._channel).result(timeout=timeout)
+        except grpc.FutureTimeoutError:
+            raise EnvCallError(
+                grpc.StatusCode.UNAVAILABLE, f"no environment server answered at {self.address} in {timeout}s"
+            ) from None
+
+    # ------------------------------------------------------------------ calls
+    def describe(self) -> pb.EnvironmentSpec:
+        """The server's environment spec (cached after the first call)."""
+        if self._spec is None:
+            self._spec = self._call(self._stub.Describe, pb.DescribeRequest()).spec
+        return self._spec
+
+    def create_session(self, *, encoding: str = "raw", want_expert: bool = False, label: str = "") -> str:
+        """Open a session; ``encoding`` is "raw" or "png"."""
+        request = pb.CreateSessionRequest(
+            image_encoding=images.ENCODING_NAMES[encoding], want_expert=want_expert, client_label=label
+        )
+        return str(self._call(self._stub.CreateSession, request).session_id)
+
+    def reset(
+        self, session_id: str, seed: int | None = None, options: Mapping[str, Any] | None = None
+    ) -> ResetResult:
+        response = self._call(
+            self._stub.Reset, _reset_request(ResetCall(session_id, seed, options)), session_id
+        )
+        return _reset_result(response)
+
+    def step(self, session_id: str, action: str) -> StepResult:
+        request = pb.StepRequest(session_id=session_id, action=action)
+        return _step_result(self._call(self._stub.Step, request, session_id))
+
+    def batch(self, calls: Sequence[ResetCall | StepCall]) -> list[ResetResult | StepResult | EnvCallError]:
+        """Many resets and steps in one round trip; a failed item comes back as an EnvCallError."""
+        items = [
+            pb.BatchItem(reset=_reset_request(c))
+            if isinstance(c, ResetCall)
+            else pb.BatchItem(step=pb.StepRequest(session_id=c.session_id, action=c.action))
+            for c in calls
+        ]
+        response = self._call(self._stub.BatchStep, pb.BatchStepRequest(items=items))
+        results: list[ResetResult | StepResult | EnvCallError] = []
+        for call, result in zip(calls, response.results, strict=True):
+            kind = result.WhichOneof("result")
+            if kind == "reset":
+                results.append(_reset_result(result.reset))
+            elif kind == "step":
+                results.append(_step_result(result.step))
+            else:
+                code = _CODES.get(result.error.code, grpc.StatusCode.UNKNOWN)
+                results.append(EnvCallError(code, result.error.message, session_id=call.session_id))
+        return results
+
+    def close_session(self, session_id: str) -> None:
+        self._call(self._stub.CloseSession, pb.CloseSessionRequest(session_id=session_id), session_id)
+
+    def _call(self, method: Any, request: Any, session_id: str = "") -> Any:
+        try:
+            return method(request, timeout=self.timeout, metadata=self._metadata)
+        except grpc.RpcError as exc:
+            raise EnvCallError(exc.code(), exc.details() or "", session_id=session_id) from None
+
+
+# ---------------------------------------------------------------------- conversions
+def _reset_request(call: ResetCall) -> pb.ResetRequest:
+    request = pb.ResetRequest(session_id=call.session_id)
+    if call.seed is not None:
+        request.seed = call.seed
+    if call.options:
+        request.options.CopyFrom(_struct(call.options))
+    return request
+
+
+def _struct(values: Mapping[str, Any]) -> struct_pb2.Struct:
+    struct = struct_pb2.Struct()
+    struct.update(dict(values))
+    return struct
+
+
+def observation_from_message(message: pb.Observation) -> Observation:
+    """The wire observation as a typed one with a decoded image."""
+    expert = None
+    if message.HasField("expert"):
+        expert = ExpertMove(
+            action=message.expert.action,
+            thoughts=message.expert.thoughts,
+            facts=tuple((f.key, f.value) for f in message.expert.facts),
+        )
+    return Observation(
+        image=images.decode(message.image),
+        task=message.task,
+        legal_actions=tuple(message.legal_actions),
+        expert=expert,
+    )
+
+
+def _reset_result(message: pb.ResetResponse) -> ResetResult:
+    return ResetResult(observation_from_message(message.observation), message.seed, message.episode)
+
+
+def _step_result(message: pb.StepResponse) -> StepResult:
+    return StepResult(
+        observation=observation_from_message(message.observation),
+        reward=message.reward,
+        terminated=message.terminated,
+        truncated=message.truncated,
+        info=json_format.MessageToDict(message.info),
+        episode_step=message.episode_step,
+    )

@@ -1,0 +1,289 @@
+"""The one generic servicer: serves any ``Env`` class over ``visact.env.v1.Environment``.
+
+Each RPC is a plain method that takes a request message and returns a response
+or raises a typed ``EnvError``; :func:`_unary` maps those to status codes once.
+``BatchStep`` runs the same methods per item and reports errors in-band.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import grpc
+import numpy as np
+from google.protobuf import json_format, struct_pb2
+
+from env_server import images
+from env_server.core import Env, ExpertMove, StepOutcome
+from env_server.errors import EnvError, InvalidAction, InvalidRequest, ResetNeeded
+from env_server.sessions import EpisodeState, Session, SessionStore
+from visact.env.v1 import env_pb2 as pb
+from visact.env.v1 import env_pb2_grpc as pb_grpc
+
+log = logging.getLogger(__name__)
+
+PROTOCOL_VERSION = "v1"
+SERVICE_NAME = "visact.env.v1.Environment"
+
+Req = TypeVar("Req")
+Resp = TypeVar("Resp")
+
+
+@dataclass(frozen=True)
+class ServiceLimits:
+    """The servicer's bounds (the process config fills them)."""
+
+    max_sessions: int = 1024
+    idle_timeout: float = 300.0
+    max_message_bytes: int = 64 * 1024 * 1024
+    max_batch_items: int = 1024
+
+
+class EnvironmentServicer(pb_grpc.EnvironmentServicer):
+    """Serves sessions of one ``Env`` class."""
+
+    def __init__(self, env_factory: Callable[[], Env], limits: ServiceLimits | None = None) -> None:
+        self.limits = limits or ServiceLimits()
+        self._probe = env_factory()  # describes the environment; never stepped
+        self.sessions = SessionStore(
+            env_factory, max_sessions=self.limits.max_sessions, idle_timeout=self.limits.idle_timeout
+        )
+        self.spec = self._build_spec(self._probe)
+        self._encodings = set(self.spec.image_encodings)
+        self._has_expert = "expert" in self.spec.capabilities
+
+    # ------------------------------------------------------------------ gRPC surface
+    def Describe(self, request: pb.DescribeRequest, context: grpc.ServicerContext) -> pb.DescribeResponse:
+        return _unary(lambda _: pb.DescribeResponse(spec=self.spec), request, context)
+
+    def CreateSession(
+        self, request: pb.CreateSessionRequest, context: grpc.ServicerContext
+    ) -> pb.CreateSessionResponse:
+        return _unary(self.create_session, request, context)
+
+    def Reset(self, request: pb.ResetRequest, context: grpc.ServicerContext) -> pb.ResetResponse:
+        return _unary(self.reset, request, context)
+
+    def Step(self, request: pb.StepRequest, context: grpc.ServicerContext) -> pb.StepResponse:
+        return _unary(self.step, request, context)
+
+    def BatchStep(self, request: pb.BatchStepRequest, context: grpc.ServicerContext) -> pb.BatchStepResponse:
+        return _unary(self.batch_step, request, context)
+
+    def CloseSession(
+        self, request: pb.CloseSessionRequest, context: grpc.ServicerContext
+    ) -> pb.CloseSessionResponse:
+        return _unary(self.close_session, request, context)
+
+    # ------------------------------------------------------------------ the calls
+    def create_session(self, request: pb.CreateSessionRequest) -> pb.CreateSessionResponse:
+        encoding = request.image_encoding or images.RAW
+        if encoding not in self._encodings:
+            offered = ", ".join(pb.ImageEncoding.Name(e) for e in sorted(self._encodings))
+            raise InvalidRequest(
+                f"image_encoding {encoding} is not offered by this server; offered: {offered}"
+            )
+        if request.want_expert and not self._has_expert:
+            raise InvalidRequest(
+                f"want_expert was set but environment {self.spec.name!r} has no expert; "
+                "create the session without want_expert"
+            )
+        session = self.sessions.create(
+            image_encoding=encoding, want_expert=request.want_expert, label=request.client_label[:200]
+        )
+        log.debug("session created", extra={"session": session.session_id, "label": session.label})
+        return pb.CreateSessionResponse(session_id=session.session_id)
+
+    def reset(self, request: pb.ResetRequest) -> pb.ResetResponse:
+        options = self._reset_options(request.options) if request.HasField("options") else None
+        with self.sessions.use(request.session_id) as session:
+            seed = request.seed if request.HasField("seed") else _fresh_seed()
+            try:
+                session.env.reset(seed=seed, options=options)
+            except EnvError:
+                raise
+            except Exception as exc:
+                session.state = EpisodeState.ENDED
+                session.end_reason = f"the environment failed to reset: {exc!r}"
+                raise
+            session.state = EpisodeState.RUNNING
+            session.episode += 1
+            session.episode_step = 0
+            session.seed = seed
+            return pb.ResetResponse(observation=self._observe(session), seed=seed, episode=session.episode)
+
+    def step(self, request: pb.StepRequest) -> pb.StepResponse:
+        with self.sessions.use(request.session_id) as session:
+            self._check_can_step(session)
+            legal = session.env.legal_actions()
+            if request.action not in legal:
+                raise InvalidAction(_illegal_action_message(request.action, legal))
+            try:
+                outcome = session.env.step(request.action)
+            except EnvError:
+                raise  # the env refused the action; its state is unchanged
+            except Exception as exc:
+                session.state = EpisodeState.ENDED
+                session.end_reason = f"the environment failed on action {request.action!r}: {exc!r}"
+                raise
+            session.episode_step += 1
+            outcome = self._apply_time_limit(session, outcome)
+            if outcome.terminated or outcome.truncated:
+                session.state = EpisodeState.ENDED
+                session.end_reason = "terminated" if outcome.terminated else "truncated"
+            return pb.StepResponse(
+                observation=self._observe(session),
+                reward=float(outcome.reward),
+                terminated=outcome.terminated,
+                truncated=outcome.truncated,
+                info=_to_struct(outcome.info),
+                episode_step=session.episode_step,
+            )
+
+    def batch_step(self, request: pb.BatchStepRequest) -> pb.BatchStepResponse:
+        if len(request.items) > self.limits.max_batch_items:
+            raise InvalidRequest(
+                f"a batch may hold at most {self.limits.max_batch_items} items; got {len(request.items)}; "
+                "split it into smaller batches"
+            )
+        results = [self._batch_item(item) for item in request.items]
+        return pb.BatchStepResponse(results=results)
+
+    def close_session(self, request: pb.CloseSessionRequest) -> pb.CloseSessionResponse:
+        self.sessions.close(request.session_id)
+        return pb.CloseSessionResponse()
+
+    # ------------------------------------------------------------------ helpers
+    def _batch_item(self, item: pb.BatchItem) -> pb.BatchResult:
+        kind = item.WhichOneof("call")
+        try:
+            if kind == "reset":
+                return pb.BatchResult(reset=self.reset(item.reset))
+            if kind == "step":
+                return pb.BatchResult(step=self.step(item.step))
+            raise InvalidRequest("batch item has neither 'reset' nor 'step' set; set exactly one")
+        except EnvError as exc:
+            return pb.BatchResult(error=pb.Error(code=exc.code.value[0], message=str(exc)))
+        except Exception as exc:
+            log.exception("batch item failed")
+            return pb.BatchResult(error=pb.Error(code=grpc.StatusCode.INTERNAL.value[0], message=repr(exc)))
+
+    def _check_can_step(self, session: Session) -> None:
+        if session.state is EpisodeState.NEEDS_RESET:
+            raise ResetNeeded(f"session {session.session_id!r} has no episode yet; call Reset before Step")
+        if session.state is EpisodeState.ENDED:
+            raise ResetNeeded(
+                f"the episode of session {session.session_id!r} has ended ({session.end_reason}); "
+                "call Reset to start a new one"
+            )
+
+    def _apply_time_limit(self, session: Session, outcome: StepOutcome) -> StepOutcome:
+        limit = session.env.max_episode_steps
+        if limit and session.episode_step >= limit and not (outcome.terminated or outcome.truncated):
+            info = {**outcome.info, "success": outcome.info.get("success", False)}
+            return StepOutcome(outcome.reward, terminated=False, truncated=True, info=info)
+        return outcome
+
+    def _observe(self, session: Session) -> pb.Observation:
+        env = session.env
+        observation = pb.Observation(
+            image=images.encode(env.render(), session.image_encoding),
+            task=env.task_text(),
+            legal_actions=env.legal_actions(),
+        )
+        if session.want_expert:
+            move = env.expert() if session.state is EpisodeState.RUNNING else None
+            if move is not None:
+                observation.expert.CopyFrom(_expert_message(move))
+        return observation
+
+    def _reset_options(self, options: struct_pb2.Struct) -> dict[str, Any]:
+        values = json_format.MessageToDict(options)
+        unknown = sorted(set(values) - set(self._probe.reset_option_names))
+        if unknown:
+            accepted = ", ".join(self._probe.reset_option_names) or "(none)"
+            raise InvalidRequest(f"unknown reset option(s) {unknown}; {self.spec.name} accepts: {accepted}")
+        return values
+
+    @staticmethod
+    def _build_spec(env: Env) -> pb.EnvironmentSpec:
+        height, width, channels = env.image_shape
+        capabilities = ["batch_step", "png", "seeded_reset"]
+        if type(env).expert is not Env.expert:
+            capabilities.append("expert")
+        if env.reset_option_names:
+            capabilities.append("reset_options")
+        return pb.EnvironmentSpec(
+            name=env.name,
+            protocol_version=PROTOCOL_VERSION,
+            image_height=height,
+            image_width=width,
+            image_channels=channels,
+            image_encodings=[images.RAW, images.PNG],
+            action_space=pb.ActionSpace(vocabulary=list(env.action_vocabulary), dynamic=env.dynamic_actions),
+            max_episode_steps=env.max_episode_steps,
+            capabilities=capabilities,
+            fact_keys=list(env.fact_keys),
+            description=env.description,
+        )
+
+    def finish_spec(self, *, max_message_bytes: int) -> None:
+        """Record the process-level limits in the spec (called by the server)."""
+        self.spec.max_sessions = self.limits.max_sessions
+        self.spec.session_idle_timeout_seconds = self.limits.idle_timeout
+        self.spec.max_message_bytes = max_message_bytes
+
+
+def _unary(handler: Callable[[Req], Resp], request: Req, context: grpc.ServicerContext) -> Resp:
+    """Run one call; typed errors become their status code, anything else INTERNAL."""
+    try:
+        return handler(request)
+    except EnvError as exc:
+        context.abort(exc.code, str(exc))
+    except Exception as exc:
+        log.exception("unexpected error in %s", getattr(handler, "__name__", "call"))
+        context.abort(grpc.StatusCode.INTERNAL, f"the environment raised {exc!r}; see the server log")
+    raise AssertionError("unreachable: context.abort raises")
+
+
+def _illegal_action_message(action: str, legal: list[str]) -> str:
+    shown = action if len(action) <= 80 else action[:77] + "..."
+    return f"action {shown!r} is not legal now; expected one of {legal}"
+
+
+def _fresh_seed() -> int:
+    return int(np.random.default_rng().integers(0, 2**31 - 1))
+
+
+def _expert_message(move: ExpertMove) -> pb.Expert:
+    return pb.Expert(
+        action=move.action,
+        thoughts=move.thoughts,
+        facts=[pb.Fact(key=k, value=v) for k, v in move.facts],
+    )
+
+
+def _to_struct(info: Mapping[str, Any]) -> struct_pb2.Struct:
+    struct = struct_pb2.Struct()
+    if info:
+        struct.update({str(k): _jsonable(v) for k, v in info.items()})
+    return struct
+
+
+def _jsonable(value: Any) -> Any:
+    """numpy scalars and tuples to what a protobuf Struct holds."""
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if isinstance(value, Mapping):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    if value is None or isinstance(value, bool | int | float | str):
+        return value
+    return str(value)

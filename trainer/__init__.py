@@ -1,0 +1,1 @@
+"""visact's trainer: the PPO learner that fine-tunes the VLM from the agents' trajectories."""

@@ -1,0 +1,84 @@
+"""Derive a command line from a dataclass config: one config per process, the CLI follows it.
+
+Each field becomes ``--field-name``; its help text is ``field(metadata={"help": ...})``;
+bools become ``--flag/--no-flag``; ``list[...]`` fields may be repeated; fields typed
+``X | None`` default to None. Validation lives in the dataclass's ``__post_init__``,
+whose ValueError is reported as a usage error. Stdlib only (the env side uses it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import types
+import typing
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, TypeVar
+
+C = TypeVar("C")
+
+_SCALARS: dict[Any, Any] = {int: int, float: float, str: str, Path: Path}
+
+
+def _unwrap_optional(tp: Any) -> tuple[Any, bool]:
+    """(inner type, is_optional) for ``X | None``."""
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        if len(args) == 1:
+            return args[0], True
+    return tp, False
+
+
+def add_dataclass_arguments(parser: argparse.ArgumentParser, config_cls: type) -> None:
+    """Add one option per field of ``config_cls`` to ``parser``."""
+    hints = typing.get_type_hints(config_cls)
+    for f in dataclasses.fields(config_cls):
+        if not f.init or f.metadata.get("cli") is False:
+            continue
+        tp, _ = _unwrap_optional(hints[f.name])
+        flag = "--" + f.name.replace("_", "-")
+        help_text = f.metadata.get("help", "")
+        default = f.default if f.default is not dataclasses.MISSING else None
+        if f.default_factory is not dataclasses.MISSING:
+            default = f.default_factory()
+        kwargs: dict[str, Any] = {"dest": f.name, "help": f"{help_text} (default: {default!r})"}
+        if choices := f.metadata.get("choices"):
+            kwargs["choices"] = choices
+        if tp is bool:
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=default, **kwargs)
+        elif typing.get_origin(tp) in (list, tuple):
+            (item,) = typing.get_args(tp)[:1]
+            parser.add_argument(flag, action="append", type=_SCALARS.get(item, str), default=None, **kwargs)
+        elif tp in _SCALARS:
+            parser.add_argument(flag, type=_SCALARS[tp], default=default, **kwargs)
+        else:
+            raise TypeError(f"configcli: field {f.name!r} has unsupported type {tp!r}")
+
+
+def config_from_args(config_cls: type[C], args: argparse.Namespace) -> C:
+    """Build the config from parsed args (repeated options replace list defaults)."""
+    values: dict[str, Any] = {}
+    for f in dataclasses.fields(config_cls):  # type: ignore[arg-type]
+        if not f.init or not hasattr(args, f.name):
+            continue
+        value = getattr(args, f.name)
+        if value is None and f.default_factory is not dataclasses.MISSING:
+            continue  # list option not given: keep the default
+        values[f.name] = value
+    return config_cls(**values)
+
+
+def parse_config(
+    config_cls: type[C], argv: Sequence[str] | None = None, *, prog: str | None = None, description: str = ""
+) -> C:
+    """Parse ``argv`` into a ``config_cls``; validation errors become usage errors (exit 2)."""
+    parser = argparse.ArgumentParser(prog=prog, description=description)
+    add_dataclass_arguments(parser, config_cls)
+    args = parser.parse_args(argv)
+    try:
+        return config_from_args(config_cls, args)
+    except ValueError as exc:
+        parser.error(str(exc))
+        raise  # unreachable: parser.error exits
