@@ -372,9 +372,12 @@ def ppo_loss(
         "losses/approx_kl": pg.approx_kl.item(),
         "losses/clip_frac": pg.clip_frac.item(),
         "losses/explained_variance": explained_variance(new_values, returns).item(),
-        "losses/is_weight_mean": 1.0 if is_weight is None else is_weight.mean().item(),
-        "losses/is_truncated_frac": 0.0 if is_weight is None else (is_weight >= is_clip).float().mean().item(),
+        "losses/is_weight_mean": 1.0,
+        "losses/is_truncated_frac": 0.0,
     }
+    if is_weight is not None:
+        metrics["losses/is_weight_mean"] = is_weight.mean().item()
+        metrics["losses/is_truncated_frac"] = (is_weight >= is_clip).to(is_weight.dtype).mean().item()
     return total, metrics
 
 
