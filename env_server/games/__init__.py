@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from env_server.core import Env
+from env_server.games.gym_registration import register_gym_envs
 
 GAMES: dict[str, Callable[[], Env]] = {}
 
@@ -38,3 +39,6 @@ def names() -> list[str]:
 def _load_builtin() -> None:
     """Import the built-in game modules (each registers itself)."""
     from env_server.games import builtin  # noqa: F401
+
+
+register_gym_envs()

@@ -1,0 +1,42 @@
+"""EZPoints: make 12 from two cards with '+' and '*' (RL4VLM's second game).
+
+Rules, rewards, the length limit and the solvable-hand sampling are those of
+:mod:`env_server.games.points`. The two cards are drawn side by side at fixed positions.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from env_server import render
+from env_server.games.cards import Card
+from env_server.games.points import EQUALS, NUMBER_TOKENS, PointsGame
+
+IMAGE_SIZE = 300
+CARD_BOXES: tuple[render.Box, ...] = ((14, 50, 144, 250), (156, 50, 286, 250))
+
+
+@render.frame_cache(maxsize=4096)
+def _frame(cards: tuple[Card, ...]) -> np.ndarray:
+    """Two big cards on green felt."""
+    image = render.canvas((IMAGE_SIZE, IMAGE_SIZE), render.FELT)
+    for card, box in zip(cards, CARD_BOXES, strict=True):
+        render.paste_card(image, box, card.rank, card.suit)
+    return render.frozen_array(image)
+
+
+class EZPoints(PointsGame):
+    """Two cards, target 12, tokens '1'..'10', '+', '*', '='."""
+
+    name = "ezpoints"
+    card_count = 2
+    target = 12
+    operators = ("+", "*")
+    allow_parens = False
+    #: "a*b" needs 3 tokens; 6 leaves room for three illegal tokens.
+    default_max_formula_tokens = 6
+    action_vocabulary = (*NUMBER_TOKENS, "+", "*", EQUALS)
+    description = "EZPoints (RL4VLM): read two cards off the image and build a formula equal to 12."
+
+    def render(self) -> np.ndarray:
+        return _frame(self.cards)
