@@ -105,8 +105,21 @@ def many_sessions(client: EnvClient, encoding: str, n: int, batched: bool) -> Ca
 def start_server(env_name: str) -> tuple[subprocess.Popen[bytes], int]:
     ready = Path(tempfile.mkdtemp()) / "port"
     process = subprocess.Popen(
-        [sys.executable, "-m", "env_server.server", "--env", env_name, "--host", "127.0.0.1", "--port", "0",
-         "--ready-file", str(ready), "--log-level", "WARNING"],
+        [
+            sys.executable,
+            "-m",
+            "env_server.server",
+            "--env",
+            env_name,
+            "--host",
+            "127.0.0.1",
+            "--port",
+            "0",
+            "--ready-file",
+            str(ready),
+            "--log-level",
+            "WARNING",
+        ],
     )
     deadline = time.monotonic() + 60
     while not ready.exists() or not ready.read_text().strip():
@@ -163,8 +176,11 @@ def main() -> None:
         print(f"{name:45s} {value:6.2f}x")
     RESULTS.mkdir(exist_ok=True)
     out = RESULTS / f"env_throughput_{args.env}.json"
-    out.write_text(json.dumps({"args": vars(args), "steps_per_second": medians, "samples": samples,
-                               "ratios": ratios}, indent=2))
+    out.write_text(
+        json.dumps(
+            {"args": vars(args), "steps_per_second": medians, "samples": samples, "ratios": ratios}, indent=2
+        )
+    )
     print(f"wrote {out}")
 
 

@@ -20,6 +20,7 @@ from env_server.auth import channel_credentials, token_metadata
 from env_server.core import ExpertMove
 from visact.env.v1 import env_pb2 as pb
 from visact.env.v1 import env_pb2_grpc as pb_grpc
+from visact.memory import tune_allocator
 
 DEFAULT_TIMEOUT = 30.0
 
@@ -120,6 +121,7 @@ class EnvClient:
         channel: grpc.Channel | None = None,
         **dial_options: Any,
     ) -> None:
+        tune_allocator()
         self.address = address
         self.timeout = timeout
         self._channel = channel or dial(address, **dial_options)

@@ -20,19 +20,25 @@ class ImageDecodeError(ValueError):
 
 
 def encode(array: np.ndarray, encoding: int) -> pb.Image:
-    """An (H, W, 3) uint8 array as an ``Image`` message in ``encoding``."""
+    """An (H, W, 3) uint8 array as a new ``Image`` message in ``encoding``."""
+    message = pb.Image()
+    encode_into(array, encoding, message)
+    return message
+
+
+def encode_into(array: np.ndarray, encoding: int, out: pb.Image) -> None:
+    """Write an (H, W, 3) uint8 array into the ``Image`` message ``out`` (no intermediate message)."""
     height, width, channels = array.shape
     if encoding == PNG:
         buffer = io.BytesIO()
         # compress_level=1: ~5x faster than the default for a few % more bytes.
         PILImage.fromarray(array).save(buffer, format="PNG", compress_level=1)
-        data = buffer.getvalue()
+        out.data = buffer.getvalue()
     else:
         encoding = RAW
-        data = np.ascontiguousarray(array, dtype=np.uint8).tobytes()
-    return pb.Image(
-        data=data, encoding=cast(pb.ImageEncoding, encoding), height=height, width=width, channels=channels
-    )
+        out.data = np.ascontiguousarray(array, dtype=np.uint8).tobytes()
+    out.encoding = cast(pb.ImageEncoding, encoding)
+    out.height, out.width, out.channels = height, width, channels
 
 
 def decode(image: pb.Image) -> np.ndarray:

@@ -28,6 +28,7 @@ from env_server.core import Env
 from env_server.logs import setup_logging
 from env_server.service import SERVICE_NAME, EnvironmentServicer, ServiceLimits
 from visact.configcli import parse_config
+from visact.memory import tune_allocator
 from visact.env.v1 import env_pb2, env_pb2_grpc
 
 log = logging.getLogger("env_server")
@@ -119,6 +120,7 @@ def env_factory_for(config: ServerConfig) -> Callable[[], Env]:
 
 def start_server(config: ServerConfig, env_factory: Callable[[], Env] | None = None) -> RunningServer:
     """Build and start the server; returns once it listens (port 0 gets a free port)."""
+    tune_allocator()
     factory = env_factory or env_factory_for(config)
     limits = ServiceLimits(
         max_sessions=config.max_sessions,

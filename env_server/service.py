@@ -66,10 +66,10 @@ class EnvironmentServicer(pb_grpc.EnvironmentServicer):
         return _unary(self.create_session, request, context)
 
     def Reset(self, request: pb.ResetRequest, context: grpc.ServicerContext) -> pb.ResetResponse:
-        return _unary(self.reset, request, context)
+        return _unary(lambda r: self.reset(r, pb.ResetResponse()), request, context)
 
     def Step(self, request: pb.StepRequest, context: grpc.ServicerContext) -> pb.StepResponse:
-        return _unary(self.step, request, context)
+        return _unary(lambda r: self.step(r, pb.StepResponse()), request, context)
 
     def BatchStep(self, request: pb.BatchStepRequest, context: grpc.ServicerContext) -> pb.BatchStepResponse:
         return _unary(self.batch_step, request, context)
@@ -98,12 +98,13 @@ class EnvironmentServicer(pb_grpc.EnvironmentServicer):
         log.debug("session created", extra={"session": session.session_id, "label": session.label})
         return pb.CreateSessionResponse(session_id=session.session_id)
 
-    def reset(self, request: pb.ResetRequest) -> pb.ResetResponse:
+    def reset(self, request: pb.ResetRequest, out: pb.ResetResponse) -> pb.ResetResponse:
+        """Start an episode; fills and returns ``out`` (built in place: images are large)."""
         options = self._reset_options(request.options) if request.HasField("options") else None
         with self.sessions.use(request.session_id) as session:
             seed = request.seed if request.HasField("seed") else _fresh_seed()
             try:
-                session.env.reset(seed=seed, options=options)
+                session.env.reset(seed=env_seed(seed), options=options)
             except EnvError:
                 raise
             except Exception as exc:
@@ -114,9 +115,12 @@ class EnvironmentServicer(pb_grpc.EnvironmentServicer):
             session.episode += 1
             session.episode_step = 0
             session.seed = seed
-            return pb.ResetResponse(observation=self._observe(session), seed=seed, episode=session.episode)
+            self._observe(session, out.observation)
+            out.seed, out.episode = seed, session.episode
+            return out
 
-    def step(self, request: pb.StepRequest) -> pb.StepResponse:
+    def step(self, request: pb.StepRequest, out: pb.StepResponse) -> pb.StepResponse:
+        """Apply one action; fills and returns ``out``."""
         with self.sessions.use(request.session_id) as session:
             self._check_can_step(session)
             legal = session.env.legal_actions()
@@ -135,14 +139,13 @@ class EnvironmentServicer(pb_grpc.EnvironmentServicer):
             if outcome.terminated or outcome.truncated:
                 session.state = EpisodeState.ENDED
                 session.end_reason = "terminated" if outcome.terminated else "truncated"
-            return pb.StepResponse(
-                observation=self._observe(session),
-                reward=float(outcome.reward),
-                terminated=outcome.terminated,
-                truncated=outcome.truncated,
-                info=_to_struct(outcome.info),
-                episode_step=session.episode_step,
-            )
+            self._observe(session, out.observation)
+            out.reward = float(outcome.reward)
+            out.terminated, out.truncated = outcome.terminated, outcome.truncated
+            if outcome.info:
+                out.info.update(_jsonable(dict(outcome.info)))
+            out.episode_step = session.episode_step
+            return out
 
     def batch_step(self, request: pb.BatchStepRequest) -> pb.BatchStepResponse:
         if len(request.items) > self.limits.max_batch_items:
@@ -150,27 +153,30 @@ class EnvironmentServicer(pb_grpc.EnvironmentServicer):
                 f"a batch may hold at most {self.limits.max_batch_items} items; got {len(request.items)}; "
                 "split it into smaller batches"
             )
-        results = [self._batch_item(item) for item in request.items]
-        return pb.BatchStepResponse(results=results)
+        response = pb.BatchStepResponse()
+        for item in request.items:
+            self._batch_item(item, response.results.add())
+        return response
 
     def close_session(self, request: pb.CloseSessionRequest) -> pb.CloseSessionResponse:
         self.sessions.close(request.session_id)
         return pb.CloseSessionResponse()
 
     # ------------------------------------------------------------------ helpers
-    def _batch_item(self, item: pb.BatchItem) -> pb.BatchResult:
+    def _batch_item(self, item: pb.BatchItem, out: pb.BatchResult) -> None:
         kind = item.WhichOneof("call")
         try:
             if kind == "reset":
-                return pb.BatchResult(reset=self.reset(item.reset))
-            if kind == "step":
-                return pb.BatchResult(step=self.step(item.step))
-            raise InvalidRequest("batch item has neither 'reset' nor 'step' set; set exactly one")
+                self.reset(item.reset, out.reset)
+            elif kind == "step":
+                self.step(item.step, out.step)
+            else:
+                raise InvalidRequest("batch item has neither 'reset' nor 'step' set; set exactly one")
         except EnvError as exc:
-            return pb.BatchResult(error=pb.Error(code=exc.code.value[0], message=str(exc)))
+            out.error.CopyFrom(pb.Error(code=exc.code.value[0], message=str(exc)))
         except Exception as exc:
             log.exception("batch item failed")
-            return pb.BatchResult(error=pb.Error(code=grpc.StatusCode.INTERNAL.value[0], message=repr(exc)))
+            out.error.CopyFrom(pb.Error(code=grpc.StatusCode.INTERNAL.value[0], message=repr(exc)))
 
     def _check_can_step(self, session: Session) -> None:
         if session.state is EpisodeState.NEEDS_RESET:
@@ -188,18 +194,15 @@ class EnvironmentServicer(pb_grpc.EnvironmentServicer):
             return StepOutcome(outcome.reward, terminated=False, truncated=True, info=info)
         return outcome
 
-    def _observe(self, session: Session) -> pb.Observation:
+    def _observe(self, session: Session, out: pb.Observation) -> None:
         env = session.env
-        observation = pb.Observation(
-            image=images.encode(env.render(), session.image_encoding),
-            task=env.task_text(),
-            legal_actions=env.legal_actions(),
-        )
+        images.encode_into(env.render(), session.image_encoding, out.image)
+        out.task = env.task_text()
+        out.legal_actions.extend(env.legal_actions())
         if session.want_expert:
             move = env.expert() if session.state is EpisodeState.RUNNING else None
             if move is not None:
-                observation.expert.CopyFrom(_expert_message(move))
-        return observation
+                out.expert.CopyFrom(_expert_message(move))
 
     def _reset_options(self, options: struct_pb2.Struct) -> dict[str, Any]:
         values = json_format.MessageToDict(options)
@@ -259,19 +262,17 @@ def _fresh_seed() -> int:
     return int(np.random.default_rng().integers(0, 2**31 - 1))
 
 
+def env_seed(seed: int) -> int:
+    """The wire's int64 seed as the non-negative int numpy and Gymnasium take (one to one; -1 is 2**64 - 1)."""
+    return seed % 2**64
+
+
 def _expert_message(move: ExpertMove) -> pb.Expert:
     return pb.Expert(
         action=move.action,
         thoughts=move.thoughts,
         facts=[pb.Fact(key=k, value=v) for k, v in move.facts],
     )
-
-
-def _to_struct(info: Mapping[str, Any]) -> struct_pb2.Struct:
-    struct = struct_pb2.Struct()
-    if info:
-        struct.update({str(k): _jsonable(v) for k, v in info.items()})
-    return struct
 
 
 def _jsonable(value: Any) -> Any:
