@@ -1,0 +1,66 @@
+"""The agent-client's one config; the command line is derived from it."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+@dataclass
+class AgentConfig:
+    """Configuration of one agent-client process (every field is a command-line option)."""
+
+    server: list[str] = field(
+        default_factory=list, metadata={"help": "env server host:port; repeat for several servers"}
+    )
+    sessions: int = field(default=16, metadata={"help": "env sessions driven at once, spread over servers"})
+    model: str = field(default="tiny", metadata={"help": "Hugging Face VLM name or path, or 'tiny'"})
+    adapter: str | None = field(default=None, metadata={"help": "LoRA adapter directory to apply"})
+    dtype: str = field(
+        default="auto", metadata={"help": "auto (bf16 on capable GPUs, else fp32), float32, bfloat16"}
+    )
+    device: str = field(default="auto", metadata={"help": "auto, cpu, cuda, cuda:1, ..."})
+    cot: bool = field(default=True, metadata={"help": "chain-of-thought prompt (--no-cot: action only)"})
+    temperature: float = field(default=0.2, metadata={"help": "sampling temperature (paper: 0.2)"})
+    max_new_tokens: int = field(default=256, metadata={"help": "longest answer in tokens (paper: 256)"})
+    format_penalty: float = field(
+        default=0.0, metadata={"help": "reward subtracted when an answer does not parse (paper: 0)"}
+    )
+    oracle: bool = field(default=False, metadata={"help": "play the environment's expert instead of a model"})
+    random_policy: bool = field(default=False, metadata={"help": "play uniformly random legal actions"})
+    episodes: int = field(default=200, metadata={"help": "eval: episodes on held-out seeds"})
+    json: Path | None = field(default=None, metadata={"help": "eval: write the summary here as JSON"})
+    trainer: str | None = field(default=None, metadata={"help": "trainer host:port to train with"})
+    name: str = field(default_factory=lambda: os.uname().nodename, metadata={"help": "agent name for logs"})
+    seed: int = field(default=0, metadata={"help": "seed of sampling and of training episode seeds"})
+    token: str | None = field(
+        default=None, metadata={"help": "bearer token for the servers (also $VISACT_TOKEN)"}
+    )
+    tls_ca: Path | None = field(default=None, metadata={"help": "PEM CA bundle: connect with TLS"})
+    tls_cert: Path | None = field(default=None, metadata={"help": "PEM client certificate (mutual TLS)"})
+    tls_key: Path | None = field(default=None, metadata={"help": "PEM client key (mutual TLS)"})
+    timeout: float = field(default=60.0, metadata={"help": "deadline of each env call, seconds"})
+    progress: bool = field(default=True, metadata={"help": "show a progress bar"})
+    log_format: str = field(default="text", metadata={"help": "json or text", "choices": ["json", "text"]})
+    log_level: str = field(default="INFO", metadata={"help": "DEBUG, INFO, WARNING, ERROR"})
+
+    def __post_init__(self) -> None:
+        if self.token is None:
+            self.token = os.environ.get("VISACT_TOKEN") or None
+        if not self.server:
+            raise ValueError("give at least one env server: --server host:port")
+        if self.sessions < 1:
+            raise ValueError(f"--sessions must be >= 1, got {self.sessions}")
+        if self.oracle and self.random_policy:
+            raise ValueError("--oracle and --random-policy exclude each other")
+        if self.temperature <= 0:
+            raise ValueError(f"--temperature must be > 0 (sampling), got {self.temperature}")
+        if self.max_new_tokens < 1:
+            raise ValueError(f"--max-new-tokens must be >= 1, got {self.max_new_tokens}")
+        if self.format_penalty < 0:
+            raise ValueError(
+                f"--format-penalty is subtracted, give it as a number >= 0; got {self.format_penalty}"
+            )
+        if self.episodes < 1:
+            raise ValueError(f"--episodes must be >= 1, got {self.episodes}")

@@ -1,0 +1,344 @@
+"""Rollouts: one agent drives many sessions on one or more env servers, batching generation
+across all of them and stepping each server with one BatchStep per round.
+
+The loop, once per round:
+  observations of every live session -> policy.act (one batched generation)
+  -> parse and resolve each answer to a legal action
+  -> one BatchStep per server (servers in parallel)
+  -> a StepRecord per session; a finished episode goes to ``on_episode``
+  -> one batched Reset per server for the sessions whose episode ended.
+A server that fails (unreachable, restarted) costs only its own sessions'
+episodes in flight: they are dropped whole, never sent half, and the sessions
+are re-created with backoff while the other servers go on.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+import grpc
+
+from agent.parsing import BadAnswerPolicy, ParseStats, resolve
+from agent.policy import Policy, PolicyInput
+from agent.records import Episode, StepRecord
+from env_server.client import (
+    EnvCallError,
+    EnvClient,
+    Observation,
+    ResetCall,
+    ResetResult,
+    StepCall,
+    StepResult,
+)
+
+log = logging.getLogger(__name__)
+
+#: Status codes that mean "the server (or the way to it) is gone", not "the request was bad".
+SERVER_DOWN = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.CANCELLED}
+
+
+class SeedSchedule:
+    """Hands out episode seeds: a fixed list (evaluation) or an endless random stream (training).
+
+    A seed whose episode was lost to a server failure is handed out again first.
+    """
+
+    def __init__(self, seeds: Iterable[int] | None = None, *, rng_seed: int = 0, below: int = 1_000_000_000):
+        self._fixed: Iterator[int] | None = iter(seeds) if seeds is not None else None
+        self._rng = random.Random(rng_seed)
+        self._below = below
+        self._again: deque[int] = deque()
+        self._lock = threading.Lock()
+
+    @classmethod
+    def fixed(cls, seeds: Iterable[int]) -> SeedSchedule:
+        return cls(list(seeds))
+
+    def next(self) -> int | None:
+        """The next seed, or None when a fixed list is used up."""
+        with self._lock:
+            if self._again:
+                return self._again.popleft()
+            if self._fixed is not None:
+                return next(self._fixed, None)
+            return self._rng.randrange(self._below)
+
+    def give_back(self, seed: int) -> None:
+        """Hand ``seed`` out again (its episode was lost)."""
+        with self._lock:
+            self._again.append(seed)
+
+
+@dataclass
+class Slot:
+    """One environment session driven by this agent."""
+
+    client: EnvClient
+    env: str
+    fact_keys: tuple[str, ...]
+    session_id: str = ""
+    seed: int = 0
+    observation: Observation | None = None
+    steps: list[StepRecord] = field(default_factory=list)
+    retry_at: float = 0.0  # when a failed session may be re-created
+    backoff: float = 0.5
+    finished: bool = False  # no more seeds for it
+
+    @property
+    def name(self) -> str:
+        return f"{self.client.address}/{self.session_id}"
+
+
+@dataclass
+class RolloutStats:
+    """What a rollout has done so far."""
+
+    steps: int = 0
+    episodes: int = 0
+    rounds: int = 0
+    episodes_lost: int = 0  # dropped because a server failed mid-episode
+    parse: ParseStats = field(default_factory=ParseStats)
+    started: float = field(default_factory=time.monotonic)
+
+    @property
+    def seconds(self) -> float:
+        return time.monotonic() - self.started
+
+
+class Rollout:
+    """Drives ``sessions`` sessions spread over ``clients`` with one policy."""
+
+    def __init__(
+        self,
+        clients: list[EnvClient],
+        policy: Policy,
+        *,
+        sessions: int,
+        bad_answer: BadAnswerPolicy | None = None,
+        want_expert: bool = False,
+        label: str = "agent",
+        seed: int = 0,
+    ) -> None:
+        if not clients:
+            raise ValueError("a rollout needs at least one env server")
+        if sessions < 1:
+            raise ValueError(f"sessions must be >= 1, got {sessions}")
+        self.clients = clients
+        self.policy = policy
+        self.bad_answer = bad_answer or BadAnswerPolicy()
+        self.want_expert = want_expert
+        self.label = label
+        self._rng = random.Random(seed)
+        self._pool = ThreadPoolExecutor(max_workers=len(clients), thread_name_prefix="env-step")
+        self.stats = RolloutStats()
+        specs = [c.describe() for c in clients]
+        self.slots = [
+            Slot(
+                clients[i % len(clients)],
+                specs[i % len(clients)].name,
+                tuple(specs[i % len(clients)].fact_keys),
+            )
+            for i in range(sessions)
+        ]
+
+    # ------------------------------------------------------------------ the loop
+    def run(
+        self,
+        seeds: SeedSchedule,
+        on_episode: Callable[[Episode], None],
+        *,
+        max_episodes: int | None = None,
+        stop: threading.Event | None = None,
+        between_rounds: Callable[[], None] | None = None,
+    ) -> RolloutStats:
+        """Play until the seeds run out, ``max_episodes`` finish, or ``stop`` is set."""
+        stop = stop or threading.Event()
+        target = max_episodes
+        for slot in self.slots:
+            slot.finished = False
+        self._start_episodes(self.slots, seeds)
+        while not stop.is_set():
+            if target is not None and self.stats.episodes >= target:
+                break
+            live = [s for s in self.slots if s.observation is not None]
+            waiting = [s for s in self.slots if s.observation is None and not s.finished]
+            if not live and not waiting:
+                break
+            if between_rounds is not None:
+                between_rounds()
+            if not live:
+                self._start_episodes(waiting, seeds)
+                time.sleep(min(0.5, max(0.0, min(s.retry_at for s in waiting) - time.monotonic())))
+                continue
+            ended = self._round(live, on_episode, target)
+            self._start_episodes(ended + waiting, seeds)
+        return self.stats
+
+    def _round(
+        self, live: list[Slot], on_episode: Callable[[Episode], None], target: int | None
+    ) -> list[Slot]:
+        """One batched generation and one BatchStep per server; returns slots whose episode ended."""
+        inputs = [
+            PolicyInput(
+                s.observation.image,
+                s.observation.task,
+                s.observation.legal_actions,
+                s.fact_keys,
+                s.observation.expert,
+            )
+            for s in live
+            if s.observation is not None
+        ]
+        version = self.policy.version
+        answers = self.policy.act(inputs)
+        chosen: list[tuple[str, float]] = []
+        for item, answer in zip(inputs, answers, strict=True):
+            self.stats.parse.add(answer.parsed)
+            chosen.append(resolve(answer.parsed, list(item.legal_actions), self.bad_answer, self._rng))
+        results = self._step_all(live, [action for action, _ in chosen])
+        self.stats.rounds += 1
+        ended: list[Slot] = []
+        for slot, item, answer, (action, penalty), result in zip(
+            live, inputs, answers, chosen, results, strict=True
+        ):
+            if isinstance(result, EnvCallError):
+                self._lose_episode(slot, result)
+                ended.append(slot)
+                continue
+            assert isinstance(result, StepResult)
+            slot.steps.append(
+                StepRecord(
+                    image=item.image,
+                    prompt_ids=answer.prompt_ids,
+                    generated_ids=answer.generated_ids,
+                    log_probs=answer.log_probs,
+                    action_start=answer.action_start,
+                    text=answer.text,
+                    action=action,
+                    parse_failure=answer.parsed.failure.value if answer.parsed.failure else "",
+                    format_penalty=-penalty,
+                    reward=result.reward,
+                    terminated=result.terminated,
+                    truncated=result.truncated,
+                    policy_version=version,
+                    temperature=self.policy.temperature,
+                    session=slot.name,
+                    seed=slot.seed,
+                    episode_step=result.episode_step,
+                    info=result.info,
+                )
+            )
+            self.stats.steps += 1
+            slot.observation = result.observation
+            if result.done:
+                episode = Episode(slot.env, slot.name, slot.seed, slot.steps)
+                if result.truncated and not result.terminated:
+                    episode.bootstrap_image = result.observation.image
+                    episode.bootstrap_prompt_ids = self._bootstrap_prompt(slot, result.observation)
+                slot.steps, slot.observation = [], None
+                if target is None or self.stats.episodes < target:
+                    self.stats.episodes += 1
+                    on_episode(episode)
+                ended.append(slot)
+        return ended
+
+    # ------------------------------------------------------------------ env calls
+    def _step_all(
+        self, live: list[Slot], actions: list[str]
+    ) -> list[StepResult | ResetResult | EnvCallError]:
+        """One BatchStep per server, servers in parallel; results in the order of ``live``."""
+        by_client: dict[int, list[int]] = {}
+        for index, slot in enumerate(live):
+            by_client.setdefault(id(slot.client), []).append(index)
+        results: list[StepResult | ResetResult | EnvCallError | None] = [None] * len(live)
+
+        def run(indices: list[int]) -> None:
+            client = live[indices[0]].client
+            calls = [StepCall(live[i].session_id, actions[i]) for i in indices]
+            for i, result in zip(indices, _batch_or_fail(client, calls), strict=True):
+                results[i] = result
+
+        list(self._pool.map(run, by_client.values()))
+        return [r for r in results if r is not None]
+
+    def _start_episodes(self, slots: list[Slot], seeds: SeedSchedule) -> None:
+        """Reset each slot with the next seed (one batched call per server); open sessions as needed."""
+        now = time.monotonic()
+        ready = [s for s in slots if not s.finished and s.retry_at <= now]
+        for slot in ready:
+            if not slot.session_id:
+                try:
+                    slot.session_id = slot.client.create_session(
+                        want_expert=self.want_expert, label=self.label
+                    )
+                except EnvCallError as exc:
+                    self._back_off(slot, exc)
+            if slot.session_id:
+                seed = seeds.next()
+                if seed is None:
+                    slot.finished = True
+                else:
+                    slot.seed = seed
+        to_reset = [s for s in ready if s.session_id and not s.finished]
+        by_client: dict[int, list[Slot]] = {}
+        for slot in to_reset:
+            by_client.setdefault(id(slot.client), []).append(slot)
+
+        def run(group: list[Slot]) -> None:
+            calls = [ResetCall(s.session_id, seed=s.seed) for s in group]
+            for slot, result in zip(group, _batch_or_fail(group[0].client, calls), strict=True):
+                if isinstance(result, ResetResult):
+                    slot.observation, slot.steps, slot.backoff = result.observation, [], 0.5
+                else:
+                    assert isinstance(result, EnvCallError)
+                    seeds.give_back(slot.seed)
+                    self._back_off(slot, result)
+
+        list(self._pool.map(run, by_client.values()))
+
+    def _lose_episode(self, slot: Slot, error: EnvCallError) -> None:
+        """Drop the slot's episode in flight (never send half of it) and schedule a new session."""
+        log.warning(
+            "episode lost", extra={"session": slot.name, "steps": len(slot.steps), "error": error.code.name}
+        )
+        self.stats.episodes_lost += 1
+        slot.steps, slot.observation = [], None
+        self._back_off(slot, error)
+
+    def _back_off(self, slot: Slot, error: EnvCallError) -> None:
+        if error.code in SERVER_DOWN or error.code == grpc.StatusCode.NOT_FOUND:
+            slot.session_id = ""  # the session is gone with the server (or was reaped): open a new one
+        slot.retry_at = time.monotonic() + slot.backoff
+        slot.backoff = min(slot.backoff * 2, 30.0)
+
+    def _bootstrap_prompt(self, slot: Slot, observation: Observation) -> list[int]:
+        item = PolicyInput(observation.image, observation.task, observation.legal_actions, slot.fact_keys)
+        return self.policy.prompt_ids([item])[0]
+
+    def close(self) -> None:
+        """Close every session (best effort) and the step threads."""
+        for slot in self.slots:
+            if slot.session_id:
+                try:
+                    slot.client.close_session(slot.session_id)
+                except EnvCallError:
+                    pass
+                slot.session_id = ""
+        self._pool.shutdown(wait=False)
+
+
+def _batch_or_fail(
+    client: EnvClient, calls: list[ResetCall] | list[StepCall]
+) -> list[StepResult | ResetResult | EnvCallError]:
+    """``client.batch(calls)``; a failure of the whole call becomes that error for every item."""
+    try:
+        return client.batch(calls)
+    except EnvCallError as exc:
+        return [exc for _ in calls]
