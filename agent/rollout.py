@@ -14,6 +14,7 @@ are re-created with backoff while the other servers go on.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import random
 import threading
@@ -326,10 +327,8 @@ class Rollout:
         """Close every session (best effort) and the step threads."""
         for slot in self.slots:
             if slot.session_id:
-                try:
+                with contextlib.suppress(EnvCallError):
                     slot.client.close_session(slot.session_id)
-                except EnvCallError:
-                    pass
                 slot.session_id = ""
         self._pool.shutdown(wait=False)
 

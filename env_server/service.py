@@ -104,7 +104,7 @@ class EnvironmentServicer(pb_grpc.EnvironmentServicer):
         with self.sessions.use(request.session_id) as session:
             seed = request.seed if request.HasField("seed") else _fresh_seed()
             try:
-                session.env.reset(seed=env_seed(seed), options=options)
+                session.env.reset(seed=_env_seed(seed), options=options)
             except EnvError:
                 raise
             except Exception as exc:
@@ -262,7 +262,7 @@ def _fresh_seed() -> int:
     return int(np.random.default_rng().integers(0, 2**31 - 1))
 
 
-def env_seed(seed: int) -> int:
+def _env_seed(seed: int) -> int:
     """The wire's int64 seed as the non-negative int numpy and Gymnasium take (one to one; -1 is 2**64 - 1)."""
     return seed % 2**64
 
