@@ -100,8 +100,8 @@ class EnvironmentServicer(pb_grpc.EnvironmentServicer):
 
     def reset(self, request: pb.ResetRequest, out: pb.ResetResponse) -> pb.ResetResponse:
         """Start an episode; fills and returns ``out`` (built in place: images are large)."""
-        options = self._reset_options(request.options) if request.HasField("options") else None
-        with self.sessions.use(request.session_id) as session:
+        with self.sessions.use(request.session_id) as session:  # NOT_FOUND before INVALID_ARGUMENT
+            options = self._reset_options(request.options) if request.HasField("options") else None
             seed = request.seed if request.HasField("seed") else _fresh_seed()
             try:
                 session.env.reset(seed=_env_seed(seed), options=options)
@@ -231,6 +231,7 @@ class EnvironmentServicer(pb_grpc.EnvironmentServicer):
             max_episode_steps=env.max_episode_steps,
             capabilities=capabilities,
             fact_keys=list(env.fact_keys),
+            reset_option_names=list(env.reset_option_names),
             description=env.description,
         )
 
@@ -239,6 +240,7 @@ class EnvironmentServicer(pb_grpc.EnvironmentServicer):
         self.spec.max_sessions = self.limits.max_sessions
         self.spec.session_idle_timeout_seconds = self.limits.idle_timeout
         self.spec.max_message_bytes = max_message_bytes
+        self.spec.max_batch_items = self.limits.max_batch_items
 
 
 def _unary(handler: Callable[[Req], Resp], request: Req, context: grpc.ServicerContext) -> Resp:

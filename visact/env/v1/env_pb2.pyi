@@ -40,7 +40,7 @@ class ActionSpace(_message.Message):
     def __init__(self, vocabulary: _Optional[_Iterable[str]] = ..., dynamic: _Optional[bool] = ...) -> None: ...
 
 class EnvironmentSpec(_message.Message):
-    __slots__ = ("name", "protocol_version", "image_height", "image_width", "image_channels", "image_encodings", "action_space", "max_episode_steps", "capabilities", "fact_keys", "max_sessions", "session_idle_timeout_seconds", "max_message_bytes", "description")
+    __slots__ = ("name", "protocol_version", "image_height", "image_width", "image_channels", "image_encodings", "action_space", "max_episode_steps", "capabilities", "fact_keys", "max_sessions", "session_idle_timeout_seconds", "max_message_bytes", "description", "reset_option_names", "max_batch_items")
     NAME_FIELD_NUMBER: _ClassVar[int]
     PROTOCOL_VERSION_FIELD_NUMBER: _ClassVar[int]
     IMAGE_HEIGHT_FIELD_NUMBER: _ClassVar[int]
@@ -55,6 +55,8 @@ class EnvironmentSpec(_message.Message):
     SESSION_IDLE_TIMEOUT_SECONDS_FIELD_NUMBER: _ClassVar[int]
     MAX_MESSAGE_BYTES_FIELD_NUMBER: _ClassVar[int]
     DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
+    RESET_OPTION_NAMES_FIELD_NUMBER: _ClassVar[int]
+    MAX_BATCH_ITEMS_FIELD_NUMBER: _ClassVar[int]
     name: str
     protocol_version: str
     image_height: int
@@ -69,7 +71,9 @@ class EnvironmentSpec(_message.Message):
     session_idle_timeout_seconds: float
     max_message_bytes: int
     description: str
-    def __init__(self, name: _Optional[str] = ..., protocol_version: _Optional[str] = ..., image_height: _Optional[int] = ..., image_width: _Optional[int] = ..., image_channels: _Optional[int] = ..., image_encodings: _Optional[_Iterable[_Union[ImageEncoding, str]]] = ..., action_space: _Optional[_Union[ActionSpace, _Mapping]] = ..., max_episode_steps: _Optional[int] = ..., capabilities: _Optional[_Iterable[str]] = ..., fact_keys: _Optional[_Iterable[str]] = ..., max_sessions: _Optional[int] = ..., session_idle_timeout_seconds: _Optional[float] = ..., max_message_bytes: _Optional[int] = ..., description: _Optional[str] = ...) -> None: ...
+    reset_option_names: _containers.RepeatedScalarFieldContainer[str]
+    max_batch_items: int
+    def __init__(self, name: _Optional[str] = ..., protocol_version: _Optional[str] = ..., image_height: _Optional[int] = ..., image_width: _Optional[int] = ..., image_channels: _Optional[int] = ..., image_encodings: _Optional[_Iterable[_Union[ImageEncoding, str]]] = ..., action_space: _Optional[_Union[ActionSpace, _Mapping]] = ..., max_episode_steps: _Optional[int] = ..., capabilities: _Optional[_Iterable[str]] = ..., fact_keys: _Optional[_Iterable[str]] = ..., max_sessions: _Optional[int] = ..., session_idle_timeout_seconds: _Optional[float] = ..., max_message_bytes: _Optional[int] = ..., description: _Optional[str] = ..., reset_option_names: _Optional[_Iterable[str]] = ..., max_batch_items: _Optional[int] = ...) -> None: ...
 
 class Expert(_message.Message):
     __slots__ = ("action", "thoughts", "facts")
