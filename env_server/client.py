@@ -92,7 +92,7 @@ def dial(
     tls_ca: Path | None = None,
     tls_cert: Path | None = None,
     tls_key: Path | None = None,
-    max_message_bytes: int = 64 * 1024 * 1024,
+    max_message_bytes: int = 256 * 1024 * 1024,
     keepalive_seconds: float = 30.0,
 ) -> grpc.Channel:
     """A channel to ``address`` with message limits that fit images and keepalive."""
@@ -174,7 +174,15 @@ class EnvClient:
         return _step_result(self._call(self._stub.Step, request, session_id))
 
     def batch(self, calls: Sequence[ResetCall | StepCall]) -> list[ResetResult | StepResult | EnvCallError]:
-        """Many resets and steps in one round trip; a failed item comes back as an EnvCallError."""
+        """Many resets and steps in one round trip (several when more than the server's
+        max_batch_items); a failed item comes back as an EnvCallError."""
+        limit = self.describe().max_batch_items or len(calls) or 1
+        results: list[ResetResult | StepResult | EnvCallError] = []
+        for start in range(0, len(calls), limit):
+            results += self._batch(calls[start : start + limit])
+        return results
+
+    def _batch(self, calls: Sequence[ResetCall | StepCall]) -> list[ResetResult | StepResult | EnvCallError]:
         items = [
             pb.BatchItem(reset=_reset_request(c))
             if isinstance(c, ResetCall)

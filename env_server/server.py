@@ -28,8 +28,8 @@ from env_server.core import Env
 from env_server.logs import setup_logging
 from env_server.service import SERVICE_NAME, EnvironmentServicer, ServiceLimits
 from visact.configcli import parse_config
-from visact.memory import tune_allocator
 from visact.env.v1 import env_pb2, env_pb2_grpc
+from visact.memory import tune_allocator
 
 log = logging.getLogger("env_server")
 
@@ -51,8 +51,10 @@ class ServerConfig:
     idle_timeout: float = field(
         default=300.0, metadata={"help": "close sessions idle this many seconds (0: never)"}
     )
-    max_message_mb: float = field(default=64.0, metadata={"help": "largest message in or out, MiB"})
-    max_batch_items: int = field(default=1024, metadata={"help": "items allowed in one BatchStep"})
+    max_message_mb: float = field(default=128.0, metadata={"help": "largest message in or out, MiB"})
+    max_batch_items: int = field(
+        default=0, metadata={"help": "items allowed in one BatchStep (0: as many as fit --max-message-mb)"}
+    )
     workers: int = field(default=16, metadata={"help": "threads serving calls"})
     grace: float = field(default=10.0, metadata={"help": "seconds running calls get on shutdown"})
     keepalive_seconds: float = field(
@@ -129,7 +131,6 @@ def start_server(config: ServerConfig, env_factory: Callable[[], Env] | None = N
         max_batch_items=config.max_batch_items,
     )
     servicer = EnvironmentServicer(factory, limits)
-    servicer.finish_spec(max_message_bytes=config.max_message_bytes)
     keepalive_ms = int(config.keepalive_seconds * 1000)
     options = [
         ("grpc.max_receive_message_length", config.max_message_bytes),

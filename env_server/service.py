@@ -7,6 +7,7 @@ or raises a typed ``EnvError``; :func:`_unary` maps those to status codes once.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 from collections.abc import Callable, Mapping
@@ -33,26 +34,39 @@ Req = TypeVar("Req")
 Resp = TypeVar("Resp")
 
 
+#: Bytes a BatchStep result takes beyond its raw image (task text, legal actions, info, framing).
+BATCH_ITEM_OVERHEAD = 16 * 1024
+
+
 @dataclass(frozen=True)
 class ServiceLimits:
     """The servicer's bounds (the process config fills them)."""
 
     max_sessions: int = 1024
     idle_timeout: float = 300.0
-    max_message_bytes: int = 64 * 1024 * 1024
-    max_batch_items: int = 1024
+    max_message_bytes: int = 128 * 1024 * 1024
+    max_batch_items: int = 0  # 0: as many raw-image results as fit max_message_bytes
 
 
 class EnvironmentServicer(pb_grpc.EnvironmentServicer):
     """Serves sessions of one ``Env`` class."""
 
     def __init__(self, env_factory: Callable[[], Env], limits: ServiceLimits | None = None) -> None:
-        self.limits = limits or ServiceLimits()
+        limits = limits or ServiceLimits()
         self._probe = env_factory()  # describes the environment; never stepped
+        if not limits.max_batch_items:
+            height, width, channels = self._probe.image_shape
+            fitting = limits.max_message_bytes // (height * width * channels + BATCH_ITEM_OVERHEAD)
+            limits = dataclasses.replace(limits, max_batch_items=max(1, fitting))
+        self.limits = limits
         self.sessions = SessionStore(
             env_factory, max_sessions=self.limits.max_sessions, idle_timeout=self.limits.idle_timeout
         )
         self.spec = self._build_spec(self._probe)
+        self.spec.max_sessions = limits.max_sessions
+        self.spec.session_idle_timeout_seconds = limits.idle_timeout
+        self.spec.max_message_bytes = limits.max_message_bytes
+        self.spec.max_batch_items = limits.max_batch_items
         self._encodings = set(self.spec.image_encodings)
         self._has_expert = "expert" in self.spec.capabilities
 
@@ -137,6 +151,8 @@ class EnvironmentServicer(pb_grpc.EnvironmentServicer):
             session.episode_step += 1
             outcome = self._apply_time_limit(session, outcome)
             if outcome.terminated or outcome.truncated:
+                if "success" not in outcome.info:  # the protocol promises it on every last step
+                    outcome = dataclasses.replace(outcome, info={**outcome.info, "success": False})
                 session.state = EpisodeState.ENDED
                 session.end_reason = "terminated" if outcome.terminated else "truncated"
             self._observe(session, out.observation)
@@ -234,13 +250,6 @@ class EnvironmentServicer(pb_grpc.EnvironmentServicer):
             reset_option_names=list(env.reset_option_names),
             description=env.description,
         )
-
-    def finish_spec(self, *, max_message_bytes: int) -> None:
-        """Record the process-level limits in the spec (called by the server)."""
-        self.spec.max_sessions = self.limits.max_sessions
-        self.spec.session_idle_timeout_seconds = self.limits.idle_timeout
-        self.spec.max_message_bytes = max_message_bytes
-        self.spec.max_batch_items = self.limits.max_batch_items
 
 
 def _unary(handler: Callable[[Req], Resp], request: Req, context: grpc.ServicerContext) -> Resp:

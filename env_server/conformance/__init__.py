@@ -1,0 +1,29 @@
+"""The conformance suite: checks any visact environment server by address, whatever its language.
+
+It speaks only the protocol (``visact/env/v1/env.proto``) through the generated stubs,
+and assumes nothing about the game beyond what Describe says::
+
+    env-conformance --server localhost:50051
+
+or from Python::
+
+    report = run_conformance("localhost:50051", Options(token="..."))
+    assert report.ok, report.to_text()
+"""
+
+from env_server.conformance.checks import CHECKS, NAMES, Check
+from env_server.conformance.context import Options
+from env_server.conformance.report import CheckResult, Level, Outcome, Report
+from env_server.conformance.runner import run_conformance
+
+__all__ = [
+    "CHECKS",
+    "NAMES",
+    "Check",
+    "CheckResult",
+    "Level",
+    "Options",
+    "Outcome",
+    "Report",
+    "run_conformance",
+]

@@ -1,0 +1,189 @@
+"""The TypeScript environment server in examples/node-env-server, as a real Node.js process, passes
+env-conformance: the protocol can be implemented in another language from the .proto alone.
+
+Builds it with ``npm ci && npm run build`` (skipped when dist/ is newer than the sources and the
+lockfile), starts ``node dist/server.js --port 0 --ready-file F``, and runs ``env-conformance``
+against it as a subprocess. Skipped, with the reason, when node or npm is missing.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc
+import pytest
+
+pytestmark = pytest.mark.slow
+
+ROOT = Path(__file__).resolve().parents[2]
+EXAMPLE = ROOT / "examples" / "node-env-server"
+SERVER_JS = EXAMPLE / "dist" / "server.js"
+MIN_NODE = 18
+
+
+def _run(command: list[str], *, timeout: float) -> None:
+    result = subprocess.run(command, cwd=EXAMPLE, capture_output=True, text=True, timeout=timeout)
+    if result.returncode != 0:
+        pytest.fail(
+            f"`{' '.join(command)}` in {EXAMPLE} exited {result.returncode}\n"
+            f"stdout:\n{result.stdout[-4000:]}\nstderr:\n{result.stderr[-4000:]}"
+        )
+
+
+def _newest(paths: list[Path]) -> float:
+    return max(p.stat().st_mtime for p in paths if p.exists())
+
+
+def _built_and_current() -> bool:
+    """dist/ is newer than every source file, the build config and the lockfile."""
+    outputs = list((EXAMPLE / "dist").rglob("*.js"))
+    if not SERVER_JS.exists() or not (EXAMPLE / "node_modules").is_dir():
+        return False
+    inputs = [
+        *(EXAMPLE / "src").rglob("*.ts"),
+        EXAMPLE / "package.json",
+        EXAMPLE / "package-lock.json",
+        EXAMPLE / "tsconfig.json",
+    ]
+    return min(p.stat().st_mtime for p in outputs) > _newest(inputs)
+
+
+@pytest.fixture(scope="module")
+def node() -> str:
+    """The node binary, with the example built (npm ci && npm run build) unless dist/ is current."""
+    node, npm = shutil.which("node"), shutil.which("npm")
+    if node is None or npm is None:
+        missing = " and ".join(name for name, path in (("node", node), ("npm", npm)) if path is None)
+        pytest.skip(f"{missing} not found on PATH; install Node.js >= {MIN_NODE} with npm to build {EXAMPLE}")
+    version = subprocess.run([node, "--version"], capture_output=True, text=True, check=True).stdout.strip()
+    if int(version.lstrip("v").split(".")[0]) < MIN_NODE:
+        pytest.skip(f"node {version} is too old for {EXAMPLE}; it needs Node.js >= {MIN_NODE}")
+    if not _built_and_current():
+        lock_installed = EXAMPLE / "node_modules" / ".package-lock.json"
+        lockfile = EXAMPLE / "package-lock.json"
+        if not lock_installed.exists() or lock_installed.stat().st_mtime < lockfile.stat().st_mtime:
+            _run([npm, "ci", "--no-audit", "--no-fund"], timeout=600)
+        _run([npm, "run", "build"], timeout=600)
+    return node
+
+
+class NodeServer:
+    """A running ``node dist/server.js`` process and its port."""
+
+    def __init__(self, process: subprocess.Popen[str], port: int, log: Path) -> None:
+        self.process = process
+        self.port = port
+        self.log = log
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def stop(self, timeout: float = 15.0) -> int:
+        """SIGTERM, then wait for the exit code (SIGKILL after ``timeout``)."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                return self.process.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+                pytest.fail(
+                    f"the Node server did not exit {timeout} s after SIGTERM; log:\n{self.log.read_text()}"
+                )
+        return self.process.returncode
+
+
+def start_node_server(node: str, tmp_path: Path, *args: str, env: dict[str, str] | None = None) -> NodeServer:
+    ready = tmp_path / "port"
+    log = tmp_path / "server.log"
+    with log.open("w") as log_file:
+        process = subprocess.Popen(
+            [node, str(SERVER_JS), "--host", "127.0.0.1", "--port", "0", "--ready-file", str(ready), *args],
+            cwd=EXAMPLE,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            text=True,
+            env=env,
+        )
+    deadline = time.monotonic() + 30
+    while not (ready.exists() and ready.read_text().strip()):
+        if process.poll() is not None:
+            pytest.fail(
+                f"the Node server exited {process.returncode} before serving; log:\n{log.read_text()}"
+            )
+        if time.monotonic() > deadline:
+            process.kill()
+            pytest.fail(f"the Node server did not write {ready} within 30 s; log:\n{log.read_text()}")
+        time.sleep(0.05)
+    return NodeServer(process, int(ready.read_text()), log)
+
+
+@pytest.fixture
+def node_server(node: str, tmp_path: Path) -> Iterator[NodeServer]:
+    # A small capacity and a short idle timeout so that the capacity and reaper checks run too.
+    server = start_node_server(node, tmp_path, "--max-sessions", "16", "--idle-timeout", "2")
+    yield server
+    server.stop()
+
+
+def conformance_command() -> list[str]:
+    """env-conformance from this interpreter's environment (or PATH)."""
+    script = shutil.which("env-conformance", path=str(Path(sys.executable).parent)) or shutil.which(
+        "env-conformance"
+    )
+    if script:
+        return [script]
+    return [sys.executable, "-c", "import sys; from env_server.conformance.cli import main; sys.exit(main())"]
+
+
+def run_conformance(server: NodeServer, *args: str) -> str:
+    """env-conformance against ``server``; fails the test unless it exits 0. Returns its report."""
+    result = subprocess.run(
+        [*conformance_command(), "--server", server.address, *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, (
+        f"env-conformance exited {result.returncode} against the Node server\n"
+        f"stdout:\n{result.stdout}\nstderr:\n{result.stderr}\nserver log:\n{server.log.read_text()[-4000:]}"
+    )
+    return result.stdout
+
+
+def test_node_server_passes_env_conformance(node_server: NodeServer) -> None:
+    report = run_conformance(node_server)
+    assert "CONFORMANT" in report and " 0 failed" in report
+
+
+def test_node_server_with_a_token_passes_env_conformance(node: str, tmp_path: Path) -> None:
+    token = secrets.token_hex(16)
+    # The token comes from the environment, as in a container, so it is not in the process list.
+    env = {**os.environ, "VISACT_TOKEN": token}
+    server = start_node_server(node, tmp_path, "--max-sessions", "16", "--idle-timeout", "2", env=env)
+    try:
+        report = run_conformance(server, "--token", token, "--only", "auth,errors,batch_step")
+    finally:
+        server.stop()
+    assert "PASS  auth.token" in report
+
+
+def test_node_server_reports_health_and_drains_on_sigterm(node_server: NodeServer) -> None:
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    with grpc.insecure_channel(node_server.address) as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        for service in ("", "visact.env.v1.Environment"):
+            response = stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=10)
+            assert response.status == health_pb2.HealthCheckResponse.SERVING, service
+    assert node_server.stop() == 0, node_server.log.read_text()
+    assert '"msg":"stopped"' in node_server.log.read_text()
