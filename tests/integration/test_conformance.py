@@ -352,3 +352,11 @@ def test_cli_usage(capsys: pytest.CaptureFixture[str]) -> None:
         conformance_main(["--server", "127.0.0.1:1", "--only", "no.such.check"])
     assert exited.value.code == 2
     assert "unknown check" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("game", ["ezpoints", "points24", "blackjack"])
+def test_cli_passes_every_other_builtin_game(env_server: Callable[..., str], game: str) -> None:
+    address = env_server("--env", game, "--max-sessions", "16")
+    result = conformance("--server", address)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.splitlines()[-1].endswith(f"'{game}' at {address} is CONFORMANT")
