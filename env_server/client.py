@@ -16,8 +16,8 @@ import numpy as np
 from google.protobuf import json_format, struct_pb2
 
 from env_server import images
-from env_server.auth import channel_credentials, token_metadata
 from env_server.core import ExpertMove
+from visact.auth import channel_credentials, token_metadata
 from visact.env.v1 import env_pb2 as pb
 from visact.env.v1 import env_pb2_grpc as pb_grpc
 from visact.memory import tune_allocator

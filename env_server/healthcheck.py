@@ -23,7 +23,7 @@ from pathlib import Path
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from env_server.auth import channel_credentials
+from visact.auth import channel_credentials
 from visact.configcli import parse_config
 
 DEFAULT_PORT = 50051

@@ -23,12 +23,12 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from env_server.auth import BearerTokenInterceptor, server_credentials
 from env_server.core import Env
-from env_server.logs import setup_logging
 from env_server.service import SERVICE_NAME, EnvironmentServicer, ServiceLimits
+from visact.auth import BearerTokenInterceptor, server_credentials
 from visact.configcli import parse_config
 from visact.env.v1 import env_pb2, env_pb2_grpc
+from visact.logs import setup_logging
 from visact.memory import tune_allocator
 
 log = logging.getLogger("env_server")

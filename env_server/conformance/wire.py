@@ -14,8 +14,8 @@ from typing import Any
 
 import grpc
 
-from env_server.auth import token_metadata
 from env_server.client import dial
+from visact.auth import token_metadata
 from visact.env.v1 import env_pb2 as pb
 from visact.env.v1 import env_pb2_grpc as pb_grpc
 

@@ -1,0 +1,339 @@
+"""The agent's side of the trainer protocol: register, follow weights versions, ship episodes.
+
+- A watcher thread follows ``WatchVersions``; for each new version it fetches the adapter,
+  checks its sha256 and keeps it *pending*. The rollout applies a pending adapter only between
+  rounds (``between_rounds``), all at once, so a batch is never sampled by two versions and a
+  broken transfer never leaves a half-applied adapter (the agent keeps what it had and fetches
+  again).
+- ``between_rounds`` also enforces the staleness bound: while the agent's version is older
+  than the newest minus ``max_policy_lag`` it waits for newer weights instead of rolling out.
+- A sender thread ships finished episodes; WAIT (the trainer's buffer is full) is honoured by
+  retrying later, never by dropping; a full queue blocks the rollout (backpressure).
+- A trainer that restarts is re-registered with the agent's previous id; episodes not yet
+  acknowledged are sent again under the same episode id (the trainer counts an id once).
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import queue
+import secrets
+import threading
+import time
+from typing import Any
+
+import grpc
+
+from agent.adapters import AdapterError, apply_adapter, attach_lora, peft_config_from_dict, read_adapter
+from agent.config import AgentConfig
+from agent.models import weights_fingerprint
+from agent.policy import VLMPolicy
+from agent.records import Episode
+from env_server import images
+from visact.auth import channel_credentials, token_metadata
+from visact.trainer.v1 import trainer_pb2 as pb
+from visact.trainer.v1 import trainer_pb2_grpc as pb_grpc
+
+log = logging.getLogger(__name__)
+
+RETRYABLE = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.CANCELLED}
+
+
+def encode_episode(episode: Episode) -> pb.Episode:
+    """The wire form of a finished episode: images as PNG, tokens as ids."""
+    message = pb.Episode(env=episode.env, session=episode.session, seed=episode.seed)
+    for step in episode.steps:
+        message.steps.append(
+            pb.TrajectoryStep(
+                image=images.encode(step.image, images.PNG),
+                prompt_ids=step.prompt_ids,
+                generated_ids=step.generated_ids,
+                log_probs=step.log_probs,
+                action_start=step.action_start,
+                text=step.text,
+                action=step.action,
+                parse_failure=step.parse_failure,
+                format_penalty=step.format_penalty,
+                reward=step.reward,
+                terminated=step.terminated,
+                truncated=step.truncated,
+                policy_version=step.policy_version,
+                temperature=step.temperature,
+                episode_step=step.episode_step,
+                success=bool(step.info.get("success", False)),
+            )
+        )
+    if episode.bootstrap_image is not None:
+        message.bootstrap_image.CopyFrom(images.encode(episode.bootstrap_image, images.PNG))
+        message.bootstrap_prompt_ids.extend(episode.bootstrap_prompt_ids or [])
+    return message
+
+
+class TrainerLink:
+    """One agent's connection to the trainer."""
+
+    def __init__(
+        self, config: AgentConfig, policy: VLMPolicy, environments: list[str], stop: threading.Event
+    ) -> None:
+        assert config.trainer is not None
+        self.config = config
+        self.policy = policy
+        self.environments = environments
+        self.stop = stop
+        options = [
+            ("grpc.max_receive_message_length", 256 << 20),
+            ("grpc.max_send_message_length", 256 << 20),
+            ("grpc.keepalive_time_ms", 30_000),
+            ("grpc.keepalive_permit_without_calls", 1),
+        ]
+        if config.tls_ca is not None or config.tls_cert is not None:
+            credentials = channel_credentials(config.tls_ca, config.tls_cert, config.tls_key)
+            self._channel = grpc.secure_channel(config.trainer, credentials, options=options)
+        else:
+            self._channel = grpc.insecure_channel(config.trainer, options=options)
+        self._stub = pb_grpc.TrainerStub(self._channel)
+        self._metadata = token_metadata(config.token)
+        self.fingerprint = weights_fingerprint(policy.loaded.model)
+        self.agent_id = ""
+        self.latest_version = 0
+        self.max_policy_lag = 0
+        self._pending: tuple[int, dict[str, Any], dict[str, Any]] | None = None
+        self._pending_lock = threading.Lock()
+        self._outbox: queue.Queue[tuple[str, pb.Episode]] = queue.Queue(maxsize=64)
+        self._ids = (f"{secrets.token_hex(4)}-{n}" for n in itertools.count())
+        self.steps_sent = 0
+        self.episodes_sent = 0
+        self.applied_any = False
+        self._threads: list[threading.Thread] = []
+
+    # ------------------------------------------------------------------ lifecycle
+    def start(self) -> None:
+        self.register()
+        for target, name in (
+            (self._watch, "weights-watch"),
+            (self._send, "episode-send"),
+            (self._beat, "heartbeat"),
+        ):
+            thread = threading.Thread(target=target, name=name, daemon=True)
+            thread.start()
+            self._threads.append(thread)
+
+    def register(self) -> None:
+        """Register (again), retrying while the trainer is unreachable; applies its sampling config."""
+        request = pb.RegisterRequest(
+            agent_name=self.config.name,
+            model_name=self.config.model,
+            base_fingerprint=self.fingerprint,
+            environments=self.environments,
+            sessions=self.config.sessions,
+            previous_agent_id=self.agent_id,
+        )
+        response = self._retry(lambda: self._stub.Register(request, timeout=30, metadata=self._metadata))
+        self.agent_id = response.agent_id
+        self.latest_version = response.latest_version
+        self.max_policy_lag = response.max_policy_lag
+        sampling = response.sampling
+        self.policy.temperature = sampling.temperature
+        self.policy.max_new_tokens = sampling.max_new_tokens
+        self.policy.cot = sampling.chain_of_thought
+        self.format_penalty = float(sampling.format_penalty)
+        log.info("registered", extra={"agent": self.agent_id, "latest_version": self.latest_version})
+
+    def close(self) -> None:
+        self.stop.set()
+        self._channel.close()
+
+    # ------------------------------------------------------------------ weights
+    def between_rounds(self) -> None:
+        """Apply a pending adapter; wait while too stale to roll out."""
+        self._apply_pending()
+        while not self.stop.is_set() and self.policy.version < self.latest_version - self.max_policy_lag:
+            if not self._apply_pending():
+                time.sleep(0.05)
+
+    def wait_for_first_weights(self, timeout: float = 300.0) -> None:
+        """Block until the trainer's newest weights (at registration) are applied."""
+        deadline = time.monotonic() + timeout
+        while not self.stop.is_set() and not (
+            self.applied_any and self.policy.version >= self.latest_version
+        ):
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"no weights from the trainer at {self.config.trainer} within {timeout}s")
+            if not self._apply_pending():
+                time.sleep(0.05)
+
+    def _apply_pending(self) -> bool:
+        with self._pending_lock:
+            pending, self._pending = self._pending, None
+        if pending is None:
+            return False
+        version, tensors, lora = pending
+        if self.applied_any and version <= self.policy.version:
+            return False
+        loaded = self.policy.loaded
+        if not hasattr(loaded.model, "peft_config"):
+            loaded.model = attach_lora(loaded.model, peft_config_from_dict(lora))
+            loaded.model.eval()
+        apply_adapter(loaded.model, tensors)
+        self.policy.version = version
+        self.applied_any = True
+        log.info("weights applied", extra={"version": version})
+        return True
+
+    def _watch(self) -> None:
+        while not self.stop.is_set():
+            try:
+                stream = self._stub.WatchVersions(
+                    pb.WatchVersionsRequest(agent_id=self.agent_id), metadata=self._metadata
+                )
+                for announcement in stream:
+                    self.latest_version = max(self.latest_version, announcement.version)
+                    self._fetch_until_applied(announcement)
+                    if self.stop.is_set():
+                        break
+            except grpc.RpcError as exc:
+                if self.stop.is_set():
+                    return
+                self._recover(exc, "watching versions")
+
+    def _fetch_until_applied(self, announcement: pb.VersionAnnouncement) -> None:
+        """Fetch and verify one version; on a bad transfer keep the old weights and fetch again."""
+        delay = 0.2
+        while not self.stop.is_set() and announcement.version >= self.latest_version:
+            try:
+                data = self._fetch(announcement.version)
+                tensors, lora = read_adapter(data, expected_sha256=announcement.sha256)
+            except AdapterError as exc:
+                log.warning("weights refused", extra={"version": announcement.version, "error": str(exc)})
+            except grpc.RpcError as exc:
+                if exc.code() == grpc.StatusCode.NOT_FOUND:
+                    return  # superseded: a newer announcement follows
+                log.warning(
+                    "weights fetch failed", extra={"version": announcement.version, "error": exc.code().name}
+                )
+            else:
+                with self._pending_lock:
+                    self._pending = (announcement.version, tensors, lora)
+                return
+            time.sleep(delay)
+            delay = min(delay * 2, 5.0)
+
+    def _fetch(self, version: int) -> bytes:
+        chunks = self._stub.FetchWeights(
+            pb.FetchWeightsRequest(agent_id=self.agent_id, version=version),
+            timeout=120,
+            metadata=self._metadata,
+        )
+        parts = []
+        for chunk in chunks:
+            parts.append(chunk.data)
+        return b"".join(parts)
+
+    # ------------------------------------------------------------------ episodes
+    def submit(self, episode: Episode) -> None:
+        """Queue a finished episode; blocks while the queue is full (backpressure)."""
+        message = encode_episode(episode)
+        episode_id = next(self._ids)
+        while not self.stop.is_set():
+            try:
+                self._outbox.put((episode_id, message), timeout=0.5)
+                return
+            except queue.Full:
+                continue
+
+    def _send(self) -> None:
+        while not self.stop.is_set():
+            try:
+                episode_id, message = self._outbox.get(timeout=0.5)
+            except queue.Empty:
+                continue
+            self._send_one(episode_id, message)
+
+    def _send_one(self, episode_id: str, message: pb.Episode) -> None:
+        while not self.stop.is_set():
+            request = pb.SubmitEpisodeRequest(agent_id=self.agent_id, episode=message, episode_id=episode_id)
+            try:
+                response = self._stub.SubmitEpisode(request, timeout=60, metadata=self._metadata)
+            except grpc.RpcError as exc:
+                if exc.code() == grpc.StatusCode.INVALID_ARGUMENT:
+                    log.error("episode refused by the trainer", extra={"error": exc.details()})
+                    return
+                self._recover(exc, "submitting an episode")
+                continue
+            self.latest_version = max(self.latest_version, response.latest_version)
+            if response.status == pb.SubmitEpisodeResponse.ACCEPTED:
+                self.episodes_sent += 1
+                self.steps_sent += len(message.steps)
+                return
+            time.sleep(max(response.retry_after_seconds, 0.05))
+
+    def _beat(self) -> None:
+        while not self.stop.wait(2.0):
+            try:
+                response = self._stub.Heartbeat(
+                    pb.HeartbeatRequest(
+                        agent_id=self.agent_id, running_version=self.policy.version, steps=self.steps_sent
+                    ),
+                    timeout=10,
+                    metadata=self._metadata,
+                )
+                self.latest_version = max(self.latest_version, response.latest_version)
+            except grpc.RpcError as exc:
+                self._recover(exc, "heartbeat")
+
+    # ------------------------------------------------------------------ failures
+    def _recover(self, exc: grpc.RpcError, doing: str) -> None:
+        """Back off while the trainer is away; register again when it forgot us."""
+        code = exc.code()
+        log.warning("trainer call failed", extra={"while": doing, "code": code.name})
+        if code == grpc.StatusCode.NOT_FOUND:
+            self.register()
+        elif code not in RETRYABLE:
+            raise exc
+        self.stop.wait(1.0)
+
+    def _retry(self, call: Any) -> Any:
+        delay = 0.5
+        while True:
+            try:
+                return call()
+            except grpc.RpcError as exc:
+                if exc.code() not in RETRYABLE or self.stop.is_set():
+                    raise
+                log.warning("trainer unreachable, retrying", extra={"code": exc.code().name, "delay": delay})
+                self.stop.wait(delay)
+                delay = min(delay * 2, 10.0)
+
+
+def run_with_trainer(config: AgentConfig, stop: threading.Event) -> int:
+    """Roll out with the trainer's newest weights and ship every finished episode to it."""
+    from agent.cli import connect, make_policy
+    from agent.parsing import BadAnswerPolicy
+    from agent.rollout import Rollout, SeedSchedule
+
+    if config.oracle or config.random_policy:
+        raise ValueError("training needs a model policy; drop --oracle/--random-policy")
+    clients = connect(config)
+    policy = make_policy(config)
+    assert isinstance(policy, VLMPolicy)
+    environments = sorted({c.describe().name for c in clients})
+    link = TrainerLink(config, policy, environments, stop)
+    link.start()
+    link.wait_for_first_weights()  # start from the trainer's newest weights
+    rollout = Rollout(
+        clients,
+        policy,
+        sessions=config.sessions,
+        bad_answer=BadAnswerPolicy(link.format_penalty),
+        label=config.name,
+        seed=config.seed,
+    )
+    try:
+        rollout.run(
+            SeedSchedule(rng_seed=config.seed), link.submit, stop=stop, between_rounds=link.between_rounds
+        )
+    finally:
+        rollout.close()
+        link.close()
+    return 0

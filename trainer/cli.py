@@ -1,0 +1,42 @@
+"""trainer: the central learner.
+
+trainer serve [--model tiny] [--port 50061] [--steps-per-update 512] [--resume DIR] ...
+trainer sft --data demos.jsonl [--model tiny] [--out DIR] ...
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+
+from visact.configcli import parse_config
+from visact.logs import setup_logging
+
+COMMANDS = ("serve", "sft")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    if not args or args[0] not in COMMANDS:
+        print(__doc__, file=sys.stderr)
+        print(f"trainer: give a command: {', '.join(COMMANDS)}", file=sys.stderr)
+        return 2
+    command = args.pop(0)
+    if command == "serve":
+        from trainer.config import TrainerConfig
+        from trainer.serve import serve
+
+        config = parse_config(
+            TrainerConfig, args, prog="trainer serve", description="the central PPO learner"
+        )
+        setup_logging(config.log_format, config.log_level)
+        return serve(config)
+    from trainer.sft import SFTConfig, run_sft
+
+    sft_config = parse_config(SFTConfig, args, prog="trainer sft", description="supervised warm start")
+    setup_logging(sft_config.log_format, sft_config.log_level)
+    return run_sft(sft_config)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,120 @@
+"""The trainer's one config (``trainer serve``); saved into every checkpoint. Defaults are the paper's."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+@dataclass
+class TrainerConfig:
+    """Configuration of `trainer serve` (every field is a command-line option)."""
+
+    # -- network
+    host: str = field(default="[::]", metadata={"help": "address to bind"})
+    port: int = field(default=50061, metadata={"help": "port to bind; 0 picks a free one"})
+    ready_file: Path | None = field(default=None, metadata={"help": "write the bound port here once serving"})
+    token: str | None = field(
+        default=None, metadata={"help": "require this bearer token (also $VISACT_TOKEN)"}
+    )
+    tls_cert: Path | None = field(default=None, metadata={"help": "PEM certificate chain: serve TLS"})
+    tls_key: Path | None = field(default=None, metadata={"help": "PEM private key for --tls-cert"})
+    tls_client_ca: Path | None = field(default=None, metadata={"help": "PEM CA: require client certs (mTLS)"})
+    # -- model
+    model: str = field(default="tiny", metadata={"help": "Hugging Face VLM name or path, or 'tiny'"})
+    dtype: str = field(
+        default="auto", metadata={"help": "auto (bf16 on capable GPUs, else fp32), float32, bfloat16"}
+    )
+    init_adapter: Path | None = field(
+        default=None, metadata={"help": "start from this adapter (e.g. `trainer sft` output) as version 0"}
+    )
+    lora_r: int = field(default=128, metadata={"help": "LoRA rank (paper: 128)"})
+    lora_alpha: int = field(default=256, metadata={"help": "LoRA alpha (paper: 256)"})
+    lora_dropout: float = field(default=0.05, metadata={"help": "LoRA dropout (paper: 0.05)"})
+    lora_vision: bool = field(default=True, metadata={"help": "adapt the vision tower too (paper: yes)"})
+    value_lr_scale: float = field(default=1.0, metadata={"help": "value head learning rate / --lr"})
+    # -- PPO (paper, section "method" of ../shared/reference.md)
+    steps_per_update: int = field(default=512, metadata={"help": "env steps gathered per PPO update"})
+    ppo_epochs: int = field(default=4, metadata={"help": "passes over each batch"})
+    minibatch_size: int = field(default=128, metadata={"help": "samples per optimizer step"})
+    micro_batch_size: int = field(
+        default=8, metadata={"help": "samples per forward pass (gradient accumulation)"}
+    )
+    lr: float = field(default=1e-5, metadata={"help": "Adam learning rate (cosine to --lr-min)"})
+    lr_min: float = field(default=1e-9, metadata={"help": "learning rate at the end of the cosine"})
+    lr_updates: int = field(default=25, metadata={"help": "updates over which the cosine decays"})
+    warmup_updates: int = field(default=0, metadata={"help": "updates of linear warm-up"})
+    gamma: float = field(default=0.9, metadata={"help": "discount"})
+    gae_lambda: float = field(default=0.95, metadata={"help": "GAE lambda"})
+    clip: float = field(default=0.1, metadata={"help": "PPO ratio clip"})
+    value_clip: float = field(default=0.1, metadata={"help": "value clip (0: none)"})
+    vf_coef: float = field(default=0.5, metadata={"help": "value loss coefficient"})
+    max_grad_norm: float = field(default=0.01, metadata={"help": "gradient clipping norm"})
+    lambda_cot: float = field(default=0.5, metadata={"help": "weight of the CoT tokens' log-prob"})
+    is_clip: float = field(
+        default=2.0, metadata={"help": "truncation of the importance weight for stale data"}
+    )
+    normalize_advantages: bool = field(default=True, metadata={"help": "normalize advantages per batch"})
+    # -- sampling the agents use
+    temperature: float = field(default=0.2, metadata={"help": "agents' sampling temperature"})
+    max_new_tokens: int = field(default=256, metadata={"help": "agents' longest answer"})
+    cot: bool = field(default=True, metadata={"help": "chain-of-thought prompt (--no-cot: action only)"})
+    format_penalty: float = field(
+        default=0.0, metadata={"help": "reward subtracted for an unparsable answer"}
+    )
+    # -- agents and data
+    max_policy_lag: int = field(
+        default=1, metadata={"help": "rollouts may use weights this many versions old"}
+    )
+    buffer_steps: int = field(
+        default=0, metadata={"help": "steps the buffer holds (0: 2 x --steps-per-update)"}
+    )
+    agent_timeout: float = field(default=60.0, metadata={"help": "forget agents silent this many seconds"})
+    # -- run
+    checkpoint_dir: Path = field(
+        default=Path("runs/trainer"), metadata={"help": "checkpoints, weights, logs"}
+    )
+    checkpoint_every: int = field(default=5, metadata={"help": "checkpoint every N updates (and on SIGTERM)"})
+    keep_versions: int = field(default=3, metadata={"help": "weights versions kept for agents to fetch"})
+    resume: Path | None = field(default=None, metadata={"help": "continue from this checkpoint directory"})
+    max_updates: int = field(default=0, metadata={"help": "stop after this many updates (0: never)"})
+    seed: int = field(default=0, metadata={"help": "seed of initialization and minibatch order"})
+    log_format: str = field(default="text", metadata={"help": "json or text", "choices": ["json", "text"]})
+    log_level: str = field(default="INFO", metadata={"help": "DEBUG, INFO, WARNING, ERROR"})
+
+    def __post_init__(self) -> None:
+        if self.token is None:
+            self.token = os.environ.get("VISACT_TOKEN") or None
+        positive = (
+            "steps_per_update",
+            "ppo_epochs",
+            "minibatch_size",
+            "micro_batch_size",
+            "lora_r",
+            "max_new_tokens",
+        )
+        for name in positive:
+            if getattr(self, name) < 1:
+                raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
+        if self.minibatch_size % self.micro_batch_size:
+            raise ValueError(
+                f"--minibatch-size ({self.minibatch_size}) must be a multiple of --micro-batch-size "
+                f"({self.micro_batch_size}): micro batches accumulate into a minibatch"
+            )
+        if not 0 < self.gamma <= 1 or not 0 <= self.gae_lambda <= 1:
+            raise ValueError(
+                f"need 0 < gamma <= 1 and 0 <= gae-lambda <= 1; got {self.gamma}, {self.gae_lambda}"
+            )
+        if self.max_policy_lag < 0:
+            raise ValueError(f"--max-policy-lag must be >= 0, got {self.max_policy_lag}")
+        if self.temperature <= 0:
+            raise ValueError(f"--temperature must be > 0, got {self.temperature}")
+        if self.format_penalty < 0:
+            raise ValueError(f"--format-penalty is subtracted; give it >= 0, got {self.format_penalty}")
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError("--tls-cert and --tls-key go together")
+        if not self.buffer_steps:
+            self.buffer_steps = 2 * self.steps_per_update
+        if self.buffer_steps < self.steps_per_update:
+            raise ValueError(f"--buffer-steps ({self.buffer_steps}) must hold one batch (--steps-per-update)")

@@ -1,0 +1,172 @@
+"""Episodes as the learner takes them: decoded from the wire and checked whole.
+
+A malformed or inconsistent episode raises :class:`InvalidEpisode` with what was
+wrong; nothing of it enters a batch. The agent encodes them
+(``agent.trainer_link``).
+"""
+
+from __future__ import annotations
+
+import io
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+from PIL import Image
+
+from visact.env.v1 import env_pb2
+from visact.trainer.v1 import trainer_pb2 as pb
+
+#: log-probs may exceed 0 by float error only
+LOG_PROB_SLACK = 1e-3
+
+
+class InvalidEpisode(ValueError):
+    """The episode cannot be trained on; the message says why."""
+
+
+@dataclass
+class Sample:
+    """One environment step, as the learner needs it."""
+
+    image: np.ndarray
+    prompt_ids: list[int]
+    generated_ids: list[int]
+    behavior_log_probs: list[float]  # what the sampler recorded, per generated token
+    action_start: int
+    reward: float  # the env reward plus the format penalty: what PPO maximizes
+    terminated: bool
+    truncated: bool
+    version: int
+    temperature: float
+    valid: bool  # the answer parsed to a legal action
+    success: bool  # set on an episode's last step
+    env_reward: float = 0.0
+
+
+@dataclass
+class EpisodeData:
+    """One finished episode from one agent."""
+
+    agent_id: str
+    env: str
+    steps: list[Sample]
+    bootstrap_image: np.ndarray | None = None
+    bootstrap_prompt_ids: list[int] = field(default_factory=list)
+
+    @property
+    def success(self) -> bool:
+        return bool(self.steps) and self.steps[-1].success
+
+    @property
+    def env_return(self) -> float:
+        return float(sum(s.env_reward for s in self.steps))
+
+    @property
+    def min_version(self) -> int:
+        return min(s.version for s in self.steps)
+
+
+def decode_png(message: env_pb2.Image, where: str) -> np.ndarray:
+    if message.encoding != env_pb2.IMAGE_ENCODING_PNG:
+        raise InvalidEpisode(f"{where}: images must be PNG (encoding 2), got encoding {message.encoding}")
+    try:
+        with Image.open(io.BytesIO(message.data)) as pil:
+            array = np.asarray(pil.convert("RGB"))
+    except Exception as exc:  # PIL raises many types on bad bytes
+        raise InvalidEpisode(f"{where}: image bytes are not a readable PNG ({exc})") from exc
+    if array.shape[:2] != (message.height, message.width):
+        raise InvalidEpisode(
+            f"{where}: image declared {message.height}x{message.width} but decodes to {array.shape[0]}x{array.shape[1]}"
+        )
+    return array
+
+
+def decode_episode(
+    message: pb.Episode, *, agent_id: str, latest_version: int, vocab_size: int, max_tokens: int
+) -> EpisodeData:
+    """Check and decode one episode; raises InvalidEpisode naming the first problem."""
+    if not message.steps:
+        raise InvalidEpisode("the episode has no steps")
+    steps = []
+    last = len(message.steps) - 1
+    for index, step in enumerate(message.steps):
+        where = f"step {index}"
+        steps.append(_decode_step(step, where, vocab_size=vocab_size, max_tokens=max_tokens))
+        done = step.terminated or step.truncated
+        if index < last and done:
+            raise InvalidEpisode(f"{where} ends the episode but {last - index} more steps follow")
+        if index == last and not done:
+            raise InvalidEpisode(f"{where} is the last step but is neither terminated nor truncated")
+        if step.policy_version > latest_version:
+            raise InvalidEpisode(
+                f"{where} claims policy version {step.policy_version}, newer than the newest ({latest_version})"
+            )
+        if index and step.policy_version < message.steps[index - 1].policy_version:
+            raise InvalidEpisode(f"{where}: policy versions go backwards within the episode")
+    episode = EpisodeData(agent_id=agent_id, env=message.env, steps=steps)
+    final = message.steps[last]
+    if final.truncated and not final.terminated:
+        if not message.HasField("bootstrap_image") or not message.bootstrap_prompt_ids:
+            raise InvalidEpisode(
+                "the episode was truncated but carries no bootstrap_image and bootstrap_prompt_ids; "
+                "the learner needs the next observation to bootstrap its value"
+            )
+        episode.bootstrap_image = decode_png(message.bootstrap_image, "bootstrap")
+        episode.bootstrap_prompt_ids = _token_ids(
+            message.bootstrap_prompt_ids, "bootstrap prompt", vocab_size
+        )
+    return episode
+
+
+def _decode_step(step: pb.TrajectoryStep, where: str, *, vocab_size: int, max_tokens: int) -> Sample:
+    prompt = _token_ids(step.prompt_ids, f"{where} prompt", vocab_size)
+    generated = _token_ids(step.generated_ids, f"{where} answer", vocab_size)
+    if len(step.log_probs) != len(generated):
+        raise InvalidEpisode(
+            f"{where}: {len(generated)} generated tokens but {len(step.log_probs)} log-probs; one per token"
+        )
+    if len(prompt) + len(generated) > max_tokens:
+        raise InvalidEpisode(
+            f"{where}: {len(prompt) + len(generated)} tokens exceed the model's {max_tokens}"
+        )
+    log_probs = list(step.log_probs)
+    bad = [x for x in log_probs if not math.isfinite(x) or x > LOG_PROB_SLACK]
+    if bad:
+        raise InvalidEpisode(f"{where}: log-probs must be finite and <= 0, got e.g. {bad[0]}")
+    if not 0 <= step.action_start <= len(generated):
+        raise InvalidEpisode(f"{where}: action_start {step.action_start} outside 0..{len(generated)}")
+    for name in ("reward", "format_penalty"):
+        if not math.isfinite(getattr(step, name)):
+            raise InvalidEpisode(f"{where}: {name} must be finite, got {getattr(step, name)}")
+    if step.format_penalty > 0:
+        raise InvalidEpisode(f"{where}: format_penalty is added to the reward and must be <= 0")
+    if not (math.isfinite(step.temperature) and step.temperature > 0):
+        raise InvalidEpisode(f"{where}: temperature must be > 0, got {step.temperature}")
+    if step.terminated and step.truncated:
+        raise InvalidEpisode(f"{where}: terminated and truncated may not both be true")
+    return Sample(
+        image=decode_png(step.image, where),
+        prompt_ids=prompt,
+        generated_ids=generated,
+        behavior_log_probs=[min(x, 0.0) for x in log_probs],
+        action_start=step.action_start,
+        reward=step.reward + step.format_penalty,
+        terminated=step.terminated,
+        truncated=step.truncated,
+        version=step.policy_version,
+        temperature=step.temperature,
+        valid=not step.parse_failure,
+        success=step.success,
+        env_reward=step.reward,
+    )
+
+
+def _token_ids(ids: object, what: str, vocab_size: int) -> list[int]:
+    values = list(ids)  # type: ignore[call-overload]
+    if not values:
+        raise InvalidEpisode(f"{what}: no tokens")
+    bad = [t for t in values if not 0 <= t < vocab_size]
+    if bad:
+        raise InvalidEpisode(f"{what}: token id {bad[0]} outside the vocabulary 0..{vocab_size - 1}")
+    return values

@@ -1,0 +1,197 @@
+"""What the trainer knows about its agents, its data and its weights, shared by the gRPC service
+and the learning loop. No gRPC and no model here: plain state behind one lock.
+
+- agents: who registered, the version each runs, when each was last heard from;
+- the buffer: finished episodes waiting for an update, bounded in steps (backpressure);
+- versions: the newest weights version and its file, announced to watchers.
+"""
+
+from __future__ import annotations
+
+import secrets
+import threading
+import time
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from trainer.episodes import EpisodeData
+
+
+@dataclass
+class AgentInfo:
+    """One registered agent."""
+
+    agent_id: str
+    name: str
+    environments: list[str]
+    sessions: int
+    version: int = 0
+    steps: int = 0
+    last_seen: float = field(default_factory=time.monotonic)
+
+
+@dataclass(frozen=True)
+class PublishedVersion:
+    """One weights version on disk."""
+
+    version: int
+    path: Path
+    sha256: str
+    size_bytes: int
+    published_at: float
+
+
+class Hub:
+    """Agents, the episode buffer and the published versions, thread-safe."""
+
+    def __init__(
+        self, *, buffer_steps: int, max_policy_lag: int, agent_timeout: float, keep_versions: int
+    ) -> None:
+        self.buffer_steps = buffer_steps
+        self.max_policy_lag = max_policy_lag
+        self.agent_timeout = agent_timeout
+        self.keep_versions = keep_versions
+        self._lock = threading.Condition()
+        self.agents: dict[str, AgentInfo] = {}
+        self._buffer: list[EpisodeData] = []
+        self._buffered_steps = 0
+        self._seen_episode_ids: OrderedDict[str, None] = OrderedDict()
+        self.versions: dict[int, PublishedVersion] = {}
+        self.latest: PublishedVersion | None = None
+        self.closed = False
+        self.counters: dict[str, int] = {
+            "episodes_accepted": 0,
+            "episodes_refused": 0,
+            "episodes_waited": 0,
+            "episodes_duplicate": 0,
+            "agents_expired": 0,
+        }
+
+    # ------------------------------------------------------------------ agents
+    def register(self, name: str, environments: list[str], sessions: int, previous_id: str = "") -> AgentInfo:
+        with self._lock:
+            agent_id = previous_id if previous_id in self.agents else f"{name[:40]}-{secrets.token_hex(4)}"
+            agent = AgentInfo(agent_id, name, environments, sessions)
+            self.agents[agent_id] = agent
+            return agent
+
+    def touch(
+        self, agent_id: str, *, version: int | None = None, steps: int | None = None
+    ) -> AgentInfo | None:
+        """Mark an agent alive (and record its version); None if unknown."""
+        with self._lock:
+            agent = self.agents.get(agent_id)
+            if agent is None:
+                return None
+            agent.last_seen = time.monotonic()
+            if version is not None:
+                agent.version = version
+            if steps is not None:
+                agent.steps = steps
+            return agent
+
+    def expire_agents(self) -> list[str]:
+        """Forget agents silent longer than agent_timeout (their slot is freed)."""
+        deadline = time.monotonic() - self.agent_timeout
+        with self._lock:
+            gone = [a for a, info in self.agents.items() if info.last_seen < deadline]
+            for agent_id in gone:
+                del self.agents[agent_id]
+            self.counters["agents_expired"] += len(gone)
+            return gone
+
+    def min_version(self) -> int:
+        """The oldest version rollouts may use now."""
+        latest = self.latest.version if self.latest else 0
+        return max(0, latest - self.max_policy_lag)
+
+    # ------------------------------------------------------------------ the buffer
+    def offer(self, episode_id: str, episode: EpisodeData) -> tuple[bool, str]:
+        """(accepted, reason). A retried id is accepted once; a full buffer says wait."""
+        key = f"{episode.agent_id}/{episode_id}"
+        with self._lock:
+            if key in self._seen_episode_ids:
+                self.counters["episodes_duplicate"] += 1
+                return True, "already accepted"
+            steps = len(episode.steps)
+            if self._buffered_steps and self._buffered_steps + steps > self.buffer_steps:
+                self.counters["episodes_waited"] += 1
+                return (
+                    False,
+                    f"the buffer holds {self._buffered_steps} of {self.buffer_steps} steps; retry soon",
+                )
+            self._buffer.append(episode)
+            self._buffered_steps += steps
+            self._seen_episode_ids[key] = None
+            while len(self._seen_episode_ids) > 100_000:
+                self._seen_episode_ids.popitem(last=False)
+            self.counters["episodes_accepted"] += 1
+            self._lock.notify_all()
+            return True, ""
+
+    def take_batch(self, steps: int, timeout: float | None = None) -> list[EpisodeData] | None:
+        """Whole episodes totalling at least ``steps`` steps, oldest first; None on timeout or close."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._lock:
+            while self._buffered_steps < steps and not self.closed:
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    return None
+                self._lock.wait(timeout=remaining if remaining is not None else 1.0)
+            if self._buffered_steps < steps:
+                return None
+            batch, total = [], 0
+            while total < steps:
+                episode = self._buffer.pop(0)
+                batch.append(episode)
+                total += len(episode.steps)
+            self._buffered_steps -= total
+            self._lock.notify_all()
+            return batch
+
+    @property
+    def buffered_steps(self) -> int:
+        return self._buffered_steps
+
+    def drop_agent_data(self, agent_id: str) -> int:
+        """Remove the buffered episodes of an agent that died; returns how many."""
+        with self._lock:
+            keep = [e for e in self._buffer if e.agent_id != agent_id]
+            dropped = len(self._buffer) - len(keep)
+            self._buffer = keep
+            self._buffered_steps = sum(len(e.steps) for e in keep)
+            return dropped
+
+    # ------------------------------------------------------------------ versions
+    def publish(self, published: PublishedVersion) -> list[PublishedVersion]:
+        """Make ``published`` the newest version; returns versions no longer kept."""
+        with self._lock:
+            if self.latest is not None and published.version <= self.latest.version:
+                raise ValueError(f"version {published.version} does not follow {self.latest.version}")
+            self.versions[published.version] = published
+            self.latest = published
+            old = (
+                sorted(self.versions)[: -self.keep_versions]
+                if len(self.versions) > self.keep_versions
+                else []
+            )
+            dropped = [self.versions.pop(v) for v in old]
+            self._lock.notify_all()
+            return dropped
+
+    def wait_for_version_after(self, version: int, timeout: float) -> PublishedVersion | None:
+        """The newest version once it is newer than ``version`` (None on timeout or close)."""
+        deadline = time.monotonic() + timeout
+        with self._lock:
+            while not self.closed and (self.latest is None or self.latest.version <= version):
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return None
+                self._lock.wait(timeout=remaining)
+            return None if self.closed else self.latest
+
+    def close(self) -> None:
+        with self._lock:
+            self.closed = True
+            self._lock.notify_all()

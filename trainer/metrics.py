@@ -1,0 +1,69 @@
+"""Metrics to TensorBoard, to a JSONL file (for plots and tests) and to the console."""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger("trainer")
+
+#: shown on the console line, in this order, with these short names
+CONSOLE = (
+    ("charts/success_rate", "success", "{:.0%}"),
+    ("charts/episode_return", "return", "{:+.2f}"),
+    ("charts/valid_action_rate", "valid", "{:.0%}"),
+    ("charts/cot_tokens", "cot", "{:.0f}"),
+    ("losses/policy", "pi", "{:+.4f}"),
+    ("losses/value", "v", "{:.4f}"),
+    ("losses/approx_kl", "kl", "{:.4f}"),
+    ("losses/clip_frac", "clip", "{:.2f}"),
+    ("losses/explained_variance", "ev", "{:+.2f}"),
+    ("charts/policy_lag_mean", "lag", "{:.2f}"),
+    ("perf/samples_per_second", "samples/s", "{:.1f}"),
+    ("perf/publish_seconds", "publish", "{:.3f}s"),
+)
+
+
+class MetricsLogger:
+    """Writes each update's metrics to ``run_dir/tb`` (TensorBoard) and ``run_dir/metrics.jsonl``."""
+
+    def __init__(self, run_dir: Path) -> None:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        self.jsonl = run_dir / "metrics.jsonl"
+        self._writer: Any = None
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self._writer = SummaryWriter(log_dir=str(run_dir / "tb"))
+        except ImportError:  # tensorboard is in the trainer extra; metrics.jsonl still works
+            log.warning("tensorboard is not installed; metrics go to %s only", self.jsonl)
+
+    def log(self, step: int, metrics: dict[str, float]) -> None:
+        clean = {k: float(v) for k, v in metrics.items() if isinstance(v, int | float) and math.isfinite(v)}
+        with self.jsonl.open("a") as out:
+            out.write(json.dumps({"update": step, "time": time.time(), **clean}) + "\n")
+        if self._writer is not None:
+            for key, value in clean.items():
+                self._writer.add_scalar(key, value, step)
+            self._writer.flush()
+        parts = [f"update {step}"]
+        for key, short, fmt in CONSOLE:
+            if key in clean:
+                parts.append(f"{short} {fmt.format(clean[key])}")
+        log.info("  ".join(parts))
+
+    def close(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+
+
+def read_metrics(run_dir: Path) -> list[dict[str, float]]:
+    """Every update's metrics from ``run_dir/metrics.jsonl``."""
+    path = run_dir / "metrics.jsonl"
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]

@@ -1,0 +1,235 @@
+"""`trainer serve`: wire the learner, the hub and the gRPC service, then learn until stopped.
+
+The main thread runs the learning loop: take a batch of whole episodes from the hub, update,
+publish the adapter as the next version, log, checkpoint every N updates. gRPC threads serve
+the agents meanwhile. SIGTERM/SIGINT: checkpoint, stop taking calls, exit.
+Runs the same on CPU, on one GPU, and under `accelerate launch` (the main process serves).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import secrets
+import signal
+import threading
+import time
+from concurrent import futures
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from agent.adapters import ADAPTER_FILE, save_adapter_file
+from trainer.checkpoint import highest_published_version, load_checkpoint, save_checkpoint, weights_dir
+from trainer.config import TrainerConfig
+from trainer.hub import Hub, PublishedVersion
+from trainer.learner import Learner
+from trainer.metrics import MetricsLogger
+from trainer.service import SERVICE_NAME, ModelIdentity, TrainerServicer
+from visact.auth import BearerTokenInterceptor, server_credentials
+from visact.memory import tune_allocator
+from visact.trainer.v1 import trainer_pb2 as pb
+from visact.trainer.v1 import trainer_pb2_grpc as pb_grpc
+
+log = logging.getLogger("trainer")
+
+MAX_MESSAGE_BYTES = 256 * 1024 * 1024
+
+
+@dataclass
+class Trainer:
+    """A running trainer: its parts, for the loop, the CLI and in-process tests."""
+
+    config: TrainerConfig
+    learner: Learner
+    hub: Hub
+    server: grpc.Server
+    port: int
+    health: health.HealthServicer
+    metrics: MetricsLogger
+    run_id: str
+    stop: threading.Event
+    last_publish_seconds: float = 0.0
+
+    # ------------------------------------------------------------------ versions
+    def publish(self) -> PublishedVersion:
+        """Save the learner's adapter as its current version and announce it."""
+        started = time.monotonic()
+        directory = weights_dir(self.config.checkpoint_dir) / f"v{self.learner.version:06d}"
+        path, sha = save_adapter_file(self.learner.peft_model, directory)
+        published = PublishedVersion(self.learner.version, path, sha, path.stat().st_size, time.time())
+        for old in self.hub.publish(published):
+            _remove_version(old.path.parent)
+        self.last_publish_seconds = time.monotonic() - started
+        log.info(
+            "published",
+            extra={
+                "version": published.version,
+                "bytes": published.size_bytes,
+                "sha256": sha[:12],
+                "seconds": round(self.last_publish_seconds, 4),
+            },
+        )
+        return published
+
+    def checkpoint(self) -> Path:
+        path = save_checkpoint(self.learner, self.config.checkpoint_dir, {"run_id": self.run_id})
+        log.info("checkpoint", extra={"path": str(path), "version": self.learner.version})
+        return path
+
+    # ------------------------------------------------------------------ the loop
+    def learn(self) -> None:
+        """Update whenever a batch is ready, until stopped or --max-updates."""
+        config = self.config
+        while not self.stop.is_set():
+            for agent_id in self.hub.expire_agents():
+                dropped = self.hub.drop_agent_data(agent_id)
+                log.warning("agent expired", extra={"agent": agent_id, "episodes_dropped": dropped})
+            batch = self.hub.take_batch(config.steps_per_update, timeout=0.5)
+            if batch is None:
+                continue
+            metrics = self.learner.update(batch)
+            self.publish()
+            metrics["perf/publish_seconds"] = self.last_publish_seconds
+            metrics["perf/weights_bytes"] = float(self.hub.latest.size_bytes if self.hub.latest else 0)
+            metrics["charts/version"] = float(self.learner.version)
+            metrics["charts/agents"] = float(len(self.hub.agents))
+            metrics.update({f"counters/{k}": float(v) for k, v in self.hub.counters.items()})
+            self.metrics.log(self.learner.updates, metrics)
+            if config.checkpoint_every and self.learner.updates % config.checkpoint_every == 0:
+                self.checkpoint()
+            if config.max_updates and self.learner.updates >= config.max_updates:
+                log.info("reached --max-updates", extra={"updates": self.learner.updates})
+                break
+
+    def shutdown(self, grace: float = 5.0) -> None:
+        """Checkpoint, refuse new calls, let running ones finish."""
+        self.health.enter_graceful_shutdown()
+        self.checkpoint()
+        self.hub.close()
+        self.server.stop(grace).wait()
+        self.metrics.close()
+
+
+def build_trainer(config: TrainerConfig) -> Trainer:
+    """Load the model, restore a checkpoint if asked, publish the first version, start serving."""
+    from accelerate import Accelerator
+
+    from agent.models import load_vlm
+
+    tune_allocator()
+    accelerator = Accelerator()
+    loaded = load_vlm(config.model, dtype=config.dtype, device=accelerator.device)
+    learner = Learner(config, loaded, accelerator)
+    hub = Hub(
+        buffer_steps=config.buffer_steps,
+        max_policy_lag=config.max_policy_lag,
+        agent_timeout=config.agent_timeout,
+        keep_versions=config.keep_versions,
+    )
+    run_id = secrets.token_hex(6)
+    if config.resume is not None:
+        state = load_checkpoint(learner, config.resume)
+        run_id = str(state.get("run_id", run_id))
+        # Versions never go backwards: weights published after the checkpoint get a successor.
+        newest = highest_published_version(config.checkpoint_dir)
+        if newest >= learner.version:
+            learner.version = newest + 1
+        log.info(
+            "resumed",
+            extra={"from": str(config.resume), "updates": learner.updates, "version": learner.version},
+        )
+    sampling = pb.SamplingConfig(
+        temperature=config.temperature,
+        max_new_tokens=config.max_new_tokens,
+        chain_of_thought=config.cot,
+        format_penalty=config.format_penalty,
+    )
+    identity = ModelIdentity(config.model, learner.fingerprint, learner.vocab_size, learner.max_tokens)
+    servicer = TrainerServicer(hub, identity, sampling, run_id)
+    server, port, health_servicer = _start_server(config, servicer)
+    trainer = Trainer(
+        config,
+        learner,
+        hub,
+        server,
+        port,
+        health_servicer,
+        MetricsLogger(config.checkpoint_dir),
+        run_id,
+        threading.Event(),
+    )
+    trainer.publish()
+    return trainer
+
+
+def _start_server(config: TrainerConfig, servicer: TrainerServicer) -> tuple[grpc.Server, int, Any]:
+    options = [
+        ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+        ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+        ("grpc.keepalive_time_ms", 30_000),
+        ("grpc.keepalive_timeout_ms", 10_000),
+        ("grpc.keepalive_permit_without_calls", 1),
+        ("grpc.http2.min_ping_interval_without_data_ms", 5_000),
+        ("grpc.so_reuseport", 0),
+    ]
+    interceptors = [BearerTokenInterceptor(config.token)] if config.token else []
+    server = grpc.server(
+        futures.ThreadPoolExecutor(max_workers=64, thread_name_prefix="trainer-rpc"),
+        options=options,
+        interceptors=interceptors,
+    )
+    pb_grpc.add_TrainerServicer_to_server(servicer, server)
+    health_servicer = health.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    reflection.enable_server_reflection(
+        (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME),
+        server,
+    )
+    credentials = server_credentials(config.tls_cert, config.tls_key, config.tls_client_ca)
+    address = f"{config.host}:{config.port}"
+    port = server.add_secure_port(address, credentials) if credentials else server.add_insecure_port(address)
+    if port == 0:
+        raise OSError(f"could not bind {address}; is the port in use?")
+    server.start()
+    for name in ("", SERVICE_NAME):
+        health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+    return server, port, health_servicer
+
+
+def serve(config: TrainerConfig) -> int:
+    """The `trainer serve` process."""
+    trainer = build_trainer(config)
+    log.info(
+        "serving",
+        extra={
+            "port": trainer.port,
+            "model": config.model,
+            "version": trainer.learner.version,
+            "run_dir": str(config.checkpoint_dir),
+        },
+    )
+    if config.ready_file:
+        config.ready_file.write_text(f"{trainer.port}\n")
+
+    def on_signal(signum: int, _frame: object) -> None:
+        log.info("stopping", extra={"signal": signal.Signals(signum).name})
+        trainer.stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    try:
+        trainer.learn()
+    finally:
+        trainer.shutdown()
+    return 0
+
+
+def _remove_version(directory: Path) -> None:
+    (directory / ADAPTER_FILE).unlink(missing_ok=True)
+    with contextlib.suppress(OSError):  # not empty: leave it
+        directory.rmdir()

@@ -1,0 +1,167 @@
+"""The trainer's gRPC service (``visact.trainer.v1.Trainer``): registration, episodes, weights."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import grpc
+
+from trainer.episodes import InvalidEpisode, decode_episode
+from trainer.hub import Hub, PublishedVersion
+from visact.trainer.v1 import trainer_pb2 as pb
+from visact.trainer.v1 import trainer_pb2_grpc as pb_grpc
+
+log = logging.getLogger(__name__)
+
+SERVICE_NAME = "visact.trainer.v1.Trainer"
+CHUNK_BYTES = 1 << 20
+WATCH_POLL_SECONDS = 1.0
+
+
+@dataclass(frozen=True)
+class ModelIdentity:
+    """What an agent must run to be accepted."""
+
+    name: str
+    fingerprint: str
+    vocab_size: int
+    max_tokens: int
+
+
+class TrainerServicer(pb_grpc.TrainerServicer):
+    """Serves agents from the shared Hub; the learning loop runs elsewhere."""
+
+    def __init__(self, hub: Hub, model: ModelIdentity, sampling: pb.SamplingConfig, run_id: str) -> None:
+        self.hub = hub
+        self.model = model
+        self.sampling = sampling
+        self.run_id = run_id
+
+    def Register(self, request: pb.RegisterRequest, context: grpc.ServicerContext) -> pb.RegisterResponse:
+        if request.base_fingerprint != self.model.fingerprint:
+            context.abort(
+                grpc.StatusCode.FAILED_PRECONDITION,
+                f"the agent runs base model {request.model_name!r} (fingerprint {request.base_fingerprint[:12]}...) "
+                f"but this trainer trains {self.model.name!r} (fingerprint {self.model.fingerprint[:12]}...); "
+                f"start the agent with --model {self.model.name}",
+            )
+        agent = self.hub.register(
+            request.agent_name or "agent",
+            list(request.environments),
+            request.sessions,
+            request.previous_agent_id,
+        )
+        log.info("agent registered", extra={"agent": agent.agent_id, "envs": ",".join(agent.environments)})
+        latest = self.hub.latest.version if self.hub.latest else 0
+        return pb.RegisterResponse(
+            agent_id=agent.agent_id,
+            latest_version=latest,
+            max_policy_lag=self.hub.max_policy_lag,
+            sampling=self.sampling,
+            run_id=self.run_id,
+        )
+
+    def WatchVersions(
+        self, request: pb.WatchVersionsRequest, context: grpc.ServicerContext
+    ) -> Iterator[pb.VersionAnnouncement]:
+        self._known_agent(request.agent_id, context)
+        sent = -1
+        while context.is_active() and not self.hub.closed:
+            latest = self.hub.latest
+            if latest is not None and latest.version > sent:
+                sent = latest.version
+                yield _announcement(latest)
+            self.hub.wait_for_version_after(sent, WATCH_POLL_SECONDS)
+            self.hub.touch(request.agent_id)
+
+    def FetchWeights(
+        self, request: pb.FetchWeightsRequest, context: grpc.ServicerContext
+    ) -> Iterator[pb.WeightsChunk]:
+        self._known_agent(request.agent_id, context)
+        published = self.hub.versions.get(request.version)
+        if published is None:
+            kept = sorted(self.hub.versions)
+            context.abort(
+                grpc.StatusCode.NOT_FOUND,
+                f"weights version {request.version} is not kept; kept versions: {kept}; fetch the newest",
+            )
+        assert published is not None
+        data = published.path.read_bytes()
+        for offset in range(0, max(1, len(data)), CHUNK_BYTES):
+            yield pb.WeightsChunk(
+                version=published.version,
+                sha256=published.sha256,
+                size_bytes=published.size_bytes,
+                offset=offset,
+                data=data[offset : offset + CHUNK_BYTES],
+                file_name=published.path.name,
+            )
+
+    def SubmitEpisode(
+        self, request: pb.SubmitEpisodeRequest, context: grpc.ServicerContext
+    ) -> pb.SubmitEpisodeResponse:
+        self._known_agent(request.agent_id, context)
+        latest = self.hub.latest.version if self.hub.latest else 0
+        try:
+            episode = decode_episode(
+                request.episode,
+                agent_id=request.agent_id,
+                latest_version=latest,
+                vocab_size=self.model.vocab_size,
+                max_tokens=self.model.max_tokens,
+            )
+            self._check_sampling(episode)
+        except InvalidEpisode as exc:
+            self.hub.counters["episodes_refused"] += 1
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"episode refused: {exc}")
+        if not request.episode_id:
+            self.hub.counters["episodes_refused"] += 1
+            context.abort(
+                grpc.StatusCode.INVALID_ARGUMENT,
+                "episode refused: episode_id is empty; give each a unique id",
+            )
+        accepted, reason = self.hub.offer(request.episode_id, episode)
+        status = pb.SubmitEpisodeResponse.ACCEPTED if accepted else pb.SubmitEpisodeResponse.WAIT
+        return pb.SubmitEpisodeResponse(
+            status=status, retry_after_seconds=0.0 if accepted else 0.5, latest_version=latest, reason=reason
+        )
+
+    def Heartbeat(self, request: pb.HeartbeatRequest, context: grpc.ServicerContext) -> pb.HeartbeatResponse:
+        agent = self.hub.touch(request.agent_id, version=request.running_version, steps=request.steps)
+        if agent is None:
+            self._known_agent(request.agent_id, context)
+        minimum = self.hub.min_version()
+        return pb.HeartbeatResponse(
+            latest_version=self.hub.latest.version if self.hub.latest else 0,
+            may_roll_out=request.running_version >= minimum,
+            min_version=minimum,
+        )
+
+    # ------------------------------------------------------------------ helpers
+    def _known_agent(self, agent_id: str, context: grpc.ServicerContext) -> None:
+        if self.hub.touch(agent_id) is None:
+            context.abort(
+                grpc.StatusCode.NOT_FOUND,
+                f"unknown agent id {agent_id!r}: register first (the trainer may have restarted or forgotten "
+                "a silent agent); call Register again",
+            )
+
+    def _check_sampling(self, episode: object) -> None:
+        from trainer.episodes import EpisodeData
+
+        assert isinstance(episode, EpisodeData)
+        expected = self.sampling.temperature
+        for index, step in enumerate(episode.steps):
+            if abs(step.temperature - expected) > 1e-4:
+                raise InvalidEpisode(
+                    f"step {index} was sampled at temperature {step.temperature}, but this trainer asks for "
+                    f"{expected}: the log-probs would not match the policy it trains"
+                )
+
+
+def _announcement(published: PublishedVersion) -> pb.VersionAnnouncement:
+    return pb.VersionAnnouncement(
+        version=published.version, sha256=published.sha256, size_bytes=published.size_bytes
+    )
