@@ -36,6 +36,8 @@ class StepRecord:
     seed: int  # the episode's reset seed
     episode_step: int  # 1-based step index within the episode
     info: dict[str, object] = field(default_factory=dict)
+    task: str = ""  # the observation's task text (for demonstrations and people)
+    legal_actions: tuple[str, ...] = ()  # the actions that were legal at this step
 
     def __post_init__(self) -> None:
         if len(self.generated_ids) != len(self.log_probs):

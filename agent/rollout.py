@@ -234,6 +234,8 @@ class Rollout:
                     seed=slot.seed,
                     episode_step=result.episode_step,
                     info=result.info,
+                    task=item.task,
+                    legal_actions=item.legal_actions,
                 )
             )
             self.stats.steps += 1

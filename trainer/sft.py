@@ -1,0 +1,386 @@
+"""`trainer sft`: the supervised warm start (the paper's step 1) on demonstration JSONL.
+
+    trainer sft --data demos.jsonl --model tiny --out runs/sft [--mode full|lora]
+
+What makes a small VLM read the image rather than learn the answer format alone:
+1. **Weighted loss.** The tokens whose value depends on the image (the facts the answer reads
+   off it, and the action) get ``--fact-weight`` times the weight of the format tokens, which
+   otherwise dominate the loss (~80 format tokens vs a few image-dependent ones).
+2. **Vision warm-up.** Before SFT, the vision tower and projector are trained for
+   ``--vision-warmup-steps`` with throw-away linear heads that classify each fact's value from
+   the image features (flattened, so position is kept); the heads are then dropped.
+Output: ``--mode full`` writes a whole model directory (``OUT/model``: use it as ``--model``
+for `trainer serve` and the agents); ``--mode lora`` writes ``OUT/adapter.safetensors``
+(`trainer serve --init-adapter OUT`).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import re
+import time
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+from torch import Tensor, nn
+
+log = logging.getLogger("trainer.sft")
+
+
+@dataclass
+class SFTConfig:
+    """Configuration of `trainer sft` (every field is a command-line option)."""
+
+    data: Path = field(
+        default=Path("demos/demos.jsonl"), metadata={"help": "demonstrations JSONL (visact demos)"}
+    )
+    model: str = field(default="tiny", metadata={"help": "Hugging Face VLM name or path, or 'tiny'"})
+    out: Path = field(default=Path("runs/sft"), metadata={"help": "where the result is written"})
+    mode: str = field(
+        default="full", metadata={"help": "full fine-tune or a LoRA adapter", "choices": ["full", "lora"]}
+    )
+    steps: int = field(default=1000, metadata={"help": "optimizer steps"})
+    batch_size: int = field(default=8, metadata={"help": "demonstrations per step"})
+    lr: float = field(default=2e-3, metadata={"help": "peak learning rate (cosine after warm-up)"})
+    warmup_steps: int = field(default=50, metadata={"help": "linear warm-up steps"})
+    weight_decay: float = field(default=0.0, metadata={"help": "AdamW weight decay"})
+    fact_weight: float = field(
+        default=10.0, metadata={"help": "loss weight of image-dependent answer tokens"}
+    )
+    vision_warmup_steps: int = field(default=200, metadata={"help": "steps of the vision warm-up (0: none)"})
+    vision_warmup_lr: float = field(default=2e-3, metadata={"help": "learning rate of the vision warm-up"})
+    lora_r: int = field(default=64, metadata={"help": "LoRA rank (--mode lora)"})
+    lora_alpha: int = field(default=128, metadata={"help": "LoRA alpha (--mode lora)"})
+    lora_dropout: float = field(default=0.05, metadata={"help": "LoRA dropout (--mode lora)"})
+    max_seconds: float = field(default=0.0, metadata={"help": "stop after this much wall time (0: no limit)"})
+    eval_fraction: float = field(default=0.1, metadata={"help": "demonstrations held out to measure reading"})
+    eval_every: int = field(default=100, metadata={"help": "measure held-out fact accuracy every N steps"})
+    dtype: str = field(default="auto", metadata={"help": "auto, float32, bfloat16"})
+    device: str = field(default="auto", metadata={"help": "auto, cpu, cuda, ..."})
+    seed: int = field(default=0, metadata={"help": "seed of the shuffle and the heads"})
+    progress: bool = field(default=True, metadata={"help": "show a progress bar"})
+    log_format: str = field(default="text", metadata={"help": "json or text", "choices": ["json", "text"]})
+    log_level: str = field(default="INFO", metadata={"help": "DEBUG, INFO, WARNING, ERROR"})
+
+    def __post_init__(self) -> None:
+        if self.steps < 0 or self.batch_size < 1:
+            raise ValueError(f"need --steps >= 0 and --batch-size >= 1, got {self.steps}, {self.batch_size}")
+        if self.fact_weight < 1:
+            raise ValueError(
+                f"--fact-weight weights image-dependent tokens up; give >= 1, got {self.fact_weight}"
+            )
+        if not 0 <= self.eval_fraction < 1:
+            raise ValueError(f"--eval-fraction must be in [0, 1), got {self.eval_fraction}")
+
+
+# ---------------------------------------------------------------------------------------------
+# Demonstrations
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Demo:
+    """One demonstration, loaded."""
+
+    image: np.ndarray
+    prompt: str
+    target: str
+    facts: dict[str, str]
+    weighted_keys: tuple[str, ...]  # answer keys whose values depend on the image (facts, action)
+
+
+def load_demos(path: Path) -> list[Demo]:
+    """Read a demonstrations JSONL; every problem is reported with its line number."""
+    from agent.prompts import instruction_text
+
+    if not path.exists():
+        raise FileNotFoundError(f"no demonstrations at {path}; write some with `visact demos -o {path}`")
+    demos = []
+    for number, line in enumerate(path.read_text().splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+            image_path = (path.parent / row["image"]).resolve()
+            with Image.open(image_path) as pil:
+                image = np.asarray(pil.convert("RGB"))
+            prompt = row.get("prompt") or instruction_text(
+                row["task"], row["legal_actions"], row.get("fact_keys", ()), cot=True
+            )
+            facts = {str(k): str(v) for k, v in (row.get("facts") or {}).items()}
+            demos.append(Demo(image, prompt, row["target"], facts, (*facts, "action")))
+        except (KeyError, ValueError, OSError) as exc:
+            raise ValueError(
+                f"{path}:{number}: not a usable demonstration ({exc!r}); see `visact demos --help`"
+            ) from exc
+    if not demos:
+        raise ValueError(f"{path} holds no demonstrations")
+    return demos
+
+
+def value_spans(target: str, keys: Sequence[str]) -> list[tuple[int, int]]:
+    """Character spans of the values of ``keys`` in a JSON answer string (the image-dependent parts)."""
+    spans = []
+    for key in keys:
+        match = re.search(
+            re.escape(json.dumps(key, ensure_ascii=False)) + r'\s*:\s*"((?:[^"\\]|\\.)*)"', target
+        )
+        if match:
+            spans.append(match.span(1))
+    return spans
+
+
+def token_weights(
+    offsets: Sequence[tuple[int, int]], spans: Sequence[tuple[int, int]], weight: float
+) -> list[float]:
+    """``weight`` for tokens overlapping any span, 1 for the others."""
+    return [weight if any(s < e and a < e and b > s for s, e in spans) else 1.0 for a, b in offsets]
+
+
+# ---------------------------------------------------------------------------------------------
+# Vision warm-up
+# ---------------------------------------------------------------------------------------------
+
+
+def image_features(loaded: Any, images: Sequence[np.ndarray]) -> Tensor:
+    """The projected image features the language model sees, flattened per image: (B, tokens * hidden)."""
+    from agent.generation import image_inputs
+
+    output = loaded.base_model.get_image_features(**image_inputs(loaded, images))
+    features = getattr(output, "pooler_output", None)
+    if features is None:
+        features = output.last_hidden_state if hasattr(output, "last_hidden_state") else output
+    if isinstance(features, list | tuple):
+        features = torch.stack([f.reshape(-1) for f in features])
+    return features.reshape(len(images), -1).float()
+
+
+def vision_warmup(
+    loaded: Any, demos: Sequence[Demo], config: SFTConfig, rng: random.Random
+) -> dict[str, float]:
+    """Train the vision tower + projector to tell each fact's values apart; returns final accuracies."""
+    keys = sorted({k for d in demos for k in d.facts})
+    classes: dict[str, list[str]] = {}
+    for key in keys:
+        counts = Counter(d.facts[key] for d in demos if key in d.facts)
+        values = [v for v, _ in counts.most_common(64)]
+        if len(values) > 1:
+            classes[key] = values
+    if not classes or not config.vision_warmup_steps:
+        return {}
+    width = image_features(loaded, [demos[0].image]).shape[1]
+    heads = nn.ModuleDict({_safe(k): nn.Linear(width, len(v)) for k, v in classes.items()}).to(loaded.device)
+    vision_params = [p for n, p in loaded.base_model.named_parameters() if _is_vision(n)]
+    optimizer = torch.optim.AdamW([*vision_params, *heads.parameters()], lr=config.vision_warmup_lr)
+    loaded.model.train()
+    correct: Counter[str] = Counter()
+    seen: Counter[str] = Counter()
+    for step in range(config.vision_warmup_steps):
+        batch = rng.sample(list(demos), min(config.batch_size * 2, len(demos)))
+        features = image_features(loaded, [d.image for d in batch])
+        loss = torch.zeros((), device=features.device)
+        for key, values in classes.items():
+            rows = [i for i, d in enumerate(batch) if d.facts.get(key) in values]
+            if not rows:
+                continue
+            labels = torch.tensor([values.index(batch[i].facts[key]) for i in rows], device=features.device)
+            logits = heads[_safe(key)](features[rows])
+            loss = loss + nn.functional.cross_entropy(logits, labels)
+            if step >= config.vision_warmup_steps - 20:
+                correct[key] += int((logits.argmax(-1) == labels).sum())
+                seen[key] += len(rows)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    loaded.model.eval()
+    return {f"vision_warmup/{k}": correct[k] / seen[k] for k in seen}
+
+
+def _safe(key: str) -> str:
+    return re.sub(r"\W", "_", key)
+
+
+def _is_vision(name: str) -> bool:
+    return any(
+        part in name
+        for part in ("vision_tower", "vision_model", "multi_modal_projector", "connector", "visual")
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# SFT
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Encoded:
+    prompt_ids: list[int]
+    answer_ids: list[int]
+    weights: list[float]
+    weighted: list[bool]
+
+
+def encode(loaded: Any, demo: Demo, fact_weight: float) -> Encoded:
+    """Prompt ids through the model's chat template; answer ids with the stop token; loss weights."""
+    from agent.generation import prompt_token_ids
+
+    messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": demo.prompt}]}]
+    prompt = prompt_token_ids(loaded, [demo.image], [messages])[0]
+    tokens = loaded.tokenizer(demo.target, add_special_tokens=False, return_offsets_mapping=True)
+    ids = list(tokens["input_ids"])
+    weights = token_weights(
+        tokens["offset_mapping"], value_spans(demo.target, demo.weighted_keys), fact_weight
+    )
+    stop = loaded.stop_ids[0] if loaded.stop_ids else loaded.tokenizer.eos_token_id
+    return Encoded(prompt, [*ids, int(stop)], [*weights, 1.0], [w > 1.0 for w in weights] + [False])
+
+
+def run_sft(config: SFTConfig) -> int:
+    summary = train_sft(config)
+    print(json.dumps(summary, indent=2))
+    return 0
+
+
+def train_sft(config: SFTConfig) -> dict[str, Any]:
+    """Warm-start a VLM on demonstrations; writes the result under ``config.out`` and returns a summary."""
+    from agent.generation import teacher_forced_log_probs
+    from agent.models import load_vlm
+
+    started = time.monotonic()
+    torch.manual_seed(config.seed)
+    rng = random.Random(config.seed)
+    demos = load_demos(config.data)
+    rng.shuffle(demos)
+    held = int(len(demos) * config.eval_fraction)
+    eval_demos, train_demos = demos[:held], demos[held:]
+    loaded = load_vlm(config.model, dtype=config.dtype, device=config.device)
+    summary: dict[str, Any] = {"config": {k: str(v) for k, v in asdict(config).items()}, "demos": len(demos)}
+    summary.update(vision_warmup(loaded, train_demos, config, rng))
+
+    if config.mode == "lora":
+        from agent.adapters import attach_lora, lora_config
+        from agent.models import lora_target_modules
+
+        targets = lora_target_modules(loaded.model, loaded.traits)
+        loaded.model = attach_lora(
+            loaded.model,
+            lora_config(targets, r=config.lora_r, alpha=config.lora_alpha, dropout=config.lora_dropout),
+        )
+    parameters = [p for p in loaded.model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(parameters, lr=config.lr, weight_decay=config.weight_decay)
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: _lr(s, config.warmup_steps, config.steps)
+    )
+    encoded = [encode(loaded, d, config.fact_weight) for d in train_demos]
+    encoded_eval = [encode(loaded, d, config.fact_weight) for d in eval_demos]
+    bar = _progress(config)
+    curve = []
+    loaded.model.train()
+    for step in range(1, config.steps + 1):
+        rows = rng.sample(range(len(encoded)), min(config.batch_size, len(encoded)))
+        forced = teacher_forced_log_probs(
+            loaded,
+            [train_demos[i].image for i in rows],
+            [encoded[i].prompt_ids for i in rows],
+            [encoded[i].answer_ids for i in rows],
+            temperature=1.0,
+        )
+        weights = _pad([encoded[i].weights for i in rows], forced.log_probs.shape[1]).to(
+            forced.log_probs.device
+        )
+        loss = -(forced.log_probs * weights).sum() / weights.sum()
+        optimizer.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(parameters, 1.0)
+        optimizer.step()
+        schedule.step()
+        if bar is not None:
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss.item():.3f}")
+        if encoded_eval and (step % config.eval_every == 0 or step == config.steps):
+            accuracy = fact_accuracy(loaded, eval_demos, encoded_eval)
+            curve.append({"step": step, "loss": round(loss.item(), 4), "held_out_fact_accuracy": accuracy})
+            log.info(
+                "sft",
+                extra={"step": step, "loss": round(loss.item(), 4), "fact_accuracy": round(accuracy, 3)},
+            )
+        if config.max_seconds and time.monotonic() - started > config.max_seconds:
+            log.info("sft time budget reached", extra={"step": step})
+            break
+    if bar is not None:
+        bar.close()
+    loaded.model.eval()
+    summary["curve"] = curve
+    summary["seconds"] = round(time.monotonic() - started, 1)
+    summary["output"] = str(save_result(loaded, config))
+    (config.out / "sft_summary.json").write_text(json.dumps(summary, indent=2))
+    return summary
+
+
+@torch.no_grad()
+def fact_accuracy(loaded: Any, demos: Sequence[Demo], encoded: Sequence[Encoded]) -> float:
+    """Share of image-dependent answer tokens the model predicts exactly (teacher-forced argmax)."""
+    from agent.generation import teacher_forced_log_probs
+
+    loaded.model.eval()
+    hits = total = 0
+    for start in range(0, len(demos), 16):
+        chunk = list(range(start, min(start + 16, len(demos))))
+        forced = teacher_forced_log_probs(
+            loaded,
+            [demos[i].image for i in chunk],
+            [encoded[i].prompt_ids for i in chunk],
+            [encoded[i].answer_ids for i in chunk],
+            temperature=1.0,
+        )
+        # a token is predicted exactly when its log-prob is the maximum: approximate by p > 0.5
+        for row, i in enumerate(chunk):
+            for j, weighted in enumerate(encoded[i].weighted):
+                if weighted:
+                    total += 1
+                    hits += int(forced.log_probs[row, j].item() > np.log(0.5))
+    loaded.model.train()
+    return hits / max(1, total)
+
+
+def save_result(loaded: Any, config: SFTConfig) -> Path:
+    config.out.mkdir(parents=True, exist_ok=True)
+    if config.mode == "lora":
+        from agent.adapters import save_adapter_file
+
+        path, _ = save_adapter_file(loaded.model, config.out)
+        return path
+    target = config.out / "model"
+    loaded.model.save_pretrained(target)
+    loaded.processor.save_pretrained(target)
+    return target
+
+
+def _lr(step: int, warmup: int, total: int) -> float:
+    if warmup and step < warmup:
+        return (step + 1) / warmup
+    progress = min(1.0, (step - warmup) / max(1, total - warmup))
+    return 0.05 + 0.95 * 0.5 * (1 + np.cos(np.pi * progress))
+
+
+def _pad(rows: Sequence[Sequence[float]], width: int) -> Tensor:
+    out = torch.zeros(len(rows), width)
+    for i, row in enumerate(rows):
+        out[i, : len(row)] = torch.tensor(row)
+    return out
+
+
+def _progress(config: SFTConfig) -> Any:
+    if not config.progress:
+        return None
+    from tqdm import tqdm
+
+    return tqdm(total=config.steps, desc="sft", unit="step", dynamic_ncols=True)
