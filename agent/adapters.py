@@ -75,7 +75,13 @@ def read_adapter(
         raise AdapterError(f"not a safetensors adapter file: {exc}") from exc
     if CONFIG_KEY not in metadata:
         raise AdapterError(f"adapter file lacks its LoRA config (metadata key {CONFIG_KEY!r})")
-    return tensors, json.loads(metadata[CONFIG_KEY])
+    try:
+        config = json.loads(metadata[CONFIG_KEY])
+    except ValueError as exc:
+        raise AdapterError(f"adapter file's LoRA config ({CONFIG_KEY!r}) is not valid JSON: {exc}") from exc
+    if not isinstance(config, dict):
+        raise AdapterError(f"adapter file's LoRA config ({CONFIG_KEY!r}) is not a JSON object")
+    return tensors, config
 
 
 def apply_adapter(peft_model: Any, tensors: dict[str, torch.Tensor]) -> None:

@@ -114,6 +114,10 @@ class TrainerConfig:
             raise ValueError(f"--format-penalty is subtracted; give it >= 0, got {self.format_penalty}")
         if (self.tls_cert is None) != (self.tls_key is None):
             raise ValueError("--tls-cert and --tls-key go together")
+        if self.keep_versions < 1:
+            raise ValueError(
+                f"--keep-versions must be >= 1 (agents fetch the newest), got {self.keep_versions}"
+            )
         if not self.buffer_steps:
             self.buffer_steps = 2 * self.steps_per_update
         if self.buffer_steps < self.steps_per_update:

@@ -101,6 +101,11 @@ class Hub:
             self.counters["agents_expired"] += len(gone)
             return gone
 
+    def count(self, name: str, amount: int = 1) -> None:
+        """Add to one of the counters, under the lock."""
+        with self._lock:
+            self.counters[name] = self.counters.get(name, 0) + amount
+
     def min_version(self) -> int:
         """The oldest version rollouts may use now."""
         latest = self.latest.version if self.latest else 0

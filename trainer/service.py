@@ -88,7 +88,13 @@ class TrainerServicer(pb_grpc.TrainerServicer):
                 f"weights version {request.version} is not kept; kept versions: {kept}; fetch the newest",
             )
         assert published is not None
-        data = published.path.read_bytes()
+        try:
+            data = published.path.read_bytes()
+        except FileNotFoundError:  # dropped (keep_versions) between the lookup and the read
+            context.abort(
+                grpc.StatusCode.NOT_FOUND,
+                f"weights version {request.version} was just replaced; fetch the newest",
+            )
         for offset in range(0, max(1, len(data)), CHUNK_BYTES):
             yield pb.WeightsChunk(
                 version=published.version,
@@ -114,10 +120,10 @@ class TrainerServicer(pb_grpc.TrainerServicer):
             )
             self._check_sampling(episode)
         except InvalidEpisode as exc:
-            self.hub.counters["episodes_refused"] += 1
+            self.hub.count("episodes_refused")
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"episode refused: {exc}")
         if not request.episode_id:
-            self.hub.counters["episodes_refused"] += 1
+            self.hub.count("episodes_refused")
             context.abort(
                 grpc.StatusCode.INVALID_ARGUMENT,
                 "episode refused: episode_id is empty; give each a unique id",

@@ -1,0 +1,159 @@
+"""Unit tests for the model-free parts of trainer/learner.py: the lr schedule, the value head and
+the batch metrics. Every expected number is worked out here by hand.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from trainer.episodes import EpisodeData, Sample
+from trainer.learner import ValueHead, batch_metrics, lr_factor
+
+# ---------------------------------------------------------------------------------------------
+# lr_factor
+# ---------------------------------------------------------------------------------------------
+
+
+def test_lr_factor_warms_up_linearly() -> None:
+    factors = [lr_factor(u, warmup=4, total=20, floor=0.1) for u in range(4)]
+    assert factors == pytest.approx([0.25, 0.5, 0.75, 1.0])
+
+
+def test_lr_factor_cosine_runs_from_one_to_the_floor() -> None:
+    # warmup 4, total 20: the cosine spans updates 4..20, its middle at 12
+    assert lr_factor(4, warmup=4, total=20, floor=0.1) == pytest.approx(1.0)
+    assert lr_factor(12, warmup=4, total=20, floor=0.1) == pytest.approx(0.1 + 0.9 * 0.5)
+    # a quarter in: 0.1 + 0.9 * 0.5 * (1 + cos(pi / 4))
+    assert lr_factor(8, warmup=4, total=20, floor=0.1) == pytest.approx(0.1 + 0.45 * (1 + math.sqrt(0.5)))
+    assert lr_factor(20, warmup=4, total=20, floor=0.1) == pytest.approx(0.1)
+
+
+def test_lr_factor_stays_at_the_floor_after_total() -> None:
+    for update in (21, 50, 10_000):
+        assert lr_factor(update, warmup=4, total=20, floor=0.1) == pytest.approx(0.1)
+    assert lr_factor(30, warmup=0, total=10, floor=0.0) == pytest.approx(0.0)
+
+
+def test_lr_factor_without_warmup_starts_at_one() -> None:
+    assert lr_factor(0, warmup=0, total=10, floor=0.2) == pytest.approx(1.0)
+    assert lr_factor(5, warmup=0, total=10, floor=0.2) == pytest.approx(0.6)
+
+
+def test_lr_factor_decays_monotonically_and_never_below_the_floor() -> None:
+    factors = [lr_factor(u, warmup=3, total=40, floor=0.05) for u in range(3, 60)]
+    assert all(a >= b - 1e-12 for a, b in itertools.pairwise(factors))
+    assert min(factors) == pytest.approx(0.05)
+    assert all(f >= 0.05 - 1e-12 for f in factors)
+
+
+def test_lr_factor_with_total_not_beyond_warmup_does_not_divide_by_zero() -> None:
+    assert lr_factor(3, warmup=3, total=3, floor=0.5) == pytest.approx(1.0)
+    assert lr_factor(4, warmup=3, total=3, floor=0.5) == pytest.approx(0.5)
+
+
+# ---------------------------------------------------------------------------------------------
+# ValueHead
+# ---------------------------------------------------------------------------------------------
+
+
+def test_value_head_maps_hidden_states_to_one_value_each() -> None:
+    head = ValueHead(8)
+    assert head(torch.randn(5, 8)).shape == (5,)
+    assert head(torch.randn(2, 3, 8)).shape == (2, 3)
+
+
+def test_value_head_starts_at_zero_for_any_input_but_can_learn() -> None:
+    torch.manual_seed(0)
+    head = ValueHead(8)
+    hidden = torch.randn(6, 8) * 10
+
+    values = head(hidden)
+
+    torch.testing.assert_close(values, torch.zeros(6), rtol=0, atol=0)
+    (values - 1.0).pow(2).mean().backward()
+    last = head.net[-1]
+    assert isinstance(last, torch.nn.Linear)
+    assert last.weight.grad is not None and last.weight.grad.abs().sum() > 0
+    first = head.net[0]
+    assert isinstance(first, torch.nn.Linear)
+    assert first.weight.abs().sum() > 0  # only the output layer is zeroed
+
+
+def test_value_head_widths_scale_with_the_model_and_cap_at_the_papers() -> None:
+    small = [m.out_features for m in ValueHead(8).net if isinstance(m, torch.nn.Linear)]
+    large = [m.out_features for m in ValueHead(4096).net if isinstance(m, torch.nn.Linear)]
+    assert small == [32, 16, 1]
+    assert large == [1024, 512, 1]
+
+
+def test_value_head_returns_fp32_for_half_precision_input() -> None:
+    values = ValueHead(8)(torch.randn(3, 8, dtype=torch.bfloat16))
+    assert values.dtype == torch.float32
+
+
+# ---------------------------------------------------------------------------------------------
+# batch_metrics
+# ---------------------------------------------------------------------------------------------
+
+
+def step(
+    *, version: int, action_start: int, answer: int, valid: bool, env_reward: float, success: bool = False
+) -> Sample:
+    return Sample(
+        image=np.zeros((2, 2, 3), dtype=np.uint8),
+        prompt_ids=[1],
+        generated_ids=list(range(answer)),
+        behavior_log_probs=[-0.1] * answer,
+        action_start=action_start,
+        reward=env_reward - (0.0 if valid else 0.5),  # the penalty is not part of the env return
+        terminated=success,
+        truncated=False,
+        version=version,
+        temperature=0.2,
+        valid=valid,
+        success=success,
+        env_reward=env_reward,
+    )
+
+
+def test_batch_metrics_on_a_hand_made_batch() -> None:
+    won = EpisodeData(
+        agent_id="a",
+        env="counter",
+        steps=[
+            step(version=3, action_start=1, answer=3, valid=True, env_reward=0.0),
+            step(version=4, action_start=2, answer=4, valid=False, env_reward=1.0, success=True),
+        ],
+    )
+    lost = EpisodeData(
+        agent_id="b",
+        env="counter",
+        steps=[step(version=2, action_start=0, answer=1, valid=True, env_reward=-0.5)],
+    )
+
+    metrics = batch_metrics([won, lost], latest_version=4)
+
+    assert metrics == pytest.approx(
+        {
+            "charts/episodes": 2.0,
+            "charts/steps": 3.0,
+            "charts/success_rate": 0.5,
+            "charts/episode_return": (1.0 + -0.5) / 2,
+            "charts/valid_action_rate": 2 / 3,
+            "charts/cot_tokens": (1 + 2 + 0) / 3,
+            "charts/answer_tokens": (3 + 4 + 1) / 3,
+            "charts/policy_lag_mean": (1 + 0 + 2) / 3,
+            "charts/policy_lag_max": 2.0,
+        }
+    )
+
+
+def test_batch_metrics_of_an_empty_batch_are_zero() -> None:
+    metrics = batch_metrics([], latest_version=7)
+    assert metrics["charts/episodes"] == 0.0
+    assert set(metrics.values()) == {0.0}

@@ -1,0 +1,304 @@
+"""Unit tests for trainer/hub.py: the buffer's backpressure, batching, versions and agents.
+
+The hub is plain state behind a lock, so these tests drive it directly with hand-made
+EpisodeData; threads appear only where the hub promises to wake a waiter.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from trainer.episodes import EpisodeData, Sample
+from trainer.hub import Hub, PublishedVersion
+
+
+def sample(version: int = 0) -> Sample:
+    return Sample(
+        image=np.zeros((2, 2, 3), dtype=np.uint8),
+        prompt_ids=[1, 2],
+        generated_ids=[3],
+        behavior_log_probs=[-0.5],
+        action_start=0,
+        reward=0.0,
+        terminated=False,
+        truncated=False,
+        version=version,
+        temperature=0.2,
+        valid=True,
+        success=False,
+    )
+
+
+def episode(steps: int, agent_id: str = "agent-a", env: str = "counter") -> EpisodeData:
+    return EpisodeData(agent_id=agent_id, env=env, steps=[sample() for _ in range(steps)])
+
+
+def hub(
+    *, buffer_steps: int = 10, max_policy_lag: int = 1, agent_timeout: float = 60.0, keep_versions: int = 3
+) -> Hub:
+    return Hub(
+        buffer_steps=buffer_steps,
+        max_policy_lag=max_policy_lag,
+        agent_timeout=agent_timeout,
+        keep_versions=keep_versions,
+    )
+
+
+def version(number: int) -> PublishedVersion:
+    return PublishedVersion(
+        version=number,
+        path=Path(f"/nonexistent/v{number:06d}/adapter.safetensors"),
+        sha256=f"{number:064x}",
+        size_bytes=100 + number,
+        published_at=float(number),
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# the buffer
+# ---------------------------------------------------------------------------------------------
+
+
+def test_full_buffer_says_wait_and_accepts_after_take_batch_frees_room() -> None:
+    h = hub(buffer_steps=10)
+    first, second, third = episode(4), episode(4), episode(4)
+    assert h.offer("1", first) == (True, "")
+    assert h.offer("2", second) == (True, "")
+
+    accepted, reason = h.offer("3", third)
+
+    assert not accepted
+    assert "8 of 10" in reason and "retry" in reason
+    assert h.buffered_steps == 8
+    assert h.counters["episodes_waited"] == 1
+    assert h.counters["episodes_accepted"] == 2
+
+    assert h.take_batch(4, timeout=0) == [first]
+    assert h.buffered_steps == 4
+    assert h.offer("3", third) == (True, "")  # the retry of the refused episode now fits
+    assert h.buffered_steps == 8
+    # never dropped: everything offered comes out, in order
+    taken = h.take_batch(8, timeout=0)
+    assert taken is not None
+    assert [id(e) for e in taken] == [id(second), id(third)]
+    assert h.buffered_steps == 0
+
+
+def test_an_empty_buffer_takes_an_episode_larger_than_its_budget() -> None:
+    # otherwise an episode longer than the budget could never be delivered
+    h = hub(buffer_steps=5)
+    assert h.offer("long", episode(7)) == (True, "")
+    assert h.buffered_steps == 7
+    accepted, _ = h.offer("next", episode(1))
+    assert not accepted
+
+
+def test_a_retried_episode_id_is_accepted_once() -> None:
+    h = hub(buffer_steps=100)
+    ep = episode(3)
+    assert h.offer("e-1", ep) == (True, "")
+
+    accepted, reason = h.offer("e-1", episode(3))
+
+    assert accepted
+    assert reason == "already accepted"
+    assert h.buffered_steps == 3
+    assert h.counters["episodes_accepted"] == 1
+    assert h.counters["episodes_duplicate"] == 1
+    # the same id from another agent is a different episode
+    assert h.offer("e-1", episode(2, agent_id="agent-b")) == (True, "")
+    assert h.buffered_steps == 5
+    assert h.counters["episodes_duplicate"] == 1
+
+
+def test_an_id_that_had_to_wait_is_not_remembered_as_accepted() -> None:
+    h = hub(buffer_steps=4)
+    h.offer("a", episode(4))
+    assert h.offer("b", episode(2))[0] is False
+    h.take_batch(4, timeout=0)
+    assert h.offer("b", episode(2)) == (True, "")
+    assert h.counters["episodes_duplicate"] == 0
+    assert h.buffered_steps == 2
+
+
+def test_take_batch_returns_whole_episodes_oldest_first_totalling_at_least_steps() -> None:
+    h = hub(buffer_steps=100)
+    episodes = [episode(2), episode(3), episode(4)]
+    for number, ep in enumerate(episodes):
+        h.offer(str(number), ep)
+
+    batch = h.take_batch(4, timeout=0)
+
+    assert batch is not None
+    assert [id(e) for e in batch] == [id(episodes[0]), id(episodes[1])]  # 2 + 3 >= 4, no split
+    assert sum(len(e.steps) for e in batch) == 5
+    assert h.buffered_steps == 4
+    rest = h.take_batch(4, timeout=0)
+    assert rest is not None and [id(e) for e in rest] == [id(episodes[2])]
+
+
+def test_take_batch_returns_none_on_timeout_and_keeps_the_buffer() -> None:
+    h = hub(buffer_steps=100)
+    h.offer("1", episode(3))
+    started = time.monotonic()
+
+    assert h.take_batch(5, timeout=0.05) is None
+
+    assert time.monotonic() - started >= 0.05
+    assert h.buffered_steps == 3
+
+
+def test_take_batch_wakes_when_an_episode_arrives() -> None:
+    h = hub(buffer_steps=100)
+    ep = episode(3)
+    offerer = threading.Timer(0.05, h.offer, args=("late", ep))
+    offerer.start()
+    try:
+        batch = h.take_batch(3, timeout=5.0)
+    finally:
+        offerer.join()
+    assert batch is not None and [id(e) for e in batch] == [id(ep)]
+
+
+def test_take_batch_returns_none_once_closed() -> None:
+    h = hub(buffer_steps=100)
+    h.offer("1", episode(1))
+    closer = threading.Timer(0.05, h.close)
+    closer.start()
+    try:
+        started = time.monotonic()
+        assert h.take_batch(5, timeout=5.0) is None
+        assert time.monotonic() - started < 4.0
+    finally:
+        closer.join()
+
+
+# ---------------------------------------------------------------------------------------------
+# versions
+# ---------------------------------------------------------------------------------------------
+
+
+def test_publish_refuses_versions_that_do_not_increase() -> None:
+    h = hub()
+    h.publish(version(1))
+    h.publish(version(2))
+    for stale in (2, 1):
+        with pytest.raises(ValueError, match=f"version {stale} does not follow 2"):
+            h.publish(version(stale))
+    assert h.latest == version(2)
+    assert sorted(h.versions) == [1, 2]
+
+
+def test_publish_drops_versions_beyond_keep_versions() -> None:
+    h = hub(keep_versions=2)
+    assert h.publish(version(1)) == []
+    assert h.publish(version(2)) == []
+
+    dropped = h.publish(version(5))
+
+    assert dropped == [version(1)]
+    assert sorted(h.versions) == [2, 5]
+    assert h.latest == version(5)
+    assert h.publish(version(6)) == [version(2)]
+    assert sorted(h.versions) == [5, 6]
+
+
+def test_min_version_follows_the_newest_minus_the_lag() -> None:
+    h = hub(max_policy_lag=2)
+    assert h.min_version() == 0  # nothing published: the base model
+    h.publish(version(1))
+    assert h.min_version() == 0  # never negative
+    h.publish(version(5))
+    assert h.min_version() == 3
+    strict = hub(max_policy_lag=0)
+    strict.publish(version(4))
+    assert strict.min_version() == 4
+
+
+def test_wait_for_version_after_wakes_on_publish() -> None:
+    h = hub()
+    h.publish(version(1))
+    publisher = threading.Timer(0.05, h.publish, args=(version(2),))
+    publisher.start()
+    try:
+        started = time.monotonic()
+        got = h.wait_for_version_after(1, timeout=5.0)
+        waited = time.monotonic() - started
+    finally:
+        publisher.join()
+    assert got == version(2)
+    assert waited < 4.0
+
+
+def test_wait_for_version_after_times_out_and_returns_at_once_when_newer_exists() -> None:
+    h = hub()
+    h.publish(version(3))
+    started = time.monotonic()
+    assert h.wait_for_version_after(3, timeout=0.05) is None
+    assert time.monotonic() - started >= 0.05
+    assert h.wait_for_version_after(2, timeout=0) == version(3)
+    assert hub().wait_for_version_after(-1, timeout=0.01) is None  # nothing published yet
+
+
+def test_wait_for_version_after_returns_none_once_closed() -> None:
+    h = hub()
+    h.close()
+    started = time.monotonic()
+    assert h.wait_for_version_after(0, timeout=5.0) is None
+    assert time.monotonic() - started < 1.0
+
+
+# ---------------------------------------------------------------------------------------------
+# agents
+# ---------------------------------------------------------------------------------------------
+
+
+def test_register_reuses_a_known_previous_id_only() -> None:
+    h = hub()
+    first = h.register("host-1", ["counter"], 2)
+    assert first.agent_id.startswith("host-1-")
+    again = h.register("host-1", ["counter"], 2, previous_id=first.agent_id)
+    assert again.agent_id == first.agent_id
+    fresh = h.register("host-1", ["counter"], 2, previous_id="forgotten-id")
+    assert fresh.agent_id not in (first.agent_id, "forgotten-id")
+    assert set(h.agents) == {first.agent_id, fresh.agent_id}
+
+
+def test_touch_records_version_and_steps_and_knows_no_strangers() -> None:
+    h = hub()
+    agent = h.register("a", ["counter"], 1)
+    assert h.touch("nobody", version=3) is None
+    touched = h.touch(agent.agent_id, version=3, steps=40)
+    assert touched is not None
+    assert (h.agents[agent.agent_id].version, h.agents[agent.agent_id].steps) == (3, 40)
+    h.touch(agent.agent_id)  # a bare touch keeps what it knew
+    assert (h.agents[agent.agent_id].version, h.agents[agent.agent_id].steps) == (3, 40)
+
+
+def test_expire_agents_forgets_silent_agents_and_drop_agent_data_removes_their_episodes() -> None:
+    h = hub(buffer_steps=100, agent_timeout=10.0)
+    silent = h.register("silent", ["counter"], 1)
+    alive = h.register("alive", ["counter"], 1)
+    h.agents[silent.agent_id].last_seen = time.monotonic() - 11.0
+    h.offer("s1", episode(2, agent_id=silent.agent_id))
+    kept = episode(3, agent_id=alive.agent_id)
+    h.offer("a1", kept)
+    h.offer("s2", episode(4, agent_id=silent.agent_id))
+
+    gone = h.expire_agents()
+
+    assert gone == [silent.agent_id]
+    assert list(h.agents) == [alive.agent_id]
+    assert h.counters["agents_expired"] == 1
+    assert h.expire_agents() == []  # the living one stays
+
+    assert h.drop_agent_data(silent.agent_id) == 2
+    assert h.buffered_steps == 3
+    batch = h.take_batch(1, timeout=0)
+    assert batch is not None and [id(e) for e in batch] == [id(kept)]
+    assert h.drop_agent_data("nobody") == 0
