@@ -27,8 +27,8 @@ from agent.policy import OraclePolicy, Policy, RandomPolicy, VLMPolicy
 from agent.records import Episode
 from agent.rollout import Rollout, SeedSchedule
 from env_server.client import EnvCallError, EnvClient
-from env_server.logs import setup_logging
 from visact.configcli import parse_config
+from visact.logs import setup_logging
 
 log = logging.getLogger("agent")
 

@@ -1,0 +1,546 @@
+"""agent.models / agent.tiny_vlm / agent.generation: the tiny VLM, the loader, sampling and log-probs.
+
+Everything is built offline in temporary directories: the tiny LLaVA, and tiny random
+Idefics3 and PaliGemma checkpoints that go through the very same ``load_vlm``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from PIL import Image, ImageDraw, ImageFont
+
+from agent import tiny_vlm
+from agent.generation import (
+    Sample,
+    generate_batch,
+    sampling_log_probs,
+    suppressed_token_ids,
+    teacher_forced_log_probs,
+    token_char_spans,
+)
+from agent.models import (
+    LoadedVLM,
+    ModelLoadError,
+    load_vlm,
+    lora_target_modules,
+    resolve_device,
+    resolve_dtype,
+    weights_fingerprint,
+)
+
+#: sha256 of the tiny tokenizer's vocabulary and merges. If you changed MERGE_CORPUS or the
+#: layout on purpose, bump tiny_vlm.RECIPE_VERSION and update this value.
+TOKENIZER_SHA256 = "0bdd28f79c15b338bc7bac92ba248bd8754e45027652d53c0e7b715d27475a5c"
+
+ANSWER = '{"current number": "3", "target number": "5", "thoughts": "3 < 5, so add one.", "action": "+"}'
+
+
+def numberline_image(target: int, current: int) -> Image.Image:
+    image = Image.new("RGB", (300, 300), "white")
+    draw = ImageDraw.Draw(image)
+    font = ImageFont.load_default(size=60)
+    draw.text((24, 95), f"Target: {target}", font=font, fill="black", anchor="lm")
+    draw.text((24, 205), f"Current: {current}", font=font, fill="black", anchor="lm")
+    return image
+
+
+@pytest.fixture(scope="module")
+def cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    path = tmp_path_factory.mktemp("visact-cache")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("VISACT_CACHE", str(path))
+        yield path
+
+
+@pytest.fixture(scope="module")
+def tiny(cache_dir: Path) -> LoadedVLM:
+    return load_vlm("tiny", dtype="float32", device="cpu")
+
+
+def dir_digest(path: Path) -> dict[str, str]:
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(path.iterdir()) if p.is_file()}
+
+
+# ---------------------------------------------------------------------------------------------
+# Tokenizer
+# ---------------------------------------------------------------------------------------------
+
+
+def test_tokenizer_is_byte_identical_when_built_twice(tmp_path: Path) -> None:
+    for name in ("a", "b"):
+        tiny_vlm.build_tokenizer().save_pretrained(tmp_path / name)
+    first, second = dir_digest(tmp_path / "a"), dir_digest(tmp_path / "b")
+    assert "tokenizer.json" in first
+    assert first == second
+
+
+def test_tokenizer_vocabulary_and_merges_are_pinned() -> None:
+    model = json.loads(tiny_vlm.build_tokenizer().backend_tokenizer.to_str())["model"]
+    payload = json.dumps(
+        {"vocab": sorted(model["vocab"].items(), key=lambda kv: kv[1]), "merges": model["merges"]}
+    )
+    assert hashlib.sha256(payload.encode()).hexdigest() == TOKENIZER_SHA256
+
+
+def test_tokenizer_layout_specials_then_bytes() -> None:
+    tokenizer = tiny_vlm.build_tokenizer()
+    assert [tokenizer.convert_tokens_to_ids(t) for t in tiny_vlm.SPECIAL_TOKENS] == [0, 1, 2, 3]
+    assert tokenizer.pad_token_id == 0 and tokenizer.eos_token == "<|im_end|>"
+    assert tokenizer.padding_side == "left"
+    assert tokenizer("A", add_special_tokens=False).input_ids == [len(tiny_vlm.SPECIAL_TOKENS) + ord("A")]
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "héllo wörld",
+        "数字 3 と 5",
+        "emoji 🙂🃏 ♠♥",
+        "tab\tnew\nline\r\x00\x7f",
+        ANSWER,
+        " leading and trailing  ",
+    ],
+)
+def test_tokenizer_round_trips_unicode(text: str) -> None:
+    tokenizer = tiny_vlm.build_tokenizer()
+    ids = tokenizer(text, add_special_tokens=False).input_ids
+    assert tokenizer.decode(ids, clean_up_tokenization_spaces=False) == text
+
+
+def test_merges_shorten_answers_but_never_touch_digits() -> None:
+    tokenizer = tiny_vlm.build_tokenizer()
+    ids = tokenizer(ANSWER, add_special_tokens=False).input_ids
+    assert len(ids) < len(ANSWER) / 2
+    for digits in ("0123456789", " 10", '"24"'):
+        tokens = tokenizer.convert_ids_to_tokens(tokenizer(digits, add_special_tokens=False).input_ids)
+        assert all(len(t) == 1 for t in tokens if any(c.isdigit() for c in t)), tokens
+    no_merges = tiny_vlm.build_tokenizer(num_merges=0)
+    assert len(no_merges(ANSWER, add_special_tokens=False).input_ids) == len(ANSWER.encode())
+
+
+def test_chat_template_puts_the_image_in_the_user_turn() -> None:
+    tokenizer = tiny_vlm.build_tokenizer()
+    messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "Go"}]}]
+    text = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+    assert text == "<|im_start|>user\n<image>Go<|im_end|>\n<|im_start|>assistant\n"
+
+
+# ---------------------------------------------------------------------------------------------
+# The tiny model: build, cache, load, fingerprint
+# ---------------------------------------------------------------------------------------------
+
+
+def test_tiny_builds_with_the_spec_and_seeded_weights(tmp_path: Path, tiny: LoadedVLM) -> None:
+    spec = tiny_vlm.DEFAULT_SPEC
+    config = tiny.model.config
+    assert config.model_type == "llava"
+    assert config.vision_config.image_size == spec.image_size
+    assert config.text_config.vocab_size == len(tiny.tokenizer)
+    # Building again elsewhere gives the very same weights.
+    rebuilt = load_vlm(str(tiny_vlm.build_tiny_vlm(tmp_path / "again")), device="cpu")
+    assert weights_fingerprint(rebuilt.model) == weights_fingerprint(tiny.model)
+
+
+def test_ensure_tiny_vlm_builds_once_and_reuses_the_cache(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, tiny: LoadedVLM
+) -> None:
+    first = tiny_vlm.ensure_tiny_vlm(cache_dir=tmp_path)
+    assert first.parent == tmp_path and first.name.startswith("tiny-vlm-")
+
+    def must_not_build(*args: Any, **kwargs: Any) -> Path:
+        raise AssertionError("rebuilt although the cache holds the model")
+
+    monkeypatch.setattr(tiny_vlm, "build_tiny_vlm", must_not_build)
+    assert tiny_vlm.ensure_tiny_vlm(cache_dir=tmp_path) == first
+    assert [p.name for p in tmp_path.iterdir()] == [first.name]  # no staging directory left behind
+    # "tiny" resolves through $VISACT_CACHE (set by the module fixture) to the same kind of entry.
+    assert Path(tiny.path).parent == Path(os.environ["VISACT_CACHE"])
+    assert Path(tiny.path).name == first.name
+
+
+def test_ensure_tiny_vlm_survives_losing_the_race(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    real_build = tiny_vlm.build_tiny_vlm
+    final = tmp_path / f"tiny-vlm-{tiny_vlm.recipe_id()}"
+
+    def build_while_another_process_finishes(
+        out_dir: Path, spec: tiny_vlm.TinySpec = tiny_vlm.DEFAULT_SPEC
+    ) -> Path:
+        real_build(final, spec)  # the other process renames its build into place first
+        marker = (final / "visact_tiny.json").read_bytes()
+        real_build(out_dir, spec)
+        assert (final / "visact_tiny.json").read_bytes() == marker
+        return Path(out_dir)
+
+    monkeypatch.setattr(tiny_vlm, "build_tiny_vlm", build_while_another_process_finishes)
+    assert tiny_vlm.ensure_tiny_vlm(cache_dir=tmp_path) == final
+    assert [p.name for p in tmp_path.iterdir()] == [final.name]
+
+
+def test_fingerprint_changes_when_a_weight_changes(tiny: LoadedVLM) -> None:
+    before = weights_fingerprint(tiny.model)
+    assert len(before) == 64 and weights_fingerprint(tiny.model) == before
+    weight = tiny.model.get_output_embeddings().weight
+    with torch.no_grad():
+        old = weight[5, 7].item()
+        weight[5, 7] += 1e-3
+        try:
+            assert weights_fingerprint(tiny.model) != before
+        finally:
+            weight[5, 7] = old
+    assert weights_fingerprint(tiny.model) == before
+    assert weights_fingerprint(tiny.model, as_dtype=torch.bfloat16) != before
+
+
+def test_dtype_and_device_selection(monkeypatch: pytest.MonkeyPatch) -> None:
+    cpu = torch.device("cpu")
+    assert resolve_dtype("auto", cpu) == torch.float32
+    assert resolve_dtype("bf16", cpu) == torch.bfloat16
+    assert resolve_dtype("float32") == torch.float32
+    assert resolve_dtype(torch.float16) == torch.float16
+    with pytest.raises(ValueError, match="unknown dtype 'float8'"):
+        resolve_dtype("float8")
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
+    assert resolve_dtype("auto", torch.device("cuda")) == torch.bfloat16
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: False)
+    assert resolve_dtype("auto", torch.device("cuda")) == torch.float32
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert resolve_device("auto") == cpu
+    with pytest.raises(ModelLoadError, match="CUDA is not available"):
+        resolve_device("cuda")
+
+
+def test_load_in_bfloat16(cache_dir: Path) -> None:
+    loaded = load_vlm("tiny", dtype="bfloat16", device="cpu")
+    assert loaded.dtype == torch.bfloat16
+    assert {p.dtype for p in loaded.model.parameters()} == {torch.bfloat16}
+    [sample] = generate_batch(loaded, [numberline_image(1, 2)], ["Go"], max_new_tokens=4, temperature=1.0)
+    assert len(sample.generated_ids) == len(sample.log_probs) >= 1
+
+
+def test_load_errors_say_what_to_do(tmp_path: Path) -> None:
+    with pytest.raises(ModelLoadError, match="save_pretrained"):
+        load_vlm(str(tmp_path / "missing"), device="cpu")
+
+
+# ---------------------------------------------------------------------------------------------
+# Generation and log-probs
+# ---------------------------------------------------------------------------------------------
+
+PROMPTS = ["Read the numbers.", "What is the target number? Answer in json.", "Go", "数字?"]
+
+
+def images_for(count: int) -> list[Image.Image]:
+    return [numberline_image(i % 6, (i + 2) % 6) for i in range(count)]
+
+
+def assert_log_probs_match(
+    loaded: LoadedVLM, images: list[Any], samples: list[Sample], temperature: float
+) -> None:
+    with torch.no_grad():
+        forced = teacher_forced_log_probs(
+            loaded, images, [s.prompt_ids for s in samples], [s.generated_ids for s in samples], temperature
+        )
+    for row, sample in enumerate(samples):
+        n = len(sample.generated_ids)
+        assert int(forced.mask[row].sum()) == n
+        recomputed = forced.log_probs[row, :n]
+        torch.testing.assert_close(recomputed, torch.tensor(sample.log_probs), atol=1e-4, rtol=0)
+
+
+def test_generate_batch_returns_tokens_log_probs_and_text(tiny: LoadedVLM) -> None:
+    images = images_for(4)
+    samples = generate_batch(
+        tiny, images, PROMPTS, max_new_tokens=24, temperature=1.0, generator=torch.Generator().manual_seed(0)
+    )
+    image_id = tiny.processor.image_token_id
+    for sample, prompt in zip(samples, PROMPTS, strict=True):
+        assert sample.prompt_ids.count(image_id) == tiny_vlm.DEFAULT_SPEC.image_tokens
+        assert tiny.tokenizer.pad_token_id not in sample.prompt_ids  # left padding removed
+        assert prompt in tiny.tokenizer.decode(sample.prompt_ids)
+        assert 1 <= len(sample.generated_ids) == len(sample.log_probs) == len(sample.token_spans) <= 24
+        assert all(lp <= 0.0 for lp in sample.log_probs)
+        assert sample.finished == (sample.generated_ids[-1] in tiny.stop_ids)
+        assert not sample.finished or len(sample.generated_ids) == 24 or sample.generated_ids.count(2) == 1
+        assert sample.text == tiny.tokenizer.decode(sample.generated_ids, skip_special_tokens=True)
+    again = generate_batch(
+        tiny, images, PROMPTS, max_new_tokens=24, temperature=1.0, generator=torch.Generator().manual_seed(0)
+    )
+    assert [s.generated_ids for s in again] == [s.generated_ids for s in samples]
+
+
+@pytest.mark.parametrize("temperature", [1.0, 0.2])
+def test_teacher_forced_log_probs_match_sampling(tiny: LoadedVLM, temperature: float) -> None:
+    images = images_for(4)
+    samples = generate_batch(
+        tiny, images, PROMPTS, 40, temperature, generator=torch.Generator().manual_seed(int(temperature * 10))
+    )
+    assert len({len(s.generated_ids) for s in samples} | {len(s.prompt_ids) for s in samples}) > 1  # ragged
+    assert_log_probs_match(tiny, images, samples, temperature)
+
+
+def test_teacher_forced_log_probs_detect_a_different_temperature(tiny: LoadedVLM) -> None:
+    images = images_for(2)
+    samples = generate_batch(tiny, images, PROMPTS[:2], 12, 1.0, generator=torch.Generator().manual_seed(3))
+    with pytest.raises(AssertionError):
+        assert_log_probs_match(tiny, images, samples, 0.5)
+
+
+def test_teacher_forced_returns_grad_and_last_prompt_hidden(tiny: LoadedVLM) -> None:
+    images = images_for(2)
+    samples = generate_batch(tiny, images, PROMPTS[:2], 8, 1.0, generator=torch.Generator().manual_seed(4))
+    forced = teacher_forced_log_probs(
+        tiny,
+        images,
+        [s.prompt_ids for s in samples],
+        [s.generated_ids for s in samples],
+        1.0,
+        return_hidden=True,
+    )
+    assert forced.log_probs.requires_grad
+    assert forced.last_prompt_hidden is not None
+    assert forced.last_prompt_hidden.shape == (2, tiny.model.config.text_config.hidden_size)
+    tiny.model.zero_grad()
+    forced.log_probs.sum().backward()
+    vision_grad = next(p.grad for n, p in tiny.model.named_parameters() if "vision_tower" in n)
+    assert vision_grad is not None and vision_grad.abs().sum() > 0
+    tiny.model.zero_grad(set_to_none=True)
+
+
+def test_greedy_decoding_is_deterministic(tiny: LoadedVLM) -> None:
+    images = images_for(2)
+    first = generate_batch(tiny, images, PROMPTS[:2], 10, temperature=0.0)
+    second = generate_batch(tiny, images, PROMPTS[:2], 10, temperature=0.0)
+    assert [s.generated_ids for s in first] == [s.generated_ids for s in second]
+    assert_log_probs_match(tiny, images, first, 0.0)
+
+
+def test_sampling_runs_in_eval_mode_and_restores_the_mode(tiny: LoadedVLM) -> None:
+    seen: list[bool] = []
+    handle = tiny.model.get_output_embeddings().register_forward_hook(
+        lambda module, args, output: seen.append(module.training)
+    )
+    tiny.model.train()
+    try:
+        generate_batch(tiny, images_for(1), PROMPTS[:1], 3, 1.0)
+        assert tiny.model.training and seen and not any(seen)
+    finally:
+        handle.remove()
+        tiny.model.eval()
+
+
+def test_special_tokens_are_suppressed_and_log_probs_still_match(tiny: LoadedVLM) -> None:
+    image_id = int(tiny.processor.image_token_id)
+    head = tiny.model.get_output_embeddings()
+
+    def love_the_image_token(module: Any, args: Any, output: torch.Tensor) -> torch.Tensor:
+        boosted = output.clone()
+        boosted[..., image_id] += 50.0
+        return boosted
+
+    handle = head.register_forward_hook(love_the_image_token)
+    try:
+        images = images_for(2)
+        raw = generate_batch(tiny, images, PROMPTS[:2], 6, 1.0, suppress_special_tokens=False)
+        assert all(set(s.generated_ids) == {image_id} for s in raw)
+        masked = generate_batch(
+            tiny, images, PROMPTS[:2], 16, 1.0, generator=torch.Generator().manual_seed(5)
+        )
+        banned = set(suppressed_token_ids(tiny, len(tiny.tokenizer)).tolist())
+        assert image_id in banned and not banned & set(tiny.stop_ids)
+        assert all(not banned & set(s.generated_ids) for s in masked)
+        assert_log_probs_match(tiny, images, masked, 1.0)  # the learner sees the masked distribution too
+    finally:
+        handle.remove()
+
+
+def test_sampling_log_probs_masks_then_tempers_then_nucleus() -> None:
+    logits = torch.tensor([[2.0, 1.0, 0.0, 5.0]])
+    out = sampling_log_probs(logits, temperature=0.5, suppressed=torch.tensor([3]))
+    expected = torch.log_softmax(torch.tensor([[4.0, 2.0, 0.0, float("-inf")]]), dim=-1)
+    torch.testing.assert_close(out, expected)
+    # probs at T=1 without token 3: 0.665, 0.245, 0.090 -> top_p 0.7 keeps the first two.
+    nucleus = sampling_log_probs(logits, temperature=1.0, top_p=0.7, suppressed=torch.tensor([3]))
+    torch.testing.assert_close(nucleus[0, :2], torch.log_softmax(torch.tensor([2.0, 1.0]), dim=-1))
+    assert torch.isinf(nucleus[0, 2:]).all()
+
+
+def test_token_spans_map_characters_to_tokens(tiny: LoadedVLM) -> None:
+    tokenizer = tiny.tokenizer
+    text = 'ok 🙂 "action": "+"'
+    ids = [*tokenizer(text, add_special_tokens=False).input_ids, tiny.stop_ids[0]]
+    decoded, spans = token_char_spans(tokenizer, ids)
+    assert decoded == text
+    assert spans[-1] == (len(text), len(text))  # the stop token adds no text
+    assert spans[0][0] == 0 and all(a[1] == b[0] for a, b in itertools.pairwise(spans))
+    emoji = text.index("🙂")
+    emoji_tokens = [i for i, token in enumerate(ids) if token in range(4 + 0xF0, 4 + 0x100)]
+    assert emoji_tokens, "the emoji's first byte is a token of its own"
+    sample = Sample([], ids, [0.0] * len(ids), decoded, spans, finished=True)
+    holder = sample.token_at(emoji)
+    assert spans[holder] == (emoji, emoji + 1) and all(
+        spans[i][0] == spans[i][1] for i in range(holder - 3, holder)
+    )
+    action = sample.token_at(text.index('"action"'))
+    assert '"' in tokenizer.decode(ids[action : action + 1])
+    assert tokenizer.decode(ids[action + 1 : action + 2]) == "action"
+    with pytest.raises(IndexError):
+        sample.token_at(len(text))
+
+
+# ---------------------------------------------------------------------------------------------
+# LoRA
+# ---------------------------------------------------------------------------------------------
+
+
+def test_lora_targets_include_or_exclude_the_vision_tower(tiny: LoadedVLM) -> None:
+    every = lora_target_modules(tiny.model)
+    text_only = lora_target_modules(tiny.model, include_vision=False)
+    assert any("vision_tower" in n for n in every) and not any("vision_tower" in n for n in text_only)
+    assert any("multi_modal_projector" in n for n in text_only)
+    assert not any(n.endswith("lm_head") for n in every)
+    assert set(text_only) < set(every)
+
+
+def test_lora_adapter_loads_on_top_and_keeps_the_base_fingerprint(tiny: LoadedVLM, tmp_path: Path) -> None:
+    from peft import LoraConfig, PeftModel, get_peft_model
+
+    base = load_vlm(tiny.path, device="cpu")
+    peft_model = get_peft_model(
+        base.model, LoraConfig(r=4, lora_alpha=8, target_modules=lora_target_modules(base.model))
+    )
+    generator = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for name, param in peft_model.named_parameters():
+            if "lora_B" in name:
+                param.copy_(torch.randn(param.shape, generator=generator) * 0.5)
+    peft_model.save_pretrained(str(tmp_path / "adapter"))
+
+    adapted = load_vlm("tiny", device="cpu", adapter=tmp_path / "adapter")
+    assert isinstance(adapted.model, PeftModel) and adapted.adapter == str(tmp_path / "adapter")
+    assert weights_fingerprint(adapted.model) == weights_fingerprint(tiny.model)
+    images = images_for(2)
+    samples = generate_batch(
+        adapted, images, PROMPTS[:2], 12, 1.0, generator=torch.Generator().manual_seed(6)
+    )
+    assert_log_probs_match(adapted, images, samples, 1.0)
+    with torch.no_grad():
+        ids = [s.prompt_ids for s in samples]
+        gen = [s.generated_ids for s in samples]
+        delta = teacher_forced_log_probs(adapted, images, ids, gen, 1.0).log_probs - (
+            teacher_forced_log_probs(tiny, images, ids, gen, 1.0).log_probs
+        )
+    assert delta.abs().max() > 1e-3  # the adapter changes the policy
+
+
+# ---------------------------------------------------------------------------------------------
+# Other families through the same loader
+# ---------------------------------------------------------------------------------------------
+
+
+def build_tiny_idefics3(out: Path) -> Path:
+    from transformers import Idefics3Config, Idefics3ForConditionalGeneration, Idefics3Processor, LlamaConfig
+    from transformers.models.idefics3 import Idefics3VisionConfig
+    from transformers.models.idefics3.image_processing_pil_idefics3 import Idefics3ImageProcessorPil
+
+    template = (
+        "{% for message in messages %}{{ message['role'] | capitalize }}:"
+        "{% for part in message['content'] %}{% if part['type'] == 'image' %}<image>"
+        "{% else %}{{ part['text'] }}{% endif %}{% endfor %}<end_of_utterance>\n{% endfor %}"
+        "{% if add_generation_prompt %}Assistant:{% endif %}"
+    )
+    extra = ("<fake_token_around_image>", "<end_of_utterance>", "<global-img>")
+    tokenizer = tiny_vlm.build_tokenizer(32, extra_special_tokens=extra, chat_template=template)
+    vision = Idefics3VisionConfig(
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        image_size=32,
+        patch_size=8,
+    )
+    text = LlamaConfig(
+        vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+        num_attention_heads=2, num_key_value_heads=2, pad_token_id=0, eos_token_id=2,
+    )  # fmt: skip
+    config = Idefics3Config(vision_config=vision, text_config=text, image_token_id=3, scale_factor=2)
+    config.pad_token_id = 0
+    torch.manual_seed(0)
+    Idefics3ForConditionalGeneration(config).save_pretrained(out)
+    image_processor = Idefics3ImageProcessorPil(
+        do_image_splitting=False, size={"longest_edge": 32}, max_image_size={"longest_edge": 32}
+    )
+    Idefics3Processor(
+        image_processor=image_processor, tokenizer=tokenizer, image_seq_len=4, chat_template=template
+    ).save_pretrained(out)
+    return out
+
+
+def build_tiny_paligemma(out: Path) -> Path:
+    from transformers import (
+        GemmaConfig,
+        PaliGemmaConfig,
+        PaliGemmaForConditionalGeneration,
+        PaliGemmaProcessor,
+        SiglipVisionConfig,
+    )
+    from transformers.models.siglip.image_processing_pil_siglip import SiglipImageProcessorPil
+
+    tokenizer = tiny_vlm.build_tokenizer(32)
+    tokenizer.bos_token = "<|im_start|>"
+    image_processor = SiglipImageProcessorPil(size={"height": 32, "width": 32})
+    image_processor.image_seq_length = 16  # type: ignore[attr-defined]
+    processor = PaliGemmaProcessor(image_processor=image_processor, tokenizer=tokenizer)  # adds <loc>/<seg>
+    vision = SiglipVisionConfig(
+        hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2, image_size=32,
+        patch_size=8,
+    )  # fmt: skip
+    text = GemmaConfig(
+        vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+        num_attention_heads=2, num_key_value_heads=1, head_dim=16, pad_token_id=0, eos_token_id=2, bos_token_id=1,
+    )  # fmt: skip
+    config = PaliGemmaConfig(vision_config=vision, text_config=text, image_token_index=3, projection_dim=32)
+    torch.manual_seed(0)
+    PaliGemmaForConditionalGeneration(config).save_pretrained(out)
+    processor.save_pretrained(out)
+    return out
+
+
+@pytest.mark.parametrize(
+    ("builder", "family", "vision"),
+    [(build_tiny_idefics3, "idefics3", "vision_model"), (build_tiny_paligemma, "paligemma", "vision_tower")],
+)
+def test_other_families_load_generate_and_match_through_the_same_path(
+    tmp_path: Path, builder: Any, family: str, vision: str
+) -> None:
+    loaded = load_vlm(str(builder(tmp_path / family)), device="cpu")
+    assert loaded.traits.family == family
+    assert loaded.tokenizer.padding_side == "left"
+    images = images_for(3)
+    samples = generate_batch(loaded, images, PROMPTS[:3], 10, 0.7, generator=torch.Generator().manual_seed(7))
+    assert all(len(s.generated_ids) == len(s.log_probs) >= 1 for s in samples)
+    assert all(s.prompt_ids.count(int(loaded.processor.image_token_id)) >= 4 for s in samples)
+    assert_log_probs_match(loaded, images, samples, 0.7)
+    targets = lora_target_modules(loaded.model)
+    assert any(vision in n for n in targets)
+    assert not any(vision in n for n in lora_target_modules(loaded.model, include_vision=False))
+
+
+def test_qwen2_vl_without_torchvision_fails_with_a_clear_error(tmp_path: Path) -> None:
+    import importlib.util
+
+    if importlib.util.find_spec("torchvision") is not None:
+        pytest.skip("torchvision is installed here; the error path cannot be reached")
+    from transformers import Qwen2VLConfig
+
+    Qwen2VLConfig().save_pretrained(tmp_path)
+    with pytest.raises(ModelLoadError, match="needs torchvision"):
+        load_vlm(str(tmp_path), device="cpu")
