@@ -58,8 +58,12 @@ def make_policy(config: AgentConfig) -> Policy:
         return OraclePolicy(cot=config.cot)
     if config.random_policy:
         return RandomPolicy(seed=config.seed)
+    import torch
+
     from agent.models import load_vlm
 
+    if config.threads:
+        torch.set_num_threads(config.threads)
     loaded = load_vlm(config.model, dtype=config.dtype, device=config.device, adapter=config.adapter)
     return VLMPolicy(
         loaded,

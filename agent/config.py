@@ -34,6 +34,7 @@ class AgentConfig:
     trainer: str | None = field(default=None, metadata={"help": "trainer host:port to train with"})
     name: str = field(default_factory=lambda: os.uname().nodename, metadata={"help": "agent name for logs"})
     seed: int = field(default=0, metadata={"help": "seed of sampling and of training episode seeds"})
+    threads: int = field(default=0, metadata={"help": "torch CPU threads (0: torch's default)"})
     token: str | None = field(
         default=None, metadata={"help": "bearer token for the servers (also $VISACT_TOKEN)"}
     )

@@ -105,6 +105,7 @@ class TrainerLink:
         self.steps_sent = 0
         self.episodes_sent = 0
         self.applied_any = False
+        self._register_lock = threading.Lock()
         self._threads: list[threading.Thread] = []
 
     # ------------------------------------------------------------------ lifecycle
@@ -183,6 +184,7 @@ class TrainerLink:
 
     def _watch(self) -> None:
         while not self.stop.is_set():
+            used_id = self.agent_id
             try:
                 stream = self._stub.WatchVersions(
                     pb.WatchVersionsRequest(agent_id=self.agent_id), metadata=self._metadata
@@ -195,7 +197,7 @@ class TrainerLink:
             except grpc.RpcError as exc:
                 if self.stop.is_set():
                     return
-                self._recover(exc, "watching versions")
+                self._recover(exc, "watching versions", used_id)
 
     def _fetch_until_applied(self, announcement: pb.VersionAnnouncement) -> None:
         """Fetch and verify one version; on a bad transfer keep the old weights and fetch again."""
@@ -252,14 +254,15 @@ class TrainerLink:
 
     def _send_one(self, episode_id: str, message: pb.Episode) -> None:
         while not self.stop.is_set():
-            request = pb.SubmitEpisodeRequest(agent_id=self.agent_id, episode=message, episode_id=episode_id)
+            used_id = self.agent_id
+            request = pb.SubmitEpisodeRequest(agent_id=used_id, episode=message, episode_id=episode_id)
             try:
                 response = self._stub.SubmitEpisode(request, timeout=60, metadata=self._metadata)
             except grpc.RpcError as exc:
                 if exc.code() == grpc.StatusCode.INVALID_ARGUMENT:
                     log.error("episode refused by the trainer", extra={"error": exc.details()})
                     return
-                self._recover(exc, "submitting an episode")
+                self._recover(exc, "submitting an episode", used_id)
                 continue
             self.latest_version = max(self.latest_version, response.latest_version)
             if response.status == pb.SubmitEpisodeResponse.ACCEPTED:
@@ -270,6 +273,7 @@ class TrainerLink:
 
     def _beat(self) -> None:
         while not self.stop.wait(2.0):
+            used_id = self.agent_id
             try:
                 response = self._stub.Heartbeat(
                     pb.HeartbeatRequest(
@@ -280,16 +284,20 @@ class TrainerLink:
                 )
                 self.latest_version = max(self.latest_version, response.latest_version)
             except grpc.RpcError as exc:
-                self._recover(exc, "heartbeat")
+                self._recover(exc, "heartbeat", used_id)
 
     # ------------------------------------------------------------------ failures
-    def _recover(self, exc: grpc.RpcError, doing: str) -> None:
-        """Back off while the trainer is away; register again when it forgot us."""
+    def _recover(self, exc: grpc.RpcError, doing: str, used_id: str) -> None:
+        """Back off while the trainer is away; register again (once, whichever thread sees it
+        first) when it no longer knows ``used_id``, the id the failed call carried."""
         code = exc.code()
         log.warning("trainer call failed", extra={"while": doing, "code": code.name})
         if code == grpc.StatusCode.NOT_FOUND:
-            self.register()
-        elif code not in RETRYABLE:
+            with self._register_lock:
+                if self.agent_id == used_id:
+                    self.register()
+            return
+        if code not in RETRYABLE:
             raise exc
         self.stop.wait(1.0)
 

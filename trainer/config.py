@@ -80,6 +80,7 @@ class TrainerConfig:
     resume: Path | None = field(default=None, metadata={"help": "continue from this checkpoint directory"})
     max_updates: int = field(default=0, metadata={"help": "stop after this many updates (0: never)"})
     seed: int = field(default=0, metadata={"help": "seed of initialization and minibatch order"})
+    threads: int = field(default=0, metadata={"help": "torch CPU threads (0: torch's default)"})
     log_format: str = field(default="text", metadata={"help": "json or text", "choices": ["json", "text"]})
     log_level: str = field(default="INFO", metadata={"help": "DEBUG, INFO, WARNING, ERROR"})
 

@@ -60,6 +60,8 @@ class Hub:
         self.versions: dict[int, PublishedVersion] = {}
         self.latest: PublishedVersion | None = None
         self.closed = False
+        #: seconds from a version's publication to each agent reporting it runs it (drained per update)
+        self.sync_seconds: list[float] = []
         self.counters: dict[str, int] = {
             "episodes_accepted": 0,
             "episodes_refused": 0,
@@ -86,6 +88,9 @@ class Hub:
                 return None
             agent.last_seen = time.monotonic()
             if version is not None:
+                latest = self.latest
+                if latest is not None and version == latest.version and agent.version != version:
+                    self.sync_seconds.append(time.time() - latest.published_at)
                 agent.version = version
             if steps is not None:
                 agent.steps = steps
@@ -195,6 +200,32 @@ class Hub:
                     return None
                 self._lock.wait(timeout=remaining)
             return None if self.closed else self.latest
+
+    def take_sync_seconds(self) -> list[float]:
+        """The publish-to-running latencies seen since the last call."""
+        with self._lock:
+            out, self.sync_seconds = self.sync_seconds, []
+            return out
+
+    def status(self) -> dict[str, object]:
+        """A snapshot for people and tests: versions, agents, buffer, counters."""
+        with self._lock:
+            now = time.monotonic()
+            return {
+                "latest_version": self.latest.version if self.latest else None,
+                "buffered_steps": self._buffered_steps,
+                "agents": {
+                    a.agent_id: {
+                        "name": a.name,
+                        "version": a.version,
+                        "steps": a.steps,
+                        "seconds_since_seen": round(now - a.last_seen, 2),
+                        "environments": a.environments,
+                    }
+                    for a in self.agents.values()
+                },
+                "counters": dict(self.counters),
+            }
 
     def close(self) -> None:
         with self._lock:

@@ -9,6 +9,7 @@ Runs the same on CPU, on one GPU, and under `accelerate launch` (the main proces
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import secrets
 import signal
@@ -20,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import grpc
+import torch
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
@@ -76,6 +78,19 @@ class Trainer:
         )
         return published
 
+    def write_status(self) -> None:
+        """``run_dir/status.json``: the newest version and what each agent runs (for people and tests)."""
+        status = {
+            "run_id": self.run_id,
+            "updates": self.learner.updates,
+            "port": self.port,
+            **self.hub.status(),
+        }
+        path = self.config.checkpoint_dir / "status.json"
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(status, indent=2))
+        tmp.replace(path)
+
     def checkpoint(self) -> Path:
         path = save_checkpoint(self.learner, self.config.checkpoint_dir, {"run_id": self.run_id})
         log.info("checkpoint", extra={"path": str(path), "version": self.learner.version})
@@ -90,6 +105,7 @@ class Trainer:
                 dropped = self.hub.drop_agent_data(agent_id)
                 log.warning("agent expired", extra={"agent": agent_id, "episodes_dropped": dropped})
             batch = self.hub.take_batch(config.steps_per_update, timeout=0.5)
+            self.write_status()
             if batch is None:
                 continue
             metrics = self.learner.update(batch)
@@ -98,6 +114,9 @@ class Trainer:
             metrics["perf/weights_bytes"] = float(self.hub.latest.size_bytes if self.hub.latest else 0)
             metrics["charts/version"] = float(self.learner.version)
             metrics["charts/agents"] = float(len(self.hub.agents))
+            synced = self.hub.take_sync_seconds()
+            if synced:
+                metrics["perf/weight_sync_seconds"] = sum(synced) / len(synced)
             metrics.update({f"counters/{k}": float(v) for k, v in self.hub.counters.items()})
             self.metrics.log(self.learner.updates, metrics)
             if config.checkpoint_every and self.learner.updates % config.checkpoint_every == 0:
@@ -122,6 +141,8 @@ def build_trainer(config: TrainerConfig) -> Trainer:
     from agent.models import load_vlm
 
     tune_allocator()
+    if config.threads:
+        torch.set_num_threads(config.threads)
     accelerator = Accelerator()
     loaded = load_vlm(config.model, dtype=config.dtype, device=accelerator.device)
     learner = Learner(config, loaded, accelerator)

@@ -95,6 +95,8 @@ class TrainerServicer(pb_grpc.TrainerServicer):
                 grpc.StatusCode.NOT_FOUND,
                 f"weights version {request.version} was just replaced; fetch the newest",
             )
+        self.hub.count("weights_bytes_sent", len(data))
+        self.hub.count("weights_fetches")
         for offset in range(0, max(1, len(data)), CHUNK_BYTES):
             yield pb.WeightsChunk(
                 version=published.version,
