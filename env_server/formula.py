@@ -96,6 +96,8 @@ class _Parser:
     def __init__(self, tokens: Sequence[str]) -> None:
         self.tokens = list(tokens)
         self.index = 0
+        #: where the first division by zero is; reported only once the whole formula parses
+        self.division_by_zero: int | None = None
 
     def peek(self) -> str | None:
         return self.tokens[self.index] if self.index < len(self.tokens) else None
@@ -121,7 +123,9 @@ class _Parser:
             if operator == "*":
                 value = value * right
             elif right == 0:
-                raise _Stop(DivisionByZero(position))
+                if self.division_by_zero is None:
+                    self.division_by_zero = position
+                value = Fraction(0)  # keep parsing: a malformed formula is reported as malformed
             else:
                 value = value / right
         return value
@@ -157,6 +161,8 @@ def evaluate(tokens: Sequence[str] | str) -> Evaluation:
         return Malformed("the formula nests too deeply", 0)
     if parser.index != len(token_list):
         return Malformed(f"unexpected {token_list[parser.index]!r}", parser.index)
+    if parser.division_by_zero is not None:
+        return DivisionByZero(parser.division_by_zero)
     return Value(value)
 
 
