@@ -86,6 +86,8 @@ class TrainerLink:
             ("grpc.max_send_message_length", 256 << 20),
             ("grpc.keepalive_time_ms", 30_000),
             ("grpc.keepalive_permit_without_calls", 1),
+            ("grpc.initial_reconnect_backoff_ms", 500),
+            ("grpc.max_reconnect_backoff_ms", 5000),
         ]
         if config.tls_ca is not None or config.tls_cert is not None:
             credentials = channel_credentials(config.tls_ca, config.tls_cert, config.tls_key)
@@ -106,6 +108,7 @@ class TrainerLink:
         self.episodes_sent = 0
         self.applied_any = False
         self._register_lock = threading.Lock()
+        self._beat_now = threading.Event()  # set after applying weights: report the version at once
         self._threads: list[threading.Thread] = []
 
     # ------------------------------------------------------------------ lifecycle
@@ -179,6 +182,7 @@ class TrainerLink:
         apply_adapter(loaded.model, tensors)
         self.policy.version = version
         self.applied_any = True
+        self._beat_now.set()
         log.info("weights applied", extra={"version": version})
         return True
 
@@ -272,7 +276,11 @@ class TrainerLink:
             time.sleep(max(response.retry_after_seconds, 0.05))
 
     def _beat(self) -> None:
-        while not self.stop.wait(2.0):
+        while not self.stop.is_set():
+            self._beat_now.wait(2.0)
+            self._beat_now.clear()
+            if self.stop.is_set():
+                return
             used_id = self.agent_id
             try:
                 response = self._stub.Heartbeat(

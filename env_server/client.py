@@ -103,6 +103,8 @@ def dial(
         ("grpc.keepalive_timeout_ms", 10_000),
         ("grpc.keepalive_permit_without_calls", 1),
         ("grpc.enable_retries", 1),
+        ("grpc.initial_reconnect_backoff_ms", 500),
+        ("grpc.max_reconnect_backoff_ms", 5000),
     ]
     if tls_ca is not None or tls_cert is not None:
         return grpc.secure_channel(address, channel_credentials(tls_ca, tls_cert, tls_key), options=options)

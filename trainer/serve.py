@@ -123,7 +123,23 @@ class Trainer:
                 self.checkpoint()
             if config.max_updates and self.learner.updates >= config.max_updates:
                 log.info("reached --max-updates", extra={"updates": self.learner.updates})
+                self.wait_for_agents(timeout=60.0)
                 break
+
+    def wait_for_agents(self, timeout: float) -> bool:
+        """Keep serving until every live agent reports the newest version (or ``timeout``)."""
+        deadline = time.monotonic() + timeout
+        latest = self.learner.version
+        while time.monotonic() < deadline and not self.stop.is_set():
+            self.write_status()
+            agents = self.hub.status()["agents"]
+            assert isinstance(agents, dict)
+            if all(a["version"] == latest for a in agents.values()):
+                log.info("agents on the newest version", extra={"version": latest, "agents": len(agents)})
+                return True
+            time.sleep(0.2)
+        log.warning("agents did not all reach the newest version", extra={"version": latest})
+        return False
 
     def shutdown(self, grace: float = 5.0) -> None:
         """Checkpoint, refuse new calls, let running ones finish."""

@@ -1,0 +1,89 @@
+"""`agent-client eval` against real env-server processes: the oracle and the tiny VLM on every game."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.processes import Process, command, start
+
+GAMES = ("numberline", "ezpoints", "points24", "blackjack")
+#: what the oracle must reach over 40 held-out episodes (Blackjack's basic strategy wins ~42%)
+ORACLE_FLOOR = {"numberline": 0.95, "ezpoints": 0.95, "points24": 0.95, "blackjack": 0.2}
+
+
+@pytest.fixture(scope="module")
+def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Process]]:
+    workdir = tmp_path_factory.mktemp("servers")
+    running = {
+        game: start(
+            game,
+            [
+                *command("env-server"),
+                "--env",
+                game,
+                "--host",
+                "127.0.0.1",
+                "--port",
+                "0",
+                "--ready-file",
+                str(workdir / f"{game}.port"),
+            ],
+            workdir,
+            ready_file=workdir / f"{game}.port",
+        )
+        for game in GAMES
+    }
+    yield running
+    for process in running.values():
+        assert process.stop(timeout=30) == 0
+
+
+def run_eval(tmp_path: Path, *args: str) -> dict:
+    out = tmp_path / "summary.json"
+    process = start(
+        "eval", [*command("agent-client"), "eval", "--no-progress", "--json", str(out), *args], tmp_path
+    )
+    assert process.popen.wait(timeout=600) == 0, process.text()[-3000:]
+    assert "success rate" in process.text()
+    return json.loads(out.read_text())
+
+
+@pytest.mark.parametrize("game", GAMES)
+def test_oracle_eval_scores_near_perfect(servers: dict[str, Process], tmp_path: Path, game: str) -> None:
+    summary = run_eval(tmp_path, "--server", servers[game].address, "--oracle", "--episodes", "40")
+    assert summary["episodes"] == 40 and summary["env"] == game
+    assert summary["success_rate"] >= ORACLE_FLOOR[game], summary
+    assert summary["valid_action_rate"] == 1.0
+    low, high = summary["success_ci95"]
+    assert low <= summary["success_rate"] <= high
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("game", GAMES)
+def test_tiny_vlm_eval_runs_and_reports_answer_health(
+    servers: dict[str, Process], tmp_path: Path, game: str
+) -> None:
+    summary = run_eval(
+        tmp_path,
+        "--server",
+        servers[game].address,
+        "--model",
+        "tiny",
+        "--episodes",
+        "3",
+        "--sessions",
+        "3",
+        "--max-new-tokens",
+        "24",
+        "--threads",
+        "1",
+    )
+    assert summary["episodes"] == 3 and summary["steps"] >= 3
+    assert summary["policy"] == "vlm:tiny"
+    assert 0.0 <= summary["valid_action_rate"] <= 1.0
+    assert 0 < summary["mean_answer_tokens"] <= 24
+    assert summary["steps_per_second"] > 0

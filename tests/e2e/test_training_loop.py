@@ -1,0 +1,211 @@
+"""The whole loop as real processes on loopback: an env server, `trainer serve`, two `agent-client`s.
+
+After a few PPO updates the adapter has changed, both agents run the newest version, the
+publish latency and bytes are in the metrics; the trainer is then killed (SIGKILL) and
+resumed from its checkpoint, and the agents carry on with it.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from safetensors.torch import load as load_safetensors
+
+from tests.processes import Process, command, start, wait_for
+
+pytestmark = pytest.mark.slow
+
+TRAINER_ARGS = [
+    "--host",
+    "127.0.0.1",
+    "--steps-per-update",
+    "12",
+    "--minibatch-size",
+    "6",
+    "--micro-batch-size",
+    "6",
+    "--ppo-epochs",
+    "1",
+    "--lr",
+    "1e-3",
+    "--max-grad-norm",
+    "1.0",
+    "--max-new-tokens",
+    "24",
+    "--temperature",
+    "1.0",
+    "--lora-r",
+    "4",
+    "--lora-alpha",
+    "8",
+    "--checkpoint-every",
+    "1",
+    "--threads",
+    "1",
+    "--agent-timeout",
+    "120",
+]
+
+
+def metrics(run: Path) -> list[dict[str, float]]:
+    path = run / "metrics.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+
+def status(run: Path) -> dict:
+    path = run / "status.json"
+    try:
+        return json.loads(path.read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return {}
+
+
+def adapter_tensors(run: Path, version: int) -> dict:
+    return load_safetensors((run / "weights" / f"v{version:06d}" / "adapter.safetensors").read_bytes())
+
+
+def test_two_agents_train_with_a_trainer_that_is_killed_and_resumed(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    env = start(
+        "env",
+        [
+            *command("env-server"),
+            "--env",
+            "numberline",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            "0",
+            "--ready-file",
+            str(tmp_path / "env.port"),
+            "--log-format",
+            "text",
+        ],
+        tmp_path,
+        ready_file=tmp_path / "env.port",
+    )
+    trainer = start(
+        "trainer",
+        [
+            *command("trainer"),
+            "serve",
+            *TRAINER_ARGS,
+            "--port",
+            "0",
+            "--checkpoint-dir",
+            str(run),
+            "--ready-file",
+            str(tmp_path / "trainer.port"),
+        ],
+        tmp_path,
+        ready_file=tmp_path / "trainer.port",
+        timeout=180,
+    )
+    agents: list[Process] = []
+    try:
+        for name in ("a1", "a2"):
+            agents.append(
+                start(
+                    name,
+                    [
+                        *command("agent-client"),
+                        "--server",
+                        env.address,
+                        "--trainer",
+                        trainer.address,
+                        "--sessions",
+                        "3",
+                        "--name",
+                        name,
+                        "--threads",
+                        "1",
+                        "--seed",
+                        str(len(agents)),
+                    ],
+                    tmp_path,
+                )
+            )
+        first_adapter = adapter_tensors(run, 0)
+
+        # a few updates: the adapter changed, and the metrics say what publishing cost
+        wait_for(lambda: len(metrics(run)) >= 3, 600, lambda: trainer.text()[-3000:], trainer, *agents)
+        rows = metrics(run)
+        latest = int(rows[-1]["charts/version"])
+        changed = adapter_tensors(run, latest)
+        assert any(not (changed[k] == first_adapter[k]).all() for k in first_adapter), (
+            "the adapter never changed"
+        )
+        assert all(row["perf/publish_seconds"] > 0 for row in rows)
+        assert all(row["perf/weights_bytes"] > 1000 for row in rows)
+        assert rows[-1]["counters/weights_bytes_sent"] >= 2 * rows[-1]["perf/weights_bytes"]
+        assert any("perf/weight_sync_seconds" in row for row in rows)
+        assert {
+            "losses/policy",
+            "losses/value",
+            "losses/approx_kl",
+            "losses/clip_frac",
+            "losses/explained_variance",
+            "charts/success_rate",
+            "charts/valid_action_rate",
+            "charts/cot_tokens",
+            "charts/policy_lag_mean",
+            "perf/samples_per_second",
+        } <= set(rows[-1])
+        assert (run / "tb").is_dir() and any((run / "tb").iterdir())
+
+        # kill the trainer without warning; resume it on the same port from its checkpoint
+        port = trainer.port
+        trainer.kill()
+        rows = metrics(run)
+        updates_before = len(rows)
+        latest = int(rows[-1]["charts/version"])
+        checkpoint_state = json.loads(
+            (
+                run / "checkpoints" / (run / "checkpoints" / "LATEST").read_text().strip() / "state.json"
+            ).read_text()
+        )
+        (tmp_path / "trainer.port").unlink()
+        resume_updates = checkpoint_state["updates"] + 2
+        trainer = start(
+            "trainer-resumed",
+            [
+                *command("trainer"),
+                "serve",
+                *TRAINER_ARGS,
+                "--port",
+                str(port),
+                "--checkpoint-dir",
+                str(run),
+                "--resume",
+                str(run),
+                "--max-updates",
+                str(resume_updates),
+                "--ready-file",
+                str(tmp_path / "trainer.port"),
+            ],
+            tmp_path,
+            ready_file=tmp_path / "trainer.port",
+            timeout=180,
+        )
+        # it trains to --max-updates, waits for both agents to run its newest version, and exits
+        assert trainer.popen.wait(timeout=900) == 0, trainer.text()[-3000:]
+        assert "resumed" in trainer.text()
+        assert "agents on the newest version" in trainer.text(), trainer.text()[-3000:]
+        resumed_rows = metrics(run)[updates_before:]
+        assert resumed_rows[0]["update"] == checkpoint_state["updates"] + 1, (
+            "the update count did not continue"
+        )
+        assert resumed_rows[-1]["update"] == resume_updates
+        final = status(run)
+        assert final["latest_version"] > latest, "versions went backwards or stood still"
+        assert len(final["agents"]) == 2, final
+        assert all(a["version"] == final["latest_version"] for a in final["agents"].values()), final
+        for agent in agents:
+            assert agent.alive(), agent.text()[-2000:]
+    finally:
+        for agent in agents:
+            agent.stop(timeout=30)
+        trainer.stop(timeout=60)
+        env.stop(timeout=30)
