@@ -131,13 +131,20 @@ def _forward_parameters(loaded: LoadedVLM) -> set[str]:
 def image_inputs(loaded: LoadedVLM, images: Sequence[ImageLike]) -> dict[str, Tensor]:
     """The image processor's tensors for one image per prompt, as the model's forward takes them.
 
-    Both sampling and the teacher-forced recompute use this one function, so both see the same pixels.
+    Both sampling and the teacher-forced recompute take their pixels from the image processor
+    (here, or within the processor call of :func:`_encode`), so both see the same pixels.
     """
     out = loaded.processor.image_processor(_images_argument(loaded, images), return_tensors="pt")
+    return _model_image_tensors(loaded, out)
+
+
+def _model_image_tensors(loaded: LoadedVLM, processed: Mapping[str, Any]) -> dict[str, Tensor]:
+    """The image processor's outputs among ``processed`` that the model's forward takes, on its device."""
     accepted = _forward_parameters(loaded)
+    image_keys = set(getattr(loaded.processor.image_processor, "model_input_names", ["pixel_values"]))
     tensors: dict[str, Tensor] = {}
-    for key, value in out.items():
-        if key not in accepted or not isinstance(value, Tensor):
+    for key, value in processed.items():
+        if key not in accepted or key not in image_keys or not isinstance(value, Tensor):
             continue
         if value.is_floating_point():
             value = value.to(loaded.dtype)
@@ -310,7 +317,7 @@ def generate_batch(
         output = loaded.model.generate(
             input_ids=input_ids,
             attention_mask=attention_mask,
-            **image_inputs(loaded, images),
+            **_model_image_tensors(loaded, encoded),  # processed once, by the processor call above
             **_token_extras(loaded, input_ids, None),
             generation_config=config,
             logits_processor=LogitsProcessorList([sampler]),
