@@ -120,3 +120,25 @@ def save_adapter_file(peft_model: Any, directory: Path) -> tuple[Path, str]:
     tmp.write_bytes(data)
     tmp.replace(path)
     return path, sha256_hex(data)
+
+
+def visact_adapter_file(path: str | Path) -> Path | None:
+    """The single-file adapter at ``path`` (a ``.safetensors`` file or a directory holding
+    ``adapter.safetensors``), or None when ``path`` is something else (e.g. a peft directory)."""
+    path = Path(path)
+    if path.is_file() and path.suffix == ".safetensors":
+        return path
+    if path.is_dir() and (path / ADAPTER_FILE).is_file():
+        return path / ADAPTER_FILE
+    return None
+
+
+def load_adapter_file(model: Any, path: Path, *, trainable: bool = False) -> Any:
+    """``model`` with the LoRA adapter of a single-file adapter applied."""
+    tensors, config = read_adapter(path.read_bytes())
+    peft_model = attach_lora(model, peft_config_from_dict(config))
+    apply_adapter(peft_model, tensors)
+    if not trainable:
+        for parameter in peft_model.parameters():
+            parameter.requires_grad_(False)
+    return peft_model

@@ -267,10 +267,16 @@ def load_vlm(
 
     adapter_path = None
     if adapter is not None:
-        from peft import PeftModel
+        from agent.adapters import load_adapter_file, visact_adapter_file
 
         adapter_path = str(adapter)
-        model = PeftModel.from_pretrained(model, adapter_path, is_trainable=adapter_trainable)
+        single_file = visact_adapter_file(adapter_path)
+        if single_file is not None:  # a version published by `trainer serve` or written by `trainer sft`
+            model = load_adapter_file(model, single_file, trainable=adapter_trainable)
+        else:  # a peft adapter directory
+            from peft import PeftModel
+
+            model = PeftModel.from_pretrained(model, adapter_path, is_trainable=adapter_trainable)
         model.to(resolved_device)
         if not adapter_trainable:
             model.eval()

@@ -1,0 +1,404 @@
+"""`visact demo`: the paper's pipeline on one machine, as real processes on loopback.
+
+    visact demo [--env numberline] [--workdir runs/demo]
+
+1. demonstrations from the game's expert (`visact demos`);
+2. SFT of the tiny VLM on them (`trainer sft`);
+3. env servers for the game (`env-server`), and a held-out evaluation of the SFT model;
+4. PPO: `trainer serve` and two `agent-client`s until --ppo-updates;
+5. the held-out evaluation again, with the PPO adapter;
+6. ``learning_curve.png`` and ``summary.json`` in the work directory.
+Every stage is a separate process, as on a cluster; the demo only wires and watches them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+BIN = Path(sys.executable).parent
+
+
+@dataclass
+class DemoConfig:
+    """Configuration of `visact demo` (every field is a command-line option)."""
+
+    env: str = field(default="numberline", metadata={"help": "built-in game"})
+    workdir: Path = field(default=Path("runs/demo"), metadata={"help": "where everything is written"})
+    model: str = field(default="tiny", metadata={"help": "base VLM (Hugging Face name or path, or 'tiny')"})
+    demo_episodes: int = field(default=400, metadata={"help": "expert episodes for SFT"})
+    sft_steps: int = field(default=600, metadata={"help": "SFT optimizer steps"})
+    sft_lr: float = field(default=2e-3, metadata={"help": "SFT learning rate"})
+    sft_vision_warmup_steps: int = field(default=200, metadata={"help": "SFT vision warm-up steps"})
+    ppo_updates: int = field(default=20, metadata={"help": "PPO updates"})
+    steps_per_update: int = field(default=128, metadata={"help": "env steps per PPO update"})
+    ppo_epochs: int = field(default=2, metadata={"help": "PPO epochs per update"})
+    ppo_lr: float = field(default=3e-4, metadata={"help": "PPO learning rate"})
+    lora_r: int = field(default=16, metadata={"help": "PPO LoRA rank"})
+    lambda_cot: float = field(default=0.5, metadata={"help": "weight of the CoT tokens' log-prob"})
+    temperature: float = field(default=0.7, metadata={"help": "sampling temperature during PPO"})
+    max_new_tokens: int = field(default=96, metadata={"help": "longest answer"})
+    cot: bool = field(default=True, metadata={"help": "chain-of-thought prompt (--no-cot: action only)"})
+    agents: int = field(default=2, metadata={"help": "agent-client processes"})
+    sessions: int = field(default=8, metadata={"help": "env sessions per agent"})
+    env_servers: int = field(default=2, metadata={"help": "env-server processes"})
+    eval_episodes: int = field(default=200, metadata={"help": "held-out episodes per evaluation"})
+    threads: int = field(default=1, metadata={"help": "torch threads per process"})
+    seed: int = field(default=0, metadata={"help": "seed of every stage"})
+    keep: bool = field(
+        default=False, metadata={"help": "keep an existing work directory's results (resume stages)"}
+    )
+
+    def __post_init__(self) -> None:
+        if self.agents < 1 or self.env_servers < 1:
+            raise ValueError("need at least one agent and one env server")
+
+
+class Stage:
+    """Prints what the demo is doing, with the time each stage took."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __enter__(self) -> Stage:
+        self.started = time.monotonic()
+        print(f"\n== {self.name}", flush=True)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        print(f"   {self.name}: {time.monotonic() - self.started:.0f} s", flush=True)
+
+
+def script(name: str) -> str:
+    found = shutil.which(name, path=str(BIN)) or shutil.which(name)
+    if found is None:
+        raise FileNotFoundError(
+            f"{name} is not installed in this environment; run the README's set-up command"
+        )
+    return found
+
+
+def spawn(argv: Sequence[str], log: Path) -> subprocess.Popen[bytes]:
+    with log.open("ab") as out:
+        return subprocess.Popen(
+            list(argv), stdout=out, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"}
+        )
+
+
+def wait_ready(process: subprocess.Popen[bytes], ready: Path, log: Path, timeout: float = 300) -> int:
+    deadline = time.monotonic() + timeout
+    while not (ready.exists() and ready.read_text().strip()):
+        if process.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError(f"{log.stem} did not start; its log:\n{log.read_text()[-3000:]}")
+        time.sleep(0.1)
+    return int(ready.read_text())
+
+
+def run_checked(argv: Sequence[str], log: Path | None = None) -> None:
+    """Run a stage to completion; its output goes to the console (progress bars) or to ``log``."""
+    if log is None:
+        result = subprocess.run(list(argv))
+    else:
+        with log.open("ab") as out:
+            result = subprocess.run(list(argv), stdout=out, stderr=subprocess.STDOUT)
+    if result.returncode != 0:
+        detail = f"; see {log}" if log else ""
+        raise RuntimeError(f"`{' '.join(argv[:3])} ...` failed with exit code {result.returncode}{detail}")
+
+
+def evaluate(
+    config: DemoConfig, servers: list[str], model: str, adapter: Path | None, out: Path
+) -> dict[str, Any]:
+    argv = [
+        script("agent-client"),
+        "eval",
+        "--model",
+        model,
+        "--episodes",
+        str(config.eval_episodes),
+        "--sessions",
+        "32",
+        "--temperature",
+        "0.01",
+        "--max-new-tokens",
+        str(config.max_new_tokens),
+        "--json",
+        str(out),
+        "--threads",
+        str(max(2, config.threads)),
+        "--seed",
+        str(config.seed),
+    ]
+    argv += [a for server in servers for a in ("--server", server)]
+    if not config.cot:
+        argv.append("--no-cot")
+    if adapter is not None:
+        argv += ["--adapter", str(adapter)]
+    run_checked(argv)
+    return dict(json.loads(out.read_text()))
+
+
+def run_demo(config: DemoConfig) -> dict[str, Any]:
+    work = config.workdir.resolve()
+    if work.exists() and not config.keep:
+        shutil.rmtree(work)
+    logs = work / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    started = time.monotonic()
+    timings: dict[str, float] = {}
+    processes: list[subprocess.Popen[bytes]] = []
+    try:
+        with Stage("1. demonstrations from the expert") as stage:
+            demos = work / "demos" / f"{config.env}.jsonl"
+            if not demos.exists():
+                run_checked(
+                    [
+                        script("visact"),
+                        "demos",
+                        "--env",
+                        config.env,
+                        "--episodes",
+                        str(config.demo_episodes),
+                        "--out",
+                        str(demos),
+                        "--seed",
+                        str(config.seed),
+                    ]
+                    + ([] if config.cot else ["--no-cot"])
+                )
+        timings["demos"] = time.monotonic() - stage.started
+
+        with Stage("2. supervised warm start (SFT)") as stage:
+            sft_dir = work / "sft"
+            model = sft_dir / "model"
+            if not model.exists():
+                run_checked(
+                    [
+                        script("trainer"),
+                        "sft",
+                        "--data",
+                        str(demos),
+                        "--model",
+                        config.model,
+                        "--out",
+                        str(sft_dir),
+                        "--steps",
+                        str(config.sft_steps),
+                        "--lr",
+                        str(config.sft_lr),
+                        "--vision-warmup-steps",
+                        str(config.sft_vision_warmup_steps),
+                        "--seed",
+                        str(config.seed),
+                    ]
+                )
+        timings["sft"] = time.monotonic() - stage.started
+
+        with Stage(f"3. env servers ({config.env}) and the held-out evaluation after SFT") as stage:
+            servers = []
+            for index in range(config.env_servers):
+                ready = work / f"env-{index}.port"
+                ready.unlink(missing_ok=True)
+                log = logs / f"env-{index}.log"
+                process = spawn(
+                    [
+                        script("env-server"),
+                        "--env",
+                        config.env,
+                        "--host",
+                        "127.0.0.1",
+                        "--port",
+                        "0",
+                        "--ready-file",
+                        str(ready),
+                        "--log-format",
+                        "text",
+                    ],
+                    log,
+                )
+                processes.append(process)
+                servers.append(f"127.0.0.1:{wait_ready(process, ready, log)}")
+            before = evaluate(config, servers, str(model), None, work / "eval_after_sft.json")
+            print(f"   held-out success after SFT: {before['success_rate']:.1%}", flush=True)
+        timings["eval_sft"] = time.monotonic() - stage.started
+
+        with Stage("4. PPO: trainer serve and agent clients") as stage:
+            run_dir = work / "ppo"
+            adapter = ppo(config, servers, model, run_dir, logs, processes)
+        timings["ppo"] = time.monotonic() - stage.started
+
+        with Stage("5. the held-out evaluation after PPO") as stage:
+            after = evaluate(config, servers, str(model), adapter, work / "eval_after_ppo.json")
+            print(f"   held-out success after PPO: {after['success_rate']:.1%}", flush=True)
+        timings["eval_ppo"] = time.monotonic() - stage.started
+    finally:
+        for process in processes:
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+        for process in processes:
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+
+    from trainer.metrics import read_metrics
+    from visact.plots import learning_curve
+
+    rows = read_metrics(run_dir)
+    plot = learning_curve(
+        rows, work / "learning_curve.png", title=f"visact demo: {config.env}", before=before, after=after
+    )
+    summary = {
+        "env": config.env,
+        "success_after_sft": before["success_rate"],
+        "success_after_sft_ci95": before["success_ci95"],
+        "success_after_ppo": after["success_rate"],
+        "success_after_ppo_ci95": after["success_ci95"],
+        "valid_action_rate_after_ppo": after["valid_action_rate"],
+        "ppo_updates": len(rows),
+        "training_success_last_update": rows[-1]["charts/success_rate"] if rows else None,
+        "minutes": round((time.monotonic() - started) / 60, 1),
+        "stage_seconds": {k: round(v, 1) for k, v in timings.items()},
+        "learning_curve": str(plot),
+        "config": {k: str(v) for k, v in asdict(config).items()},
+    }
+    (work / "summary.json").write_text(json.dumps(summary, indent=2))
+    return summary
+
+
+def ppo(
+    config: DemoConfig,
+    servers: list[str],
+    model: Path,
+    run_dir: Path,
+    logs: Path,
+    processes: list[subprocess.Popen[bytes]],
+) -> Path:
+    """Run trainer serve + agents to --ppo-updates with a progress bar; returns the final adapter."""
+    from tqdm import tqdm
+
+    from trainer.metrics import read_metrics
+
+    shutil.rmtree(run_dir, ignore_errors=True)
+    ready = run_dir.parent / "trainer.port"
+    ready.unlink(missing_ok=True)
+    trainer_log = logs / "trainer.log"
+    minibatch = max(8, config.steps_per_update // 4)
+    trainer = spawn(
+        [
+            script("trainer"),
+            "serve",
+            "--model",
+            str(model),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            "0",
+            "--ready-file",
+            str(ready),
+            "--checkpoint-dir",
+            str(run_dir),
+            "--max-updates",
+            str(config.ppo_updates),
+            "--steps-per-update",
+            str(config.steps_per_update),
+            "--ppo-epochs",
+            str(config.ppo_epochs),
+            "--minibatch-size",
+            str(minibatch),
+            "--micro-batch-size",
+            str(min(16, minibatch)),
+            "--lr",
+            str(config.ppo_lr),
+            "--lr-updates",
+            str(config.ppo_updates),
+            "--lr-min",
+            str(config.ppo_lr / 10),
+            "--max-grad-norm",
+            "1.0",
+            "--lora-r",
+            str(config.lora_r),
+            "--lora-alpha",
+            str(2 * config.lora_r),
+            "--lambda-cot",
+            str(config.lambda_cot),
+            "--temperature",
+            str(config.temperature),
+            "--max-new-tokens",
+            str(config.max_new_tokens),
+            "--threads",
+            str(config.threads),
+            "--checkpoint-every",
+            "5",
+            "--seed",
+            str(config.seed),
+        ]
+        + ([] if config.cot else ["--no-cot"]),
+        trainer_log,
+    )
+    processes.append(trainer)
+    trainer_address = f"127.0.0.1:{wait_ready(trainer, ready, trainer_log)}"
+    for index in range(config.agents):
+        agent = spawn(
+            [
+                script("agent-client"),
+                "--trainer",
+                trainer_address,
+                "--model",
+                str(model),
+                "--sessions",
+                str(config.sessions),
+                "--name",
+                f"agent-{index}",
+                "--threads",
+                str(config.threads),
+                "--seed",
+                str(config.seed + index),
+            ]
+            + [a for server in servers for a in ("--server", server)],
+            logs / f"agent-{index}.log",
+        )
+        processes.append(agent)
+    with tqdm(total=config.ppo_updates, desc="PPO updates", unit="update", dynamic_ncols=True) as bar:
+        while trainer.poll() is None:
+            rows = read_metrics(run_dir)
+            if len(rows) > bar.n:
+                bar.update(len(rows) - bar.n)
+                bar.set_postfix(
+                    success=f"{rows[-1]['charts/success_rate']:.0%}",
+                    valid=f"{rows[-1]['charts/valid_action_rate']:.0%}",
+                )
+            for process in processes[-config.agents :]:
+                if process.poll() is not None:
+                    raise RuntimeError(f"an agent exited early; see {logs}")
+            time.sleep(1.0)
+    if trainer.returncode != 0:
+        raise RuntimeError(f"trainer serve failed (exit {trainer.returncode}); see {trainer_log}")
+    for agent in processes[-config.agents :]:
+        agent.send_signal(signal.SIGTERM)
+    status = json.loads((run_dir / "status.json").read_text())
+    return run_dir / "weights" / f"v{status['latest_version']:06d}" / "adapter.safetensors"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from visact.configcli import parse_config
+
+    config = parse_config(DemoConfig, argv, prog="visact demo", description=__doc__.splitlines()[0])
+    summary = run_demo(config)
+    print("\n== result")
+    print(
+        f"held-out success after SFT: {summary['success_after_sft']:.1%}   "
+        f"after PPO: {summary['success_after_ppo']:.1%}   ({summary['minutes']} min)"
+    )
+    print(f"learning curve: {summary['learning_curve']}")
+    print(f"summary: {config.workdir / 'summary.json'}")
+    return 0
