@@ -201,7 +201,10 @@ class LoadedVLM:
 
 
 def base_model_of(model: Any) -> Any:
-    """``model`` itself, or the transformers model inside a peft ``PeftModel``."""
+    """``model`` itself, or the transformers model inside a peft ``PeftModel`` and/or a
+    ``DistributedDataParallel`` wrapper (the trainer under ``accelerate launch``)."""
+    if isinstance(model, torch.nn.parallel.DistributedDataParallel):
+        model = model.module
     get_base = getattr(model, "get_base_model", None)
     return get_base() if callable(get_base) else model
 

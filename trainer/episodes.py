@@ -53,6 +53,8 @@ class EpisodeData:
     steps: list[Sample]
     bootstrap_image: np.ndarray | None = None
     bootstrap_prompt_ids: list[int] = field(default_factory=list)
+    #: the wire form, kept to pass the episode on to other learner processes
+    message: pb.Episode | None = field(default=None, repr=False)
 
     @property
     def success(self) -> bool:
@@ -104,7 +106,7 @@ def decode_episode(
             )
         if index and step.policy_version < message.steps[index - 1].policy_version:
             raise InvalidEpisode(f"{where}: policy versions go backwards within the episode")
-    episode = EpisodeData(agent_id=agent_id, env=message.env, steps=steps)
+    episode = EpisodeData(agent_id=agent_id, env=message.env, steps=steps, message=message)
     final = message.steps[last]
     if final.truncated and not final.terminated:
         if not message.HasField("bootstrap_image") or not message.bootstrap_prompt_ids:

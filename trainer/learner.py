@@ -231,15 +231,21 @@ class Learner:
                 indices = minibatch.tolist()
                 self.optimizer.zero_grad(set_to_none=True)
                 for micro in _chunks(indices, config.micro_batch_size):
-                    new_log_prob, new_values = self._forward([samples[i] for i in micro])
+                    # Several processes (accelerate launch): each takes its share of the micro batch;
+                    # DDP averages the gradients, hence the factor num_processes below.
+                    mine, real = _shard(micro, self.accelerator.process_index, self.accelerator.num_processes)
+                    new_log_prob, new_values = self._forward([samples[i] for i in mine])
+                    if not real:  # nothing of this micro batch here: join the all-reduce with zeros
+                        self.accelerator.backward((new_log_prob.sum() + new_values.sum()) * 0.0)
+                        continue
                     device = new_log_prob.device
-                    rows = torch.tensor(micro)
+                    rows = torch.tensor(mine[:real])
                     loss, metrics = ppo.ppo_loss(
-                        new_log_prob=new_log_prob,
+                        new_log_prob=new_log_prob[:real],
                         old_log_prob=old.action_log_prob[rows].to(device),
                         behavior_log_prob=behavior[rows].to(device),
                         advantages=advantages[rows].to(device),
-                        new_values=new_values,
+                        new_values=new_values[:real],
                         old_values=old.values[rows].to(device),
                         returns=returns[rows].to(device),
                         clip_coef=config.clip,
@@ -247,9 +253,10 @@ class Learner:
                         vf_coef=config.vf_coef,
                         is_clip=config.is_clip,
                     )
-                    self.accelerator.backward(loss * len(micro) / len(indices))
+                    share = real / len(indices)
+                    self.accelerator.backward(loss * share * self.accelerator.num_processes)
                     for key, value in metrics.items():
-                        sums[key] += value * len(micro) / len(indices)
+                        sums[key] += value * share
                 grad_norm = self.accelerator.clip_grad_norm_(
                     [*self.lora_parameters, *self.value_head.parameters()], config.max_grad_norm
                 )
@@ -286,6 +293,16 @@ def batch_metrics(episodes: Sequence[EpisodeData], *, latest_version: int) -> di
         "charts/policy_lag_mean": sum(lags) / max(1, len(lags)),
         "charts/policy_lag_max": float(max(lags, default=0)),
     }
+
+
+def _shard(micro: list[int], rank: int, world: int) -> tuple[list[int], int]:
+    """This process's rows of a micro batch, and how many of them are real.
+
+    Every process must run the same number of backward passes, so one that gets no rows takes
+    the micro batch's first row as a placeholder (real = 0) and contributes zero gradient.
+    """
+    mine = micro[rank::world]
+    return (mine, len(mine)) if mine else (micro[:1], 0)
 
 
 def _chunks(items: list[int], size: int) -> list[list[int]]:

@@ -28,6 +28,7 @@ from grpc_reflection.v1alpha import reflection
 from agent.adapters import ADAPTER_FILE, save_adapter_file
 from trainer.checkpoint import highest_published_version, load_checkpoint, save_checkpoint, weights_dir
 from trainer.config import TrainerConfig
+from trainer.distributed import share_batch
 from trainer.hub import Hub, PublishedVersion
 from trainer.learner import Learner
 from trainer.metrics import MetricsLogger
@@ -108,6 +109,7 @@ class Trainer:
             self.write_status()
             if batch is None:
                 continue
+            share_batch(self.learner.accelerator, batch)  # to the other learner processes, if any
             metrics = self.learner.update(batch)
             self.publish()
             metrics["perf/publish_seconds"] = self.last_publish_seconds
@@ -150,32 +152,46 @@ class Trainer:
         self.metrics.close()
 
 
-def build_trainer(config: TrainerConfig) -> Trainer:
-    """Load the model, restore a checkpoint if asked, publish the first version, start serving."""
+def build_learner(config: TrainerConfig) -> tuple[Learner, dict[str, Any]]:
+    """The model with its adapter and value head on this process's device, restored if asked."""
+    from datetime import timedelta
+
     from accelerate import Accelerator
+    from accelerate.utils import InitProcessGroupKwargs
 
     from agent.models import load_vlm
 
     tune_allocator()
     if config.threads:
         torch.set_num_threads(config.threads)
-    accelerator = Accelerator()
+    # Other processes wait for the main one between batches, which may take long without agents.
+    # cpu=True without CUDA: several CPU processes (torchrun) then form a gloo group (MULTI_CPU).
+    accelerator = Accelerator(
+        cpu=not torch.cuda.is_available(),
+        kwargs_handlers=[InitProcessGroupKwargs(timeout=timedelta(hours=24))],
+    )
     loaded = load_vlm(config.model, dtype=config.dtype, device=accelerator.device)
     learner = Learner(config, loaded, accelerator)
+    state: dict[str, Any] = {}
+    if config.resume is not None:
+        state = load_checkpoint(learner, config.resume)
+        # Versions never go backwards: weights published after the checkpoint get a successor.
+        newest = highest_published_version(config.checkpoint_dir)
+        if newest >= learner.version:
+            learner.version = newest + 1
+    return learner, state
+
+
+def build_trainer(config: TrainerConfig, learner: Learner, state: dict[str, Any]) -> Trainer:
+    """The main process: the hub and the gRPC service around the learner; publishes the first version."""
     hub = Hub(
         buffer_steps=config.buffer_steps,
         max_policy_lag=config.max_policy_lag,
         agent_timeout=config.agent_timeout,
         keep_versions=config.keep_versions,
     )
-    run_id = secrets.token_hex(6)
+    run_id = str(state.get("run_id", secrets.token_hex(6)))
     if config.resume is not None:
-        state = load_checkpoint(learner, config.resume)
-        run_id = str(state.get("run_id", run_id))
-        # Versions never go backwards: weights published after the checkpoint get a successor.
-        newest = highest_published_version(config.checkpoint_dir)
-        if newest >= learner.version:
-            learner.version = newest + 1
         log.info(
             "resumed",
             extra={"from": str(config.resume), "updates": learner.updates, "version": learner.version},
@@ -238,9 +254,34 @@ def _start_server(config: TrainerConfig, servicer: TrainerServicer) -> tuple[grp
     return server, port, health_servicer
 
 
+def follow(learner: Learner) -> None:
+    """A learner process other than the main one: update on each shared batch until told to stop."""
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: None)  # the main process decides when to stop
+    while True:
+        batch = share_batch(
+            learner.accelerator,
+            None,
+            latest_version=learner.version,
+            vocab_size=learner.vocab_size,
+            max_tokens=learner.max_tokens,
+        )
+        if batch is None:
+            log.info(
+                "learner process done",
+                extra={"rank": learner.accelerator.process_index, "updates": learner.updates},
+            )
+            return
+        learner.update(batch)
+
+
 def serve(config: TrainerConfig) -> int:
-    """The `trainer serve` process."""
-    trainer = build_trainer(config)
+    """The `trainer serve` process (each process, under `accelerate launch`)."""
+    learner, state = build_learner(config)
+    if not learner.accelerator.is_main_process:
+        follow(learner)
+        return 0
+    trainer = build_trainer(config, learner, state)
     log.info(
         "serving",
         extra={
@@ -248,6 +289,7 @@ def serve(config: TrainerConfig) -> int:
             "model": config.model,
             "version": trainer.learner.version,
             "run_dir": str(config.checkpoint_dir),
+            "processes": learner.accelerator.num_processes,
         },
     )
     if config.ready_file:
@@ -262,6 +304,7 @@ def serve(config: TrainerConfig) -> int:
     try:
         trainer.learn()
     finally:
+        share_batch(learner.accelerator, None)  # the other learner processes stop too
         trainer.shutdown()
     return 0
 

@@ -1,0 +1,103 @@
+"""Two learner processes train one policy together: `torchrun --nproc_per_node 2 trainer serve` on CPU
+(gloo), the same code path as `accelerate launch --multi_gpu trainer serve` on GPUs."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from tests.processes import command, start
+
+pytestmark = pytest.mark.slow
+
+
+def test_two_learner_processes_share_each_batch(tmp_path: Path) -> None:
+    env = start(
+        "env",
+        [
+            *command("env-server"),
+            "--env",
+            "numberline",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            "0",
+            "--ready-file",
+            str(tmp_path / "env.port"),
+        ],
+        tmp_path,
+        ready_file=tmp_path / "env.port",
+    )
+    run = tmp_path / "run"
+    trainer = start(
+        "trainer",
+        [
+            *command("torchrun"),
+            "--nproc_per_node",
+            "2",
+            command("trainer")[0],
+            "serve",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            "0",
+            "--ready-file",
+            str(tmp_path / "trainer.port"),
+            "--checkpoint-dir",
+            str(run),
+            "--steps-per-update",
+            "12",
+            "--minibatch-size",
+            "6",
+            "--micro-batch-size",
+            "6",
+            "--ppo-epochs",
+            "1",
+            "--lr",
+            "1e-3",
+            "--max-new-tokens",
+            "24",
+            "--temperature",
+            "1.0",
+            "--lora-r",
+            "4",
+            "--lora-alpha",
+            "8",
+            "--threads",
+            "1",
+            "--max-updates",
+            "3",
+        ],
+        tmp_path,
+        ready_file=tmp_path / "trainer.port",
+        timeout=300,
+    )
+    agent = start(
+        "agent",
+        [
+            *command("agent-client"),
+            "--server",
+            env.address,
+            "--trainer",
+            trainer.address,
+            "--sessions",
+            "3",
+            "--threads",
+            "1",
+        ],
+        tmp_path,
+    )
+    try:
+        assert trainer.popen.wait(timeout=600) == 0, trainer.text()[-4000:]
+        log = trainer.text()
+        assert "processes=2" in log, log[-3000:]
+        assert "learner process done rank=1 updates=3" in log, log[-3000:]
+        rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+        assert [row["update"] for row in rows] == [1, 2, 3]
+        assert json.loads((run / "status.json").read_text())["latest_version"] == 3
+    finally:
+        agent.stop(timeout=30)
+        trainer.stop(timeout=30)
+        env.stop(timeout=30)
