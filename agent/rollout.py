@@ -126,6 +126,7 @@ class Rollout:
         want_expert: bool = False,
         label: str = "agent",
         seed: int = 0,
+        bootstrap: bool = False,
     ) -> None:
         if not clients:
             raise ValueError("a rollout needs at least one env server")
@@ -136,6 +137,7 @@ class Rollout:
         self.bad_answer = bad_answer or BadAnswerPolicy()
         self.want_expert = want_expert
         self.label = label
+        self.bootstrap = bootstrap  # record the observation after a truncation (the learner needs it)
         self._rng = random.Random(seed)
         self._pool = ThreadPoolExecutor(max_workers=len(clients), thread_name_prefix="env-step")
         self.stats = RolloutStats()
@@ -242,9 +244,9 @@ class Rollout:
             slot.observation = result.observation
             if result.done:
                 episode = Episode(slot.env, slot.name, slot.seed, slot.steps)
-                if result.truncated and not result.terminated:
+                if self.bootstrap and result.truncated and not result.terminated:
                     episode.bootstrap_image = result.observation.image
-                    episode.bootstrap_prompt_ids = self._bootstrap_prompt(slot, result.observation)
+                    episode.bootstrap_prompt_ids = self._bootstrap_prompt(slot, result.observation, item)
                 slot.steps, slot.observation = [], None
                 if target is None or self.stats.episodes < target:
                     self.stats.episodes += 1
@@ -321,8 +323,11 @@ class Rollout:
         slot.retry_at = time.monotonic() + slot.backoff
         slot.backoff = min(slot.backoff * 2, 30.0)
 
-    def _bootstrap_prompt(self, slot: Slot, observation: Observation) -> list[int]:
-        item = PolicyInput(observation.image, observation.task, observation.legal_actions, slot.fact_keys)
+    def _bootstrap_prompt(self, slot: Slot, observation: Observation, last: PolicyInput) -> list[int]:
+        """The prompt for the observation after truncation (its legal actions may be empty: the
+        episode is over; the prompt then lists the last step's)."""
+        legal = observation.legal_actions or last.legal_actions
+        item = PolicyInput(observation.image, observation.task, legal, slot.fact_keys)
         return self.policy.prompt_ids([item])[0]
 
     def close(self) -> None:

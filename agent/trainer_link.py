@@ -344,6 +344,7 @@ def run_with_trainer(config: AgentConfig, stop: threading.Event) -> int:
         bad_answer=BadAnswerPolicy(link.format_penalty),
         label=config.name,
         seed=config.seed,
+        bootstrap=True,  # the learner bootstraps values of truncated episodes
     )
     try:
         rollout.run(

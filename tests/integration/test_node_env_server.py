@@ -187,3 +187,62 @@ def test_node_server_reports_health_and_drains_on_sigterm(node_server: NodeServe
             assert response.status == health_pb2.HealthCheckResponse.SERVING, service
     assert node_server.stop() == 0, node_server.log.read_text()
     assert '"msg":"stopped"' in node_server.log.read_text()
+
+
+def test_agent_evaluation_episodes_through_the_node_server(node_server: NodeServer, tmp_path: Path) -> None:
+    """The agent plays the Node game: the oracle through the expert, and the tiny VLM's own answers."""
+    import json
+    import shutil
+    import sys
+
+    agent = shutil.which("agent-client", path=str(Path(sys.executable).parent)) or "agent-client"
+    summary_path = tmp_path / "oracle.json"
+    oracle = subprocess.run(
+        [
+            agent,
+            "eval",
+            "--server",
+            node_server.address,
+            "--oracle",
+            "--episodes",
+            "10",
+            "--no-progress",
+            "--json",
+            str(summary_path),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert oracle.returncode == 0, oracle.stdout + oracle.stderr
+    summary = json.loads(summary_path.read_text())
+    assert summary["env"] == "lights" and summary["episodes"] == 10
+    assert summary["success_rate"] >= 0.9 and summary["valid_action_rate"] == 1.0
+
+    tiny_path = tmp_path / "tiny.json"
+    tiny = subprocess.run(
+        [
+            agent,
+            "eval",
+            "--server",
+            node_server.address,
+            "--model",
+            "tiny",
+            "--episodes",
+            "2",
+            "--sessions",
+            "2",
+            "--max-new-tokens",
+            "24",
+            "--no-progress",
+            "--threads",
+            "1",
+            "--json",
+            str(tiny_path),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert tiny.returncode == 0, tiny.stdout + tiny.stderr
+    assert json.loads(tiny_path.read_text())["episodes"] == 2
