@@ -97,5 +97,10 @@ class Env(abc.ABC):
         """The oracle's move now, or None when the game has no oracle."""
         return None
 
+    @property
+    def has_expert(self) -> bool:
+        """Whether :meth:`expert` can answer (the server then offers the "expert" capability)."""
+        return type(self).expert is not Env.expert
+
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release resources."""

@@ -58,11 +58,15 @@ class GymEnv(Env):
         self._instruction = instruction
         self._expert_fn = expert
         self.last_obs: Any = None
+        self.episode_index = 0  # counts resets (an expert's per-episode state keys on it)
+        self.actions_taken: list[int] = []  # action indices of this episode, in order
+        self.expert_state: dict[str, Any] = {}  # for the expert hook
         # Instance attributes that shadow the class-level defaults of Env.
         self.name = env_id  # type: ignore[misc]
         self.action_vocabulary = names  # type: ignore[misc]
-        self.max_episode_steps = self.gym_env.spec.max_episode_steps or 0 if self.gym_env.spec else 0
         self.gym_env.reset(seed=0)
+        spec_limit = self.gym_env.spec.max_episode_steps if self.gym_env.spec else None
+        self.max_episode_steps = int(spec_limit or getattr(self.gym_env.unwrapped, "max_steps", 0) or 0)
         frame = self._frame()
         self.image_shape = frame.shape  # type: ignore[misc]
         self.description = f"Gymnasium environment {env_id} served through visact's adapter"  # type: ignore[misc]
@@ -73,11 +77,14 @@ class GymEnv(Env):
             raise InvalidRequest(f"{self.env_id} takes no reset options; got {sorted(options)}")
         self.last_obs, _ = self.gym_env.reset(seed=seed)
         self._episode_over = False
+        self.episode_index += 1
+        self.actions_taken = []
 
     def step(self, action: str) -> StepOutcome:
         if action not in self._index:
             raise InvalidAction(f"action {action!r} is not one of {list(self._index)}")
         self.last_obs, reward, terminated, truncated, info = self.gym_env.step(self._index[action])
+        self.actions_taken.append(self._index[action])
         if terminated or truncated:
             info = {**info, "success": bool(terminated and float(reward) > 0)}
         return StepOutcome(float(reward), bool(terminated), bool(truncated), _plain(info))
@@ -93,6 +100,10 @@ class GymEnv(Env):
     def expert(self) -> ExpertMove | None:
         return self._expert_fn(self) if self._expert_fn else None
 
+    @property
+    def has_expert(self) -> bool:
+        return self._expert_fn is not None
+
     def close(self) -> None:
         self.gym_env.close()
 
@@ -106,8 +117,16 @@ class GymEnv(Env):
 
 
 def gym_env_factory(env_id: str, **kwargs: Any) -> Callable[[], Env]:
-    """A factory of ``GymEnv(env_id)``; builds one at once so a bad id fails early."""
+    """A factory of ``GymEnv(env_id)``; builds one at once so a bad id fails early.
+
+    BabyAI/MiniGrid ids get an instruction that explains the picture and the BabyAI bot as expert.
+    """
     _import_plugins(env_id)
+    from env_server import minigrid_support
+
+    if minigrid_support.is_minigrid(env_id):
+        kwargs.setdefault("instruction", minigrid_support.INSTRUCTION)
+        kwargs.setdefault("expert", minigrid_support.babyai_expert)
     GymEnv(env_id, **kwargs).close()
     return lambda: GymEnv(env_id, **kwargs)
 
@@ -115,7 +134,10 @@ def gym_env_factory(env_id: str, **kwargs: Any) -> Callable[[], Env]:
 def _import_plugins(env_id: str) -> None:
     """Import packages that register env ids on import (e.g. minigrid for BabyAI-*)."""
     if env_id.startswith(("MiniGrid-", "BabyAI-")):
-        import minigrid  # noqa: F401
+        try:
+            import minigrid  # noqa: F401
+        except ImportError:
+            raise ValueError(f"{env_id} needs the minigrid package: pip install 'visact[gym]'") from None
     if env_id.startswith("visact/"):
         import env_server.games  # noqa: F401
 

@@ -232,7 +232,7 @@ class EnvironmentServicer(pb_grpc.EnvironmentServicer):
     def _build_spec(env: Env) -> pb.EnvironmentSpec:
         height, width, channels = env.image_shape
         capabilities = ["batch_step", "png", "seeded_reset"]
-        if type(env).expert is not Env.expert:
+        if env.has_expert:
             capabilities.append("expert")
         if env.reset_option_names:
             capabilities.append("reset_options")
