@@ -86,7 +86,9 @@ def test_a_gym_env_over_grpc_keeps_the_protocol() -> None:
             results = [client.step(session, "right")]
             while not results[-1].done:
                 results.append(client.step(session, "right"))
-            assert results[-1].terminated and results[-1].info["success"] is True and results[-1].reward == 1.0
+            assert (
+                results[-1].terminated and results[-1].info["success"] is True and results[-1].reward == 1.0
+            )
             assert len(results) <= 3
     finally:
         running.drain(grace=0)
