@@ -102,7 +102,8 @@ class TrainerLink:
         self.max_policy_lag = 0
         self._pending: tuple[int, dict[str, Any], dict[str, Any]] | None = None
         self._pending_lock = threading.Lock()
-        self._outbox: queue.Queue[tuple[str, pb.Episode]] = queue.Queue(maxsize=64)
+        # Small on purpose: when the trainer is the bottleneck, queued episodes only grow stale.
+        self._outbox: queue.Queue[tuple[str, pb.Episode]] = queue.Queue(maxsize=4)
         self._ids = (f"{secrets.token_hex(4)}-{n}" for n in itertools.count())
         self.steps_sent = 0
         self.episodes_sent = 0

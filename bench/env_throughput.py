@@ -74,6 +74,26 @@ def one_session(client: EnvClient, encoding: str) -> Callable[[float], int]:
     return run
 
 
+def one_session_stream(client: EnvClient, encoding: str) -> Callable[[float], int]:
+    """One session stepped through BatchStepStream (a batch of one per step)."""
+    sid = client.create_session(encoding=encoding)
+    rng = np.random.default_rng(0)
+
+    def run(seconds: float) -> int:
+        legal = client.reset(sid, seed=0).observation.legal_actions
+        steps, end = 0, time.perf_counter() + seconds
+        while time.perf_counter() < end:
+            (result,) = client.batch([StepCall(sid, legal[int(rng.integers(len(legal)))])])
+            assert isinstance(result, StepResult), result
+            legal = result.observation.legal_actions
+            steps += 1
+            if result.done:
+                legal = client.reset(sid, seed=steps).observation.legal_actions
+        return steps
+
+    return run
+
+
 def many_sessions(client: EnvClient, encoding: str, n: int, batched: bool) -> Callable[[float], int]:
     sids = [client.create_session(encoding=encoding) for _ in range(n)]
     rng = np.random.default_rng(0)
@@ -139,16 +159,21 @@ def main() -> None:
 
     process, port = start_server(args.env)
     try:
-        client = EnvClient(f"127.0.0.1:{port}")
+        client = EnvClient(f"127.0.0.1:{port}")  # batches go over BatchStepStream
+        unary = EnvClient(f"127.0.0.1:{port}", stream=False)  # batches are unary BatchStep calls
         n = args.sessions
         configs: dict[str, Callable[[float], int]] = {
             "in_process": in_process(args.env),
             "grpc_1_raw": one_session(client, "raw"),
+            "grpc_1_raw_stream": one_session_stream(client, "raw"),
             "grpc_1_png": one_session(client, "png"),
+            "grpc_1_png_stream": one_session_stream(client, "png"),
             f"grpc_{n}_single_raw": many_sessions(client, "raw", n, batched=False),
-            f"grpc_{n}_batched_raw": many_sessions(client, "raw", n, batched=True),
+            f"grpc_{n}_batched_raw": many_sessions(unary, "raw", n, batched=True),
+            f"grpc_{n}_batched_raw_stream": many_sessions(client, "raw", n, batched=True),
             f"grpc_{n}_single_png": many_sessions(client, "png", n, batched=False),
-            f"grpc_{n}_batched_png": many_sessions(client, "png", n, batched=True),
+            f"grpc_{n}_batched_png": many_sessions(unary, "png", n, batched=True),
+            f"grpc_{n}_batched_png_stream": many_sessions(client, "png", n, batched=True),
         }
         samples: dict[str, list[float]] = {name: [] for name in configs}
         for _ in range(args.repeats):
@@ -162,7 +187,11 @@ def main() -> None:
     base = medians["in_process"]
     ratios = {
         "grpc_1_raw / in_process": medians["grpc_1_raw"] / base,
+        "grpc_1_raw_stream / in_process": medians["grpc_1_raw_stream"] / base,
+        "grpc_1_raw_stream / grpc_1_raw": medians["grpc_1_raw_stream"] / medians["grpc_1_raw"],
         "grpc_1_png / in_process": medians["grpc_1_png"] / base,
+        f"grpc_{n}_batched_raw_stream / grpc_{n}_single_raw": medians[f"grpc_{n}_batched_raw_stream"]
+        / medians[f"grpc_{n}_single_raw"],
         f"grpc_{n}_batched_raw / grpc_{n}_single_raw": medians[f"grpc_{n}_batched_raw"]
         / medians[f"grpc_{n}_single_raw"],
         f"grpc_{n}_batched_png / grpc_{n}_single_png": medians[f"grpc_{n}_batched_png"]

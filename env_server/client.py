@@ -6,6 +6,7 @@ the gRPC status code and the server's message. Images arrive as numpy arrays.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,6 +18,7 @@ from google.protobuf import json_format, struct_pb2
 
 from env_server import images
 from env_server.core import ExpertMove
+from env_server.stream import BatchStream, StreamBroken
 from visact.auth import channel_credentials, token_metadata
 from visact.env.v1 import env_pb2 as pb
 from visact.env.v1 import env_pb2_grpc as pb_grpc
@@ -121,8 +123,10 @@ class EnvClient:
         token: str | None = None,
         timeout: float = DEFAULT_TIMEOUT,
         channel: grpc.Channel | None = None,
+        stream: bool = True,
         **dial_options: Any,
     ) -> None:
+        """``stream``: send batches over one BatchStepStream when the server offers it."""
         tune_allocator()
         self.address = address
         self.timeout = timeout
@@ -130,8 +134,13 @@ class EnvClient:
         self._stub = pb_grpc.EnvironmentStub(self._channel)
         self._metadata = token_metadata(token)
         self._spec: pb.EnvironmentSpec | None = None
+        self._want_stream = stream
+        self._stream: BatchStream | None = None
+        self._stream_lock = threading.Lock()
 
     def close(self) -> None:
+        if self._stream is not None:
+            self._stream.close()
         self._channel.close()
 
     def __enter__(self) -> EnvClient:
@@ -191,7 +200,7 @@ class EnvClient:
             else pb.BatchItem(step=pb.StepRequest(session_id=c.session_id, action=c.action))
             for c in calls
         ]
-        response = self._call(self._stub.BatchStep, pb.BatchStepRequest(items=items))
+        response = self._batch_call(pb.BatchStepRequest(items=items))
         results: list[ResetResult | StepResult | EnvCallError] = []
         for call, result in zip(calls, response.results, strict=True):
             kind = result.WhichOneof("result")
@@ -206,6 +215,22 @@ class EnvClient:
 
     def close_session(self, session_id: str) -> None:
         self._call(self._stub.CloseSession, pb.CloseSessionRequest(session_id=session_id), session_id)
+
+    def _batch_call(self, request: pb.BatchStepRequest) -> pb.BatchStepResponse:
+        """One BatchStep, over the stream when the server offers it (unary otherwise)."""
+        if not (self._want_stream and "batch_step_stream" in self.describe().capabilities):
+            return self._call(self._stub.BatchStep, request)
+        with self._stream_lock:
+            if self._stream is None or self._stream.broken:
+                self._stream = BatchStream(self._stub, self._metadata)
+            stream = self._stream
+        try:
+            return stream.call(request, self.timeout)
+        except StreamBroken as exc:
+            if exc.code == grpc.StatusCode.UNIMPLEMENTED:  # declared but not served: stop trying
+                self._want_stream = False
+                return self._call(self._stub.BatchStep, request)
+            raise EnvCallError(exc.code, exc.details) from None
 
     def _call(self, method: Any, request: Any, session_id: str = "") -> Any:
         try:

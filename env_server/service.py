@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -87,6 +87,12 @@ class EnvironmentServicer(pb_grpc.EnvironmentServicer):
 
     def BatchStep(self, request: pb.BatchStepRequest, context: grpc.ServicerContext) -> pb.BatchStepResponse:
         return _unary(self.batch_step, request, context)
+
+    def BatchStepStream(
+        self, request_iterator: Iterator[pb.BatchStepRequest], context: grpc.ServicerContext
+    ) -> Iterator[pb.BatchStepResponse]:
+        for request in request_iterator:
+            yield _unary(self.batch_step, request, context)
 
     def CloseSession(
         self, request: pb.CloseSessionRequest, context: grpc.ServicerContext
@@ -231,7 +237,7 @@ class EnvironmentServicer(pb_grpc.EnvironmentServicer):
     @staticmethod
     def _build_spec(env: Env) -> pb.EnvironmentSpec:
         height, width, channels = env.image_shape
-        capabilities = ["batch_step", "png", "seeded_reset"]
+        capabilities = ["batch_step", "batch_step_stream", "png", "seeded_reset"]
         if env.has_expert:
             capabilities.append("expert")
         if env.reset_option_names:

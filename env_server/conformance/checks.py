@@ -59,6 +59,7 @@ CHECKS: tuple[Check, ...] = (
     Check("errors.precedence", checks_errors.check_error_precedence),
     Check("expert", checks_expert.check_expert),
     Check("batch_step", checks_batch.check_batch_step),
+    Check("batch_step_stream", checks_batch.check_batch_step_stream),
     Check("sessions.capacity", checks_sessions.check_capacity),
     Check("sessions.ids", checks_sessions.check_session_ids),
     Check("sessions.concurrency", checks_concurrency.check_concurrency),

@@ -47,6 +47,34 @@ def check_batch_step(ctx: Context) -> str:
     return f"{len(items)} mixed items (resets, steps, item errors) in order, {compared}; {bound}"
 
 
+def check_batch_step_stream(ctx: Context) -> str:
+    """BatchStepStream answers each request with one response, in order, like BatchStep."""
+    if "batch_step_stream" not in ctx.spec.capabilities:
+        raise CheckSkipped("the server does not declare the 'batch_step_stream' capability (optional)")
+    with ctx.session() as ref1, ctx.session() as ref2, ctx.session() as s1, ctx.session() as s2:
+        items, expected = _plan(ctx, (ref1, ref2), (s1, s2))
+        requests = [pb.BatchStepRequest(items=[item]) for item in items]  # one request per item
+        try:
+            responses = list(
+                ctx.wire.stub.BatchStepStream(
+                    iter(requests), timeout=ctx.wire.timeout, metadata=ctx.wire.metadata
+                )
+            )
+        except grpc.RpcError as exc:
+            raise CheckFailed(f"BatchStepStream failed with {exc.code().name}: {exc.details()}") from None
+        if len(responses) != len(requests):
+            raise CheckFailed(
+                f"{len(requests)} requests on the stream got {len(responses)} responses; expected one each"
+            )
+        for number, (response, want) in enumerate(zip(responses, expected, strict=True), start=1):
+            if len(response.results) != 1:
+                raise CheckFailed(
+                    f"response {number} holds {len(response.results)} results; its request had 1 item"
+                )
+            _compare(ctx, response.results[0], want, f"stream request {number} ({want.what})")
+    return f"{len(requests)} requests on one stream answered in order, matching unary calls"
+
+
 def _check_item_bound(ctx: Context, action: str) -> str:
     """max_batch_items items are served (here all NOT_FOUND items); one more fails the call."""
     limit = ctx.spec.max_batch_items

@@ -11,7 +11,7 @@ from visact.env.v1 import env_pb2 as pb
 
 PROTOCOL_VERSION = "v1"
 MESSAGE_SLACK = 16 * 1024  # per step, besides the image: task text, legal actions, info, framing
-KNOWN_CAPABILITIES = ("batch_step", "png", "seeded_reset", "expert", "reset_options")
+KNOWN_CAPABILITIES = ("batch_step", "batch_step_stream", "png", "seeded_reset", "expert", "reset_options")
 
 
 def check_describe(ctx: Context) -> str:

@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import os
-import shutil
 import socket
 import subprocess
 import sys
@@ -27,69 +25,38 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from env_server.client import EnvCallError, EnvClient
+from tests.container.podman_util import (
+    BASE,
+    ROOT,
+    build_args_for_pip,
+    image_mb,
+    podman,
+    podman_environment,
+    timed_build,
+)
 
 pytestmark = [pytest.mark.container, pytest.mark.slow]
 
-ROOT = Path(__file__).resolve().parents[2]
-BASE = os.environ.get("VISACT_BASE_IMAGE", "localhost/debian-base:bookworm")
-IMAGE = "localhost/visact-env-server:test"
+IMAGE = "localhost/visact-env-server:test"  # deploy/compose.yaml's env-server image under VISACT_TAG=test
 GYM_IMAGE = "localhost/visact-env-server-gym:test"
-CA_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
 TOKEN = "visact-test-token"  # the image reads $VISACT_TOKEN; health stays open without it
 GRACE = 15.0  # the server's --grace; a drain with no call in flight should take well under it
 SLIM_LIMIT_MB = 600  # the image stays slim: no torch (that alone is ~1 GB)
-SETUP_HINT = "run `bash deploy/podman-setup.sh` as root first (see docs/deploy.md)"
-
-
-def _skip_or_fail(reason: str) -> None:
-    if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
-        pytest.fail(f"{reason}; CI must build and run the image: {SETUP_HINT}")
-    pytest.skip(f"{reason}; {SETUP_HINT}")
 
 
 @pytest.fixture(scope="module")
 def podman_env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     """The environment for podman commands, with the containers.conf of shared/machine.md."""
-    if shutil.which("podman") is None:
-        _skip_or_fail("podman is not installed")
-    env = dict(os.environ)
-    if "CONTAINERS_CONF" not in env:
-        conf = Path("/etc/containers/visact.conf")  # written by deploy/podman-setup.sh
-        if not conf.exists():
-            conf = tmp_path_factory.mktemp("podman") / "containers.conf"
-            conf.write_text('[containers]\ndefault_ulimits = []\n[engine]\nruntime = "runc"\n')
-        env["CONTAINERS_CONF"] = str(conf)
-    if subprocess.run(["podman", "image", "exists", BASE], env=env, check=False).returncode != 0:
-        _skip_or_fail(f"the base image {BASE} is missing")
-    return env
-
-
-def podman(env: dict[str, str], *args: str, timeout: float = 120, check: bool = True) -> str:
-    result = subprocess.run(
-        ["podman", *args], env=env, capture_output=True, text=True, timeout=timeout, check=False
-    )
-    if check and result.returncode != 0:
-        raise AssertionError(
-            f"podman {' '.join(args)} -> {result.returncode}\n{result.stdout}\n{result.stderr}"
-        )
-    return result.stdout
+    return podman_environment(tmp_path_factory.mktemp("podman"))
 
 
 def build(env: dict[str, str], tag: str, *build_args: str) -> float:
     """Build deploy/env-server.Containerfile as ``tag``; returns the seconds it took."""
-    args = ["build", "--network", "host", "--format", "docker", "--build-arg", f"BASE={BASE}"]
-    if CA_BUNDLE.exists():  # pip inside the build trusts what the host trusts
-        args += ["--secret", f"id=pip_ca,src={CA_BUNDLE}"]
+    args = ["build", *build_args_for_pip(), "--build-arg", f"BASE={BASE}"]
     for arg in build_args:
         args += ["--build-arg", arg]
     args += ["-f", str(ROOT / "deploy" / "env-server.Containerfile"), "-t", tag, str(ROOT)]
-    previous = podman(env, "image", "inspect", "--format", "{{.Id}}", tag, check=False).strip()
-    start = time.monotonic()
-    podman(env, *args, timeout=900)
-    seconds = time.monotonic() - start
-    if previous and previous != podman(env, "image", "inspect", "--format", "{{.Id}}", tag).strip():
-        podman(env, "rmi", previous, check=False)  # the build this one replaced; keeps the cache
-    return seconds
+    return timed_build(env, tag, lambda: podman(env, *args, timeout=900))
 
 
 def free_port() -> int:
@@ -154,7 +121,7 @@ def run_container(
 @pytest.fixture(scope="module")
 def image(podman_env: dict[str, str]) -> str:
     seconds = build(podman_env, IMAGE)
-    size_mb = int(podman(podman_env, "image", "inspect", "--format", "{{.Size}}", IMAGE)) / 1e6
+    size_mb = image_mb(podman_env, IMAGE)
     print(f"\nenv-server image {IMAGE}: built in {seconds:.1f} s, {size_mb:.0f} MB")
     assert size_mb < SLIM_LIMIT_MB, f"the env-server image is {size_mb:.0f} MB; it should stay slim"
     return IMAGE

@@ -216,3 +216,83 @@ def test_setup_script_is_valid_bash() -> None:
         ["bash", "-n", str(DEPLOY / "podman-setup.sh")], capture_output=True, text=True, check=False
     )
     assert result.returncode == 0, result.stderr
+
+
+# -- the options the manifests, the compose file and the Containerfiles give are the real CLIs'
+
+CLI_CONFIGS = {  # image name -> the config dataclass its entrypoint parses
+    "visact-env-server": ("env_server.server", "ServerConfig"),
+    "visact-agent": ("agent.config", "AgentConfig"),
+    "visact-trainer": ("trainer.config", "TrainerConfig"),
+}
+
+
+def _config_class(image: str) -> type:
+    import importlib
+
+    (module, name) = next(v for k, v in CLI_CONFIGS.items() if f"/{k}:" in f"/{image}")
+    return getattr(importlib.import_module(module), name)  # type: ignore[no-any-return]
+
+
+def _assert_parses(image: str, args: list[str], where: str, capsys: pytest.CaptureFixture[str]) -> None:
+    from visact.configcli import parse_config
+
+    try:
+        parse_config(_config_class(image), args)
+    except SystemExit:
+        pytest.fail(f"{where}: not a valid command line for {image}: {args}\n{capsys.readouterr().err}")
+
+
+def _expand(arg: str, values: dict[str, str]) -> str:
+    """The kubelet's $(VAR) expansion."""
+    return re.sub(r"\$\((\w+)\)", lambda m: values[m.group(1)], arg)
+
+
+def test_kubernetes_args_are_real_cli_options(capsys: pytest.CaptureFixture[str]) -> None:
+    config_maps = {d["metadata"]["name"]: d["data"] for _, d in _all_resources() if d["kind"] == "ConfigMap"}
+    for path, doc in _workloads():
+        for container in doc["spec"]["template"]["spec"]["containers"]:
+            values: dict[str, str] = {}
+            for source in container.get("envFrom", []):
+                values |= config_maps[source["configMapRef"]["name"]]
+            values |= {v["name"]: v.get("value", "secret") for v in container.get("env", [])}
+            args = [_expand(a, values) for a in container["args"]]
+            if "command" not in container and "trainer" in container["image"]:
+                assert args[0] == "serve", path.name
+                args = args[1:]
+            elif "command" in container:  # a shell that execs `trainer serve "$@"`
+                assert container["command"][-2].rstrip().endswith('exec trainer serve "$@"'), path.name
+            _assert_parses(container["image"], args, f"{path.name} {container['name']}", capsys)
+
+
+def test_compose_commands_are_real_cli_options(capsys: pytest.CaptureFixture[str]) -> None:
+    compose = yaml.safe_load((DEPLOY / "compose.yaml").read_text())
+
+    def defaults(text: str) -> str:  # compose interpolation with every variable unset
+        text = re.sub(r"\$\{\w+:-([^}]*)\}", r"\1", text)
+        return re.sub(r"\$\{\w+\}", "", text).replace("$$", "$")
+
+    services = compose["services"]
+    assert {"trainer", "agent-1", "agent-2"} <= set(services)
+    assert len({s["command"][0] for s in services.values() if "env-server" in s["image"]}) >= 2, (
+        "env servers for at least two games"
+    )
+    for name, service in services.items():
+        args = [defaults(a) for a in service["command"]]
+        if "trainer" in service["image"]:
+            assert service["entrypoint"][-2].rstrip().endswith('exec trainer serve "$$@"'), name
+        _assert_parses(service["image"], args, f"compose.yaml {name}", capsys)
+        assert "stop_grace_period" in service and "network_mode" in service, name
+    for name in ("agent-1", "agent-2"):
+        needs = services[name]["depends_on"]
+        assert all(c == {"condition": "service_healthy"} for c in needs.values()), name
+        assert all("healthcheck" in services[dep] for dep in needs), name
+
+
+def test_trainer_image_default_command_is_a_real_cli_line(capsys: pytest.CaptureFixture[str]) -> None:
+    import json
+
+    text = (DEPLOY / "trainer.Containerfile").read_text()
+    cmd = json.loads(re.search(r"^CMD (\[.*\])$", text, re.M).group(1))  # type: ignore[union-attr]
+    assert cmd[:1] == ["serve"] and "/var/lib/visact" in cmd
+    _assert_parses("localhost/visact-trainer:x", cmd[1:], "trainer.Containerfile CMD", capsys)

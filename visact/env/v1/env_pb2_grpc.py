@@ -61,6 +61,11 @@ class EnvironmentStub:
                 request_serializer=visact_dot_env_dot_v1_dot_env__pb2.BatchStepRequest.SerializeToString,
                 response_deserializer=visact_dot_env_dot_v1_dot_env__pb2.BatchStepResponse.FromString,
                 _registered_method=True)
+        self.BatchStepStream = channel.stream_stream(
+                '/visact.env.v1.Environment/BatchStepStream',
+                request_serializer=visact_dot_env_dot_v1_dot_env__pb2.BatchStepRequest.SerializeToString,
+                response_deserializer=visact_dot_env_dot_v1_dot_env__pb2.BatchStepResponse.FromString,
+                _registered_method=True)
         self.CloseSession = channel.unary_unary(
                 '/visact.env.v1.Environment/CloseSession',
                 request_serializer=visact_dot_env_dot_v1_dot_env__pb2.CloseSessionRequest.SerializeToString,
@@ -111,6 +116,18 @@ class EnvironmentServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def BatchStepStream(self, request_iterator, context):
+        """BatchStep over one long-lived stream: each request is answered by exactly
+        one response, in order, with the same per-item results and errors. It
+        saves the per-call cost of unary RPCs (an agent stepping in a loop).
+        Optional: servers that offer it list the "batch_step_stream" capability;
+        clients fall back to BatchStep otherwise. A malformed request ends the
+        stream with the status BatchStep would have returned.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def CloseSession(self, request, context):
         """Ends a session and frees its slot. NOT_FOUND for an unknown session.
         """
@@ -143,6 +160,11 @@ def add_EnvironmentServicer_to_server(servicer, server):
             ),
             'BatchStep': grpc.unary_unary_rpc_method_handler(
                     servicer.BatchStep,
+                    request_deserializer=visact_dot_env_dot_v1_dot_env__pb2.BatchStepRequest.FromString,
+                    response_serializer=visact_dot_env_dot_v1_dot_env__pb2.BatchStepResponse.SerializeToString,
+            ),
+            'BatchStepStream': grpc.stream_stream_rpc_method_handler(
+                    servicer.BatchStepStream,
                     request_deserializer=visact_dot_env_dot_v1_dot_env__pb2.BatchStepRequest.FromString,
                     response_serializer=visact_dot_env_dot_v1_dot_env__pb2.BatchStepResponse.SerializeToString,
             ),
@@ -287,6 +309,33 @@ class Environment:
             request,
             target,
             '/visact.env.v1.Environment/BatchStep',
+            visact_dot_env_dot_v1_dot_env__pb2.BatchStepRequest.SerializeToString,
+            visact_dot_env_dot_v1_dot_env__pb2.BatchStepResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def BatchStepStream(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/visact.env.v1.Environment/BatchStepStream',
             visact_dot_env_dot_v1_dot_env__pb2.BatchStepRequest.SerializeToString,
             visact_dot_env_dot_v1_dot_env__pb2.BatchStepResponse.FromString,
             options,
