@@ -201,13 +201,14 @@ class EnvClient:
             for c in calls
         ]
         response = self._batch_call(pb.BatchStepRequest(items=items))
+        decoded = _decode_images(response.results)
         results: list[ResetResult | StepResult | EnvCallError] = []
-        for call, result in zip(calls, response.results, strict=True):
+        for call, result, image in zip(calls, response.results, decoded, strict=True):
             kind = result.WhichOneof("result")
             if kind == "reset":
-                results.append(_reset_result(result.reset))
+                results.append(_reset_result(result.reset, image))
             elif kind == "step":
-                results.append(_step_result(result.step))
+                results.append(_step_result(result.step, image))
             else:
                 code = _CODES.get(result.error.code, grpc.StatusCode.UNKNOWN)
                 results.append(EnvCallError(code, result.error.message, session_id=call.session_id))
@@ -255,8 +256,35 @@ def _struct(values: Mapping[str, Any]) -> struct_pb2.Struct:
     return struct
 
 
-def observation_from_message(message: pb.Observation) -> Observation:
-    """The wire observation as a typed one with a decoded image."""
+def _decode_images(results: Sequence[pb.BatchResult]) -> list[np.ndarray | None]:
+    """The images of a batch's results (None for errors), the PNG ones decoded on several threads;
+    raises the first ImageDecodeError in item order, as decoding them one by one would."""
+    fields: list[tuple[int, bytes, int, int, int] | None] = []
+    for result in results:
+        kind = result.WhichOneof("result")
+        if kind in ("reset", "step"):
+            image = getattr(result, kind).observation.image
+            fields.append((image.encoding, image.data, image.height, image.width, image.channels))
+        else:
+            fields.append(None)
+    png = [(i, f) for i, f in enumerate(fields) if f is not None and f[0] == images.PNG]
+    arrays = images.parallel_map(_decode_fields, [f for _, f in png])
+    done = {i: array for (i, _), array in zip(png, arrays, strict=True)}
+    decoded: list[np.ndarray | None] = []
+    for i, f in enumerate(fields):
+        array = done[i] if i in done else None if f is None else _decode_fields(f)
+        if isinstance(array, BaseException):
+            raise array
+        decoded.append(array)
+    return decoded
+
+
+def _decode_fields(fields: tuple[int, bytes, int, int, int]) -> np.ndarray:
+    return images.decode_parts(*fields)
+
+
+def observation_from_message(message: pb.Observation, image: np.ndarray | None = None) -> Observation:
+    """The wire observation as a typed one with a decoded image (``image``: decoded already)."""
     expert = None
     if message.HasField("expert"):
         expert = ExpertMove(
@@ -265,20 +293,20 @@ def observation_from_message(message: pb.Observation) -> Observation:
             facts=tuple((f.key, f.value) for f in message.expert.facts),
         )
     return Observation(
-        image=images.decode(message.image),
+        image=images.decode(message.image) if image is None else image,
         task=message.task,
         legal_actions=tuple(message.legal_actions),
         expert=expert,
     )
 
 
-def _reset_result(message: pb.ResetResponse) -> ResetResult:
-    return ResetResult(observation_from_message(message.observation), message.seed, message.episode)
+def _reset_result(message: pb.ResetResponse, image: np.ndarray | None = None) -> ResetResult:
+    return ResetResult(observation_from_message(message.observation, image), message.seed, message.episode)
 
 
-def _step_result(message: pb.StepResponse) -> StepResult:
+def _step_result(message: pb.StepResponse, image: np.ndarray | None = None) -> StepResult:
     return StepResult(
-        observation=observation_from_message(message.observation),
+        observation=observation_from_message(message.observation, image),
         reward=message.reward,
         terminated=message.terminated,
         truncated=message.truncated,

@@ -3,7 +3,13 @@
 from __future__ import annotations
 
 import io
-from typing import cast
+import os
+import struct
+import threading
+import zlib
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import TypeVar, cast
 
 import numpy as np
 from PIL import Image as PILImage
@@ -13,6 +19,9 @@ from visact.env.v1 import env_pb2 as pb
 RAW = pb.IMAGE_ENCODING_RAW_RGB
 PNG = pb.IMAGE_ENCODING_PNG
 ENCODING_NAMES = {"raw": RAW, "png": PNG}
+
+T = TypeVar("T")
+R = TypeVar("R")
 
 
 class ImageDecodeError(ValueError):
@@ -28,38 +37,191 @@ def encode(array: np.ndarray, encoding: int) -> pb.Image:
 
 def encode_into(array: np.ndarray, encoding: int, out: pb.Image) -> None:
     """Write an (H, W, 3) uint8 array into the ``Image`` message ``out`` (no intermediate message)."""
-    height, width, channels = array.shape
-    if encoding == PNG:
-        buffer = io.BytesIO()
-        # compress_level=1: ~5x faster than the default for a few % more bytes.
-        PILImage.fromarray(array).save(buffer, format="PNG", compress_level=1)
-        out.data = buffer.getvalue()
+    if describe_into(array, encoding, out) == PNG:
+        out.data = png_bytes(array)
     else:
-        encoding = RAW
         out.data = np.ascontiguousarray(array, dtype=np.uint8).tobytes()
+
+
+def describe_into(array: np.ndarray, encoding: int, out: pb.Image) -> int:
+    """Set ``out``'s encoding and shape for ``array`` (not its bytes); returns the encoding used."""
+    height, width, channels = array.shape
+    encoding = PNG if encoding == PNG else RAW
     out.encoding = cast(pb.ImageEncoding, encoding)
     out.height, out.width, out.channels = height, width, channels
+    return encoding
+
+
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+_PNG_COLOR_TYPES = {3: 2, 4: 6}  # channels -> PNG colour type (truecolour, truecolour with alpha)
+
+
+def png_bytes(array: np.ndarray) -> bytes:
+    """A PNG file of an (H, W, 3) uint8 array (any array Pillow takes, too).
+
+    RGB and RGBA uint8 images are written here: every row with PNG's filter type 0 (none) and
+    zlib level 1. Pillow picks a filter per row, which costs ~1.5 ms on a 300x300 frame and
+    buys little on the flat synthetic frames games draw: measured on the four built-in games,
+    0.4-0.5 ms instead of 1.7-2.9 ms per frame, files from 4% smaller to 10% larger than
+    Pillow's at compress_level=1, and quicker to decode. Other arrays go through Pillow.
+    """
+    return png_later(array)()
+
+
+def png_later(array: np.ndarray) -> Callable[[], bytes]:
+    """:func:`png_bytes` in two halves: the pixels are copied now, the slow part (zlib) runs
+    when the returned function is called, on any thread (zlib lets go of the GIL)."""
+    if array.dtype != np.uint8 or array.ndim != 3 or array.shape[2] not in _PNG_COLOR_TYPES or not array.size:
+        kept = np.array(array, copy=True)
+
+        def through_pillow() -> bytes:
+            buffer = io.BytesIO()
+            PILImage.fromarray(kept).save(buffer, format="PNG", compress_level=1)
+            return buffer.getvalue()
+
+        return through_pillow
+    height, width, channels = array.shape
+    rows = np.empty((height, 1 + width * channels), dtype=np.uint8)
+    rows[:, 0] = 0  # filter type: none
+    rows[:, 1:] = array.reshape(height, width * channels)
+    header = struct.pack(">IIBBBBB", width, height, 8, _PNG_COLOR_TYPES[channels], 0, 0, 0)
+
+    def compress() -> bytes:
+        return b"".join(
+            (
+                _PNG_SIGNATURE,
+                _png_chunk(b"IHDR", header),
+                _png_chunk(b"IDAT", zlib.compress(rows.data, 1)),
+                _png_chunk(b"IEND", b""),
+            )
+        )
+
+    return compress
+
+
+def _png_chunk(kind: bytes, payload: bytes) -> bytes:
+    return b"".join(
+        (
+            struct.pack(">I", len(payload)),
+            kind,
+            payload,
+            struct.pack(">I", zlib.crc32(payload, zlib.crc32(kind))),
+        )
+    )
+
+
+def _plain_png_rgb(data: bytes) -> np.ndarray | None:
+    """The pixels of a PNG as :func:`png_bytes` writes it (8-bit RGB, not interlaced, filter
+    type 0 on every row, every CRC right, no critical chunk besides IHDR/IDAT/IEND), or None
+    for any other PNG and any damage: those go through Pillow, with its checks and messages."""
+    if not data.startswith(_PNG_SIGNATURE):
+        return None
+    view, position, header, parts = memoryview(data), len(_PNG_SIGNATURE), None, []
+    while True:
+        if position + 12 > len(data):
+            return None
+        (length,) = struct.unpack_from(">I", data, position)
+        kind, end = data[position + 4 : position + 8], position + 8 + length
+        if end + 4 > len(data):
+            return None
+        payload = view[position + 8 : end]
+        if zlib.crc32(payload, zlib.crc32(kind)) != struct.unpack_from(">I", data, end)[0]:
+            return None
+        if kind == b"IHDR" and header is None and length == 13:
+            header = struct.unpack(">IIBBBBB", payload)
+        elif kind == b"IDAT" and header is not None:
+            parts.append(payload)
+        elif kind == b"IEND":
+            break
+        elif not kind[0] & 0x20:  # a critical chunk this fast path does not know (PLTE...)
+            return None
+        position = end + 4
+    if header is None:
+        return None
+    width, height, depth, color_type, compression, filtering, interlace = header
+    stride, pixels = 1 + 3 * width, width * height
+    if (depth, color_type, compression, filtering, interlace) != (8, 2, 0, 0, 0) or not pixels:
+        return None
+    if pixels > (PILImage.MAX_IMAGE_PIXELS or pixels):  # Pillow's decompression-bomb rules apply
+        return None
+    try:
+        raw = zlib.decompressobj().decompress(b"".join(parts), height * stride + 1)
+    except zlib.error:
+        return None
+    if len(raw) != height * stride:
+        return None
+    rows = np.frombuffer(raw, dtype=np.uint8).reshape(height, stride)
+    if rows[:, 0].any():  # a row with a filter: leave it to Pillow
+        return None
+    array = np.ascontiguousarray(rows[:, 1:]).reshape(height, width, 3)
+    array.setflags(write=False)  # like the raw path's and Pillow's arrays
+    return array
+
+
+def decode_png(data: bytes) -> np.ndarray:
+    """A PNG file's pixels as an (H, W, 3) uint8 array; raises ImageDecodeError."""
+    array = _plain_png_rgb(data)  # what png_bytes writes: ~3x quicker than through Pillow
+    if array is not None:
+        return array
+    try:
+        with PILImage.open(io.BytesIO(data)) as pil:
+            return np.asarray(pil.convert("RGB"))
+    except Exception as exc:  # PIL raises many types for bad bytes
+        raise ImageDecodeError(f"PNG image could not be decoded: {exc}") from exc
 
 
 def decode(image: pb.Image) -> np.ndarray:
     """The ``Image`` message as an (H, W, C) uint8 array; raises ImageDecodeError on a mismatch."""
-    h, w, c = image.height, image.width, image.channels or 3
-    if image.encoding in (RAW, pb.IMAGE_ENCODING_UNSPECIFIED):
+    return decode_parts(image.encoding, image.data, image.height, image.width, image.channels)
+
+
+def decode_parts(encoding: int, data: bytes, height: int, width: int, channels: int) -> np.ndarray:
+    """:func:`decode` of an ``Image`` message's fields (each field read once: upb copies
+    ``data`` on every read)."""
+    h, w, c = height, width, channels or 3
+    if encoding in (RAW, pb.IMAGE_ENCODING_UNSPECIFIED):
         expected = h * w * c
-        if h <= 0 or w <= 0 or len(image.data) != expected:
+        if h <= 0 or w <= 0 or len(data) != expected:
             raise ImageDecodeError(
-                f"raw image declared {h}x{w}x{c} = {expected} bytes but carries {len(image.data)} bytes"
+                f"raw image declared {h}x{w}x{c} = {expected} bytes but carries {len(data)} bytes"
             )
-        return np.frombuffer(image.data, dtype=np.uint8).reshape(h, w, c)
-    if image.encoding == PNG:
-        try:
-            with PILImage.open(io.BytesIO(image.data)) as pil:
-                array = np.asarray(pil.convert("RGB"))
-        except Exception as exc:  # PIL raises many types for bad bytes
-            raise ImageDecodeError(f"PNG image could not be decoded: {exc}") from exc
+        return np.frombuffer(data, dtype=np.uint8).reshape(h, w, c)
+    if encoding == PNG:
+        array = decode_png(data)
         if (h or w) and array.shape[:2] != (h, w):
             raise ImageDecodeError(
                 f"PNG image declared {h}x{w} but decodes to {array.shape[0]}x{array.shape[1]}"
             )
         return array
-    raise ImageDecodeError(f"unknown image encoding {image.encoding}; expected RAW_RGB (1) or PNG (2)")
+    raise ImageDecodeError(f"unknown image encoding {encoding}; expected RAW_RGB (1) or PNG (2)")
+
+
+def parallel_map(function: Callable[[T], R], items: Sequence[T]) -> list[R | BaseException]:
+    """``function`` of every item, on up to :data:`IMAGE_THREADS` threads when there are several;
+    an item that raised gives its exception. For the PNG work of a batch: zlib lets go of the
+    GIL while it (de)compresses, so one batch's images use every core."""
+    pool = _image_pool() if len(items) > 1 else None
+
+    def call(item: T) -> R | BaseException:
+        try:
+            return function(item)
+        except Exception as exc:
+            return exc
+
+    return list(pool.map(call, items)) if pool is not None else [call(item) for item in items]
+
+
+#: Threads that encode or decode the PNG images of one batch (none on a single core).
+IMAGE_THREADS = min(4, os.cpu_count() or 1)
+_pool: ThreadPoolExecutor | None = None
+_pool_lock = threading.Lock()
+
+
+def _image_pool() -> ThreadPoolExecutor | None:
+    global _pool
+    if IMAGE_THREADS < 2:
+        return None
+    with _pool_lock:
+        if _pool is None:
+            _pool = ThreadPoolExecutor(max_workers=IMAGE_THREADS, thread_name_prefix="png")
+        return _pool
