@@ -8,8 +8,9 @@ The loop, once per round:
   -> a StepRecord per session; a finished episode goes to ``on_episode``
   -> one batched Reset per server for the sessions whose episode ended.
 A server that fails (unreachable, restarted) costs only its own sessions'
-episodes in flight: they are dropped whole, never sent half, and the sessions
-are re-created with backoff while the other servers go on.
+episodes in flight: they are dropped whole, never sent half (nor marked truncated),
+their seeds are handed out again, and the sessions are re-created with backoff
+while the other servers go on.
 """
 
 from __future__ import annotations
@@ -180,12 +181,12 @@ class Rollout:
                 self._start_episodes(waiting, seeds)
                 time.sleep(min(0.5, max(0.0, min(s.retry_at for s in waiting) - time.monotonic())))
                 continue
-            ended = self._round(live, on_episode, target)
+            ended = self._round(live, on_episode, target, seeds)
             self._start_episodes(ended + waiting, seeds)
         return self.stats
 
     def _round(
-        self, live: list[Slot], on_episode: Callable[[Episode], None], target: int | None
+        self, live: list[Slot], on_episode: Callable[[Episode], None], target: int | None, seeds: SeedSchedule
     ) -> list[Slot]:
         """One batched generation and one BatchStep per server; returns slots whose episode ended."""
         inputs = [
@@ -212,7 +213,7 @@ class Rollout:
             live, inputs, answers, chosen, results, strict=True
         ):
             if isinstance(result, EnvCallError):
-                self._lose_episode(slot, result)
+                self._lose_episode(slot, result, seeds)
                 ended.append(slot)
                 continue
             assert isinstance(result, StepResult)
@@ -308,12 +309,14 @@ class Rollout:
 
         list(self._pool.map(run, by_client.values()))
 
-    def _lose_episode(self, slot: Slot, error: EnvCallError) -> None:
-        """Drop the slot's episode in flight (never send half of it) and schedule a new session."""
+    def _lose_episode(self, slot: Slot, error: EnvCallError, seeds: SeedSchedule) -> None:
+        """Drop the slot's episode in flight (never send half of it, nor mark it truncated: the
+        environment did not cut it off), hand its seed out again, and schedule a new session."""
         log.warning(
             "episode lost", extra={"session": slot.name, "steps": len(slot.steps), "error": error.code.name}
         )
         self.stats.episodes_lost += 1
+        seeds.give_back(slot.seed)
         slot.steps, slot.observation = [], None
         self._back_off(slot, error)
 

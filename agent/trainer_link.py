@@ -1,10 +1,10 @@
 """The agent's side of the trainer protocol: register, follow weights versions, ship episodes.
 
 - A watcher thread follows ``WatchVersions``; for each new version it fetches the adapter,
-  checks its sha256 and keeps it *pending*. The rollout applies a pending adapter only between
-  rounds (``between_rounds``), all at once, so a batch is never sampled by two versions and a
-  broken transfer never leaves a half-applied adapter (the agent keeps what it had and fetches
-  again).
+  checks its sha256 and keeps it *pending*. The rollout applies a pending adapter only when no
+  generation runs (between rounds, ``between_rounds``, or while a finished episode waits for
+  room in the outbox), all at once, so a batch is never sampled by two versions and a broken
+  transfer never leaves a half-applied adapter (the agent keeps what it had and fetches again).
 - ``between_rounds`` also enforces the staleness bound: while the agent's version is older
   than the newest minus ``max_policy_lag`` it waits for newer weights instead of rolling out.
 - A sender thread ships finished episodes; WAIT (the trainer's buffer is full) is honoured by
@@ -177,10 +177,15 @@ class TrainerLink:
         if self.applied_any and version <= self.policy.version:
             return False
         loaded = self.policy.loaded
-        if not hasattr(loaded.model, "peft_config"):
-            loaded.model = attach_lora(loaded.model, peft_config_from_dict(lora))
-            loaded.model.eval()
-        apply_adapter(loaded.model, tensors)
+        try:
+            if not hasattr(loaded.model, "peft_config"):
+                loaded.model = attach_lora(loaded.model, peft_config_from_dict(lora))
+                loaded.model.eval()
+            apply_adapter(loaded.model, tensors)  # checks every name and shape before it writes
+        except (AdapterError, TypeError, ValueError) as exc:
+            # hash-true but unfit (another LoRA layout): keep the weights we run and wait for the next
+            log.error("weights refused", extra={"version": version, "error": str(exc)})
+            return False
         self.policy.version = version
         self.applied_any = True
         self._beat_now.set()
@@ -239,7 +244,13 @@ class TrainerLink:
 
     # ------------------------------------------------------------------ episodes
     def submit(self, episode: Episode) -> None:
-        """Queue a finished episode; blocks while the queue is full (backpressure)."""
+        """Queue a finished episode; blocks while the queue is full (backpressure).
+
+        Called by the rollout when an episode ends, after the round's answers were sampled and
+        their version recorded: no generation runs, so a pending adapter may be applied while
+        it waits. Without that, an agent held up by a full trainer could never take the new
+        weights the trainer waits for it to run (e.g. at --max-updates).
+        """
         message = encode_episode(episode)
         episode_id = next(self._ids)
         while not self.stop.is_set():
@@ -247,7 +258,7 @@ class TrainerLink:
                 self._outbox.put((episode_id, message), timeout=0.5)
                 return
             except queue.Full:
-                continue
+                self._apply_pending()
 
     def _send(self) -> None:
         while not self.stop.is_set():

@@ -27,6 +27,7 @@ from env_server.core import Env
 from env_server.service import SERVICE_NAME, EnvironmentServicer, ServiceLimits
 from visact.auth import BearerTokenInterceptor, server_credentials
 from visact.configcli import parse_config
+from visact.decoding import DecodeGuardInterceptor
 from visact.env.v1 import env_pb2, env_pb2_grpc
 from visact.logs import setup_logging
 from visact.memory import tune_allocator
@@ -142,7 +143,11 @@ def start_server(config: ServerConfig, env_factory: Callable[[], Env] | None = N
         ("grpc.http2.max_pings_without_data", 0),
         ("grpc.so_reuseport", 0),
     ]
-    interceptors = [BearerTokenInterceptor(config.token)] if config.token else []
+    # The token first: a call without it is UNAUTHENTICATED whatever its bytes.
+    interceptors: list[grpc.ServerInterceptor] = (
+        [BearerTokenInterceptor(config.token)] if config.token else []
+    )
+    interceptors.append(DecodeGuardInterceptor())  # unparsable request bytes: INVALID_ARGUMENT
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=config.workers, thread_name_prefix="env-rpc"),
         options=options,

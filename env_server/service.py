@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
+import threading
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -24,6 +25,7 @@ from env_server.errors import EnvError, InvalidAction, InvalidRequest, ResetNeed
 from env_server.sessions import EpisodeState, Session, SessionStore
 from visact.env.v1 import env_pb2 as pb
 from visact.env.v1 import env_pb2_grpc as pb_grpc
+from visact.status import abort, bounded
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +70,7 @@ class EnvironmentServicer(pb_grpc.EnvironmentServicer):
         self.spec.max_message_bytes = limits.max_message_bytes
         self.spec.max_batch_items = limits.max_batch_items
         self._encodings = set(self.spec.image_encodings)
+        self._batch = threading.local()  # the BatchStep this thread is serving, if any
         self._has_expert = "expert" in self.spec.capabilities
 
     # ------------------------------------------------------------------ gRPC surface
@@ -176,8 +179,16 @@ class EnvironmentServicer(pb_grpc.EnvironmentServicer):
                 "split it into smaller batches"
             )
         response = pb.BatchStepResponse()
-        for item in request.items:
-            self._batch_item(item, response.results.add())
+        pending: list[tuple[pb.BatchResult, pb.Image, Callable[[], bytes]]] = []
+        self._batch.pending = pending  # _observe leaves this batch's PNG encoding for the end
+        try:
+            for item in request.items:
+                self._batch.result = response.results.add()
+                self._batch_item(item, self._batch.result)
+        finally:
+            self._batch.pending = self._batch.result = None
+        if pending:
+            self._encode_pending(pending)
         return response
 
     def close_session(self, request: pb.CloseSessionRequest) -> pb.CloseSessionResponse:
@@ -195,10 +206,23 @@ class EnvironmentServicer(pb_grpc.EnvironmentServicer):
             else:
                 raise InvalidRequest("batch item has neither 'reset' nor 'step' set; set exactly one")
         except EnvError as exc:
-            out.error.CopyFrom(pb.Error(code=exc.code.value[0], message=str(exc)))
+            out.error.CopyFrom(pb.Error(code=exc.code.value[0], message=bounded(str(exc))))
         except Exception as exc:
             log.exception("batch item failed")
-            out.error.CopyFrom(pb.Error(code=grpc.StatusCode.INTERNAL.value[0], message=repr(exc)))
+            out.error.CopyFrom(pb.Error(code=grpc.StatusCode.INTERNAL.value[0], message=bounded(repr(exc))))
+
+    def _encode_pending(self, pending: list[tuple[pb.BatchResult, pb.Image, Callable[[], bytes]]]) -> None:
+        """Encode a batch's PNG images on several threads (each frame was copied when observed);
+        an item whose image fails to encode gets the INTERNAL error it would have got inline."""
+        encoded = images.parallel_map(_call, [encode for _, _, encode in pending])
+        for (result, image, _), data in zip(pending, encoded, strict=True):
+            if result.WhichOneof("result") == "error":  # the item failed after it was observed
+                continue
+            if isinstance(data, BaseException):
+                log.error("batch item failed", exc_info=data)
+                result.error.CopyFrom(pb.Error(code=grpc.StatusCode.INTERNAL.value[0], message=repr(data)))
+            else:
+                image.data = data
 
     def _check_can_step(self, session: Session) -> None:
         if session.state is EpisodeState.NEEDS_RESET:
@@ -218,7 +242,13 @@ class EnvironmentServicer(pb_grpc.EnvironmentServicer):
 
     def _observe(self, session: Session, out: pb.Observation) -> None:
         env = session.env
-        images.encode_into(env.render(), session.image_encoding, out.image)
+        frame = env.render()
+        pending = getattr(self._batch, "pending", None)
+        if pending is not None and session.image_encoding == images.PNG:
+            images.describe_into(frame, images.PNG, out.image)  # the bytes come in _encode_pending
+            pending.append((self._batch.result, out.image, images.png_later(frame)))
+        else:
+            images.encode_into(frame, session.image_encoding, out.image)
         out.task = env.task_text()
         out.legal_actions.extend(env.legal_actions())
         if session.want_expert:
@@ -227,7 +257,10 @@ class EnvironmentServicer(pb_grpc.EnvironmentServicer):
                 out.expert.CopyFrom(_expert_message(move))
 
     def _reset_options(self, options: struct_pb2.Struct) -> dict[str, Any]:
-        values = json_format.MessageToDict(options)
+        try:
+            values = json_format.MessageToDict(options)
+        except ValueError as exc:  # NaN or infinity: JSON has no such numbers
+            raise InvalidRequest(f"reset options must be JSON values (finite numbers): {exc}") from None
         unknown = sorted(set(values) - set(self._probe.reset_option_names))
         if unknown:
             accepted = ", ".join(self._probe.reset_option_names) or "(none)"
@@ -263,11 +296,14 @@ def _unary(handler: Callable[[Req], Resp], request: Req, context: grpc.ServicerC
     try:
         return handler(request)
     except EnvError as exc:
-        context.abort(exc.code, str(exc))
+        abort(context, exc.code, str(exc))
     except Exception as exc:
         log.exception("unexpected error in %s", getattr(handler, "__name__", "call"))
-        context.abort(grpc.StatusCode.INTERNAL, f"the environment raised {exc!r}; see the server log")
-    raise AssertionError("unreachable: context.abort raises")
+        abort(context, grpc.StatusCode.INTERNAL, f"the environment raised {exc!r}; see the server log")
+
+
+def _call(function: Callable[[], bytes]) -> bytes:
+    return function()
 
 
 def _illegal_action_message(action: str, legal: list[str]) -> str:

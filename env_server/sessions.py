@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 
 from env_server.core import Env
 from env_server.errors import ServerFull, UnknownSession
+from visact.status import shown
 
 log = logging.getLogger(__name__)
 
@@ -91,7 +92,7 @@ class SessionStore:
         session = self._get(session_id)
         with session.lock:
             if self._sessions.get(session_id) is not session:
-                raise UnknownSession(f"session {session_id!r} was closed while this call waited for it")
+                raise UnknownSession(f"session {shown(session_id)} was closed while this call waited for it")
             session.last_used = self._clock()
             try:
                 yield session
@@ -159,7 +160,7 @@ def _unknown_message(session_id: str) -> str:
     if not session_id:
         return "no session_id given; call CreateSession first and pass its session_id"
     return (
-        f"unknown session {session_id!r}: it was never created on this server, was closed, or was reaped "
+        f"unknown session {shown(session_id)}: it was never created on this server, was closed, or was reaped "
         "after being idle; call CreateSession for a new one"
     )
 

@@ -21,6 +21,10 @@ class TrainerConfig:
     tls_cert: Path | None = field(default=None, metadata={"help": "PEM certificate chain: serve TLS"})
     tls_key: Path | None = field(default=None, metadata={"help": "PEM private key for --tls-cert"})
     tls_client_ca: Path | None = field(default=None, metadata={"help": "PEM CA: require client certs (mTLS)"})
+    max_message_mb: float = field(
+        default=256.0,
+        metadata={"help": "largest message in or out, MiB (larger requests: RESOURCE_EXHAUSTED)"},
+    )
     # -- model
     model: str = field(default="tiny", metadata={"help": "Hugging Face VLM name or path, or 'tiny'"})
     dtype: str = field(
@@ -84,6 +88,10 @@ class TrainerConfig:
     log_format: str = field(default="text", metadata={"help": "json or text", "choices": ["json", "text"]})
     log_level: str = field(default="INFO", metadata={"help": "DEBUG, INFO, WARNING, ERROR"})
 
+    @property
+    def max_message_bytes(self) -> int:
+        return int(self.max_message_mb * 1024 * 1024)
+
     def __post_init__(self) -> None:
         if self.token is None:
             self.token = os.environ.get("VISACT_TOKEN") or None
@@ -115,6 +123,8 @@ class TrainerConfig:
             raise ValueError(f"--format-penalty is subtracted; give it >= 0, got {self.format_penalty}")
         if (self.tls_cert is None) != (self.tls_key is None):
             raise ValueError("--tls-cert and --tls-key go together")
+        if self.max_message_mb <= 0:
+            raise ValueError(f"--max-message-mb must be positive, got {self.max_message_mb}")
         if self.keep_versions < 1:
             raise ValueError(
                 f"--keep-versions must be >= 1 (agents fetch the newest), got {self.keep_versions}"

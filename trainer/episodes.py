@@ -19,6 +19,11 @@ from visact.trainer.v1 import trainer_pb2 as pb
 
 #: log-probs may exceed 0 by float error only
 LOG_PROB_SLACK = 1e-3
+#: rewards and penalties beyond this (absolute) are refused: one huge finite reward would overflow
+#: the learner's returns and value loss and poison the shared weights
+MAX_ABS_REWARD = 1e6
+#: the largest image an episode may carry (pixels); a PNG is checked against it before decoding
+MAX_IMAGE_PIXELS = 4096 * 4096
 
 
 class InvalidEpisode(ValueError):
@@ -53,6 +58,8 @@ class EpisodeData:
     steps: list[Sample]
     bootstrap_image: np.ndarray | None = None
     bootstrap_prompt_ids: list[int] = field(default_factory=list)
+    #: the agent's id of the episode (SubmitEpisode.episode_id), set when the hub takes it
+    episode_id: str = ""
     #: the wire form, kept to pass the episode on to other learner processes
     message: pb.Episode | None = field(default=None, repr=False)
 
@@ -72,15 +79,26 @@ class EpisodeData:
 def decode_png(message: env_pb2.Image, where: str) -> np.ndarray:
     if message.encoding != env_pb2.IMAGE_ENCODING_PNG:
         raise InvalidEpisode(f"{where}: images must be PNG (encoding 2), got encoding {message.encoding}")
+    if not (message.height > 0 and message.width > 0 and message.height * message.width <= MAX_IMAGE_PIXELS):
+        raise InvalidEpisode(
+            f"{where}: image declared {message.height}x{message.width}; "
+            f"need positive sizes and at most {MAX_IMAGE_PIXELS} pixels"
+        )
     try:
         with Image.open(io.BytesIO(message.data)) as pil:
+            # the header's size, before any pixel is decoded: no memory for a lying image
+            if pil.format != "PNG":
+                raise InvalidEpisode(f"{where}: image declared PNG but the bytes are {pil.format}")
+            if (pil.height, pil.width) != (message.height, message.width):
+                raise InvalidEpisode(
+                    f"{where}: image declared {message.height}x{message.width} but decodes to "
+                    f"{pil.height}x{pil.width}"
+                )
             array = np.asarray(pil.convert("RGB"))
+    except InvalidEpisode:
+        raise
     except Exception as exc:  # PIL raises many types on bad bytes
         raise InvalidEpisode(f"{where}: image bytes are not a readable PNG ({exc})") from exc
-    if array.shape[:2] != (message.height, message.width):
-        raise InvalidEpisode(
-            f"{where}: image declared {message.height}x{message.width} but decodes to {array.shape[0]}x{array.shape[1]}"
-        )
     return array
 
 
@@ -100,6 +118,8 @@ def decode_episode(
             raise InvalidEpisode(f"{where} ends the episode but {last - index} more steps follow")
         if index == last and not done:
             raise InvalidEpisode(f"{where} is the last step but is neither terminated nor truncated")
+        if step.policy_version < 0:
+            raise InvalidEpisode(f"{where}: policy version {step.policy_version} is negative")
         if step.policy_version > latest_version:
             raise InvalidEpisode(
                 f"{where} claims policy version {step.policy_version}, newer than the newest ({latest_version})"
@@ -139,8 +159,11 @@ def _decode_step(step: pb.TrajectoryStep, where: str, *, vocab_size: int, max_to
     if not 0 <= step.action_start <= len(generated):
         raise InvalidEpisode(f"{where}: action_start {step.action_start} outside 0..{len(generated)}")
     for name in ("reward", "format_penalty"):
-        if not math.isfinite(getattr(step, name)):
-            raise InvalidEpisode(f"{where}: {name} must be finite, got {getattr(step, name)}")
+        value = getattr(step, name)
+        if not (math.isfinite(value) and abs(value) <= MAX_ABS_REWARD):
+            raise InvalidEpisode(
+                f"{where}: {name} must be finite and within ±{MAX_ABS_REWARD:g}, got {value}"
+            )
     if step.format_penalty > 0:
         raise InvalidEpisode(f"{where}: format_penalty is added to the reward and must be <= 0")
     if not (math.isfinite(step.temperature) and step.temperature > 0):

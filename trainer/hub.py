@@ -17,6 +17,14 @@ from pathlib import Path
 
 from trainer.episodes import EpisodeData
 
+#: accepted (agent id, episode id) pairs remembered to count a retried episode once
+SEEN_EPISODES = 100_000
+#: of those, the most recently trained ones a checkpoint keeps, so a retry after a restart is
+#: still counted once (an agent retries only its one unacknowledged episode)
+PERSISTED_EPISODES = 10_000
+#: longest episode id an agent may give (they are kept in memory and in checkpoints)
+MAX_EPISODE_ID_CHARS = 256
+
 
 @dataclass
 class AgentInfo:
@@ -56,7 +64,11 @@ class Hub:
         self.agents: dict[str, AgentInfo] = {}
         self._buffer: list[EpisodeData] = []
         self._buffered_steps = 0
-        self._seen_episode_ids: OrderedDict[str, None] = OrderedDict()
+        self._seen_episodes: OrderedDict[tuple[str, str], None] = OrderedDict()
+        self._trained_episodes: OrderedDict[tuple[str, str], None] = OrderedDict()
+        #: agent ids of an earlier run of this trainer (from its checkpoint): re-registering
+        #: agents keep them, so that their retried episodes are recognized
+        self._earlier_agent_ids: set[str] = set()
         self.versions: dict[int, PublishedVersion] = {}
         self.latest: PublishedVersion | None = None
         self.closed = False
@@ -73,7 +85,8 @@ class Hub:
     # ------------------------------------------------------------------ agents
     def register(self, name: str, environments: list[str], sessions: int, previous_id: str = "") -> AgentInfo:
         with self._lock:
-            agent_id = previous_id if previous_id in self.agents else f"{name[:40]}-{secrets.token_hex(4)}"
+            known = previous_id in self.agents or previous_id in self._earlier_agent_ids
+            agent_id = previous_id if known else f"{name[:40]}-{secrets.token_hex(4)}"
             agent = AgentInfo(agent_id, name, environments, sessions)
             self.agents[agent_id] = agent
             return agent
@@ -97,7 +110,11 @@ class Hub:
             return agent
 
     def expire_agents(self) -> list[str]:
-        """Forget agents silent longer than agent_timeout (their slot is freed)."""
+        """Forget agents silent longer than agent_timeout (their slot is freed).
+
+        Their episodes already in the buffer stay: each is a whole, checked episode, as good as
+        any other (an agent's partial episodes never leave it, so there is nothing partial here).
+        """
         deadline = time.monotonic() - self.agent_timeout
         with self._lock:
             gone = [a for a, info in self.agents.items() if info.last_seen < deadline]
@@ -119,9 +136,10 @@ class Hub:
     # ------------------------------------------------------------------ the buffer
     def offer(self, episode_id: str, episode: EpisodeData) -> tuple[bool, str]:
         """(accepted, reason). A retried id is accepted once; a full buffer says wait."""
-        key = f"{episode.agent_id}/{episode_id}"
+        key = (episode.agent_id, episode_id)
+        episode.episode_id = episode_id
         with self._lock:
-            if key in self._seen_episode_ids:
+            if key in self._seen_episodes:
                 self.counters["episodes_duplicate"] += 1
                 return True, "already accepted"
             steps = len(episode.steps)
@@ -133,9 +151,9 @@ class Hub:
                 )
             self._buffer.append(episode)
             self._buffered_steps += steps
-            self._seen_episode_ids[key] = None
-            while len(self._seen_episode_ids) > 100_000:
-                self._seen_episode_ids.popitem(last=False)
+            self._seen_episodes[key] = None
+            while len(self._seen_episodes) > SEEN_EPISODES:
+                self._seen_episodes.popitem(last=False)
             self.counters["episodes_accepted"] += 1
             self._lock.notify_all()
             return True, ""
@@ -157,6 +175,10 @@ class Hub:
                 batch.append(episode)
                 total += len(episode.steps)
             self._buffered_steps -= total
+            for episode in batch:
+                self._trained_episodes[(episode.agent_id, episode.episode_id)] = None
+            while len(self._trained_episodes) > PERSISTED_EPISODES:
+                self._trained_episodes.popitem(last=False)
             self._lock.notify_all()
             return batch
 
@@ -164,14 +186,28 @@ class Hub:
     def buffered_steps(self) -> int:
         return self._buffered_steps
 
-    def drop_agent_data(self, agent_id: str) -> int:
-        """Remove the buffered episodes of an agent that died; returns how many."""
+    def buffered_episodes_of(self, agent_id: str) -> int:
+        """How many buffered episodes came from ``agent_id``."""
         with self._lock:
-            keep = [e for e in self._buffer if e.agent_id != agent_id]
-            dropped = len(self._buffer) - len(keep)
-            self._buffer = keep
-            self._buffered_steps = sum(len(e.steps) for e in keep)
-            return dropped
+            return sum(e.agent_id == agent_id for e in self._buffer)
+
+    def trained_episodes(self) -> list[list[str]]:
+        """The most recent (agent id, episode id) pairs taken into batches, oldest first: what a
+        checkpoint keeps so that a resumed trainer counts a retried episode once."""
+        with self._lock:
+            return [[agent, episode] for agent, episode in self._trained_episodes]
+
+    def restore_trained_episodes(self, pairs: list[list[str]]) -> None:
+        """Remember episodes an earlier run trained on (from its checkpoint): a retry of one is
+        answered "already accepted", and its agent keeps its id when it registers again."""
+        with self._lock:
+            for agent, episode in pairs:
+                key = (str(agent), str(episode))
+                self._seen_episodes[key] = None
+                self._trained_episodes[key] = None
+                self._earlier_agent_ids.add(key[0])
+            while len(self._trained_episodes) > PERSISTED_EPISODES:
+                self._trained_episodes.popitem(last=False)
 
     # ------------------------------------------------------------------ versions
     def publish(self, published: PublishedVersion) -> list[PublishedVersion]:

@@ -34,13 +34,12 @@ from trainer.learner import Learner
 from trainer.metrics import MetricsLogger
 from trainer.service import SERVICE_NAME, ModelIdentity, TrainerServicer
 from visact.auth import BearerTokenInterceptor, server_credentials
+from visact.decoding import DecodeGuardInterceptor
 from visact.memory import tune_allocator
 from visact.trainer.v1 import trainer_pb2 as pb
 from visact.trainer.v1 import trainer_pb2_grpc as pb_grpc
 
 log = logging.getLogger("trainer")
-
-MAX_MESSAGE_BYTES = 256 * 1024 * 1024
 
 
 @dataclass
@@ -93,7 +92,8 @@ class Trainer:
         tmp.replace(path)
 
     def checkpoint(self) -> Path:
-        path = save_checkpoint(self.learner, self.config.checkpoint_dir, {"run_id": self.run_id})
+        state = {"run_id": self.run_id, "trained_episodes": self.hub.trained_episodes()}
+        path = save_checkpoint(self.learner, self.config.checkpoint_dir, state)
         log.info("checkpoint", extra={"path": str(path), "version": self.learner.version})
         return path
 
@@ -102,9 +102,9 @@ class Trainer:
         """Update whenever a batch is ready, until stopped or --max-updates."""
         config = self.config
         while not self.stop.is_set():
-            for agent_id in self.hub.expire_agents():
-                dropped = self.hub.drop_agent_data(agent_id)
-                log.warning("agent expired", extra={"agent": agent_id, "episodes_dropped": dropped})
+            for agent_id in self.hub.expire_agents():  # its finished episodes stay in the buffer
+                kept = self.hub.buffered_episodes_of(agent_id)
+                log.warning("agent expired", extra={"agent": agent_id, "episodes_kept": kept})
             batch = self.hub.take_batch(config.steps_per_update, timeout=0.5)
             self.write_status()
             if batch is None:
@@ -191,6 +191,8 @@ def build_trainer(config: TrainerConfig, learner: Learner, state: dict[str, Any]
         keep_versions=config.keep_versions,
     )
     run_id = str(state.get("run_id", secrets.token_hex(6)))
+    # episodes the checkpointed weights were trained on: a retry of one after the restart counts once
+    hub.restore_trained_episodes(state.get("trained_episodes", []))
     if config.resume is not None:
         log.info(
             "resumed",
@@ -222,15 +224,18 @@ def build_trainer(config: TrainerConfig, learner: Learner, state: dict[str, Any]
 
 def _start_server(config: TrainerConfig, servicer: TrainerServicer) -> tuple[grpc.Server, int, Any]:
     options = [
-        ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
-        ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+        ("grpc.max_receive_message_length", config.max_message_bytes),
+        ("grpc.max_send_message_length", config.max_message_bytes),
         ("grpc.keepalive_time_ms", 30_000),
         ("grpc.keepalive_timeout_ms", 10_000),
         ("grpc.keepalive_permit_without_calls", 1),
         ("grpc.http2.min_ping_interval_without_data_ms", 5_000),
         ("grpc.so_reuseport", 0),
     ]
-    interceptors = [BearerTokenInterceptor(config.token)] if config.token else []
+    interceptors: list[grpc.ServerInterceptor] = (
+        [BearerTokenInterceptor(config.token)] if config.token else []
+    )
+    interceptors.append(DecodeGuardInterceptor())  # unparsable request bytes: INVALID_ARGUMENT
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=64, thread_name_prefix="trainer-rpc"),
         options=options,

@@ -9,7 +9,8 @@ from dataclasses import dataclass
 import grpc
 
 from trainer.episodes import InvalidEpisode, decode_episode
-from trainer.hub import Hub, PublishedVersion
+from trainer.hub import MAX_EPISODE_ID_CHARS, Hub, PublishedVersion
+from visact.status import abort, shown
 from visact.trainer.v1 import trainer_pb2 as pb
 from visact.trainer.v1 import trainer_pb2_grpc as pb_grpc
 
@@ -41,9 +42,10 @@ class TrainerServicer(pb_grpc.TrainerServicer):
 
     def Register(self, request: pb.RegisterRequest, context: grpc.ServicerContext) -> pb.RegisterResponse:
         if request.base_fingerprint != self.model.fingerprint:
-            context.abort(
+            abort(
+                context,
                 grpc.StatusCode.FAILED_PRECONDITION,
-                f"the agent runs base model {request.model_name!r} (fingerprint {request.base_fingerprint[:12]}...) "
+                f"the agent runs base model {shown(request.model_name)} (fingerprint {request.base_fingerprint[:12]}...) "
                 f"but this trainer trains {self.model.name!r} (fingerprint {self.model.fingerprint[:12]}...); "
                 f"start the agent with --model {self.model.name}",
             )
@@ -83,7 +85,8 @@ class TrainerServicer(pb_grpc.TrainerServicer):
         published = self.hub.versions.get(request.version)
         if published is None:
             kept = sorted(self.hub.versions)
-            context.abort(
+            abort(
+                context,
                 grpc.StatusCode.NOT_FOUND,
                 f"weights version {request.version} is not kept; kept versions: {kept}; fetch the newest",
             )
@@ -91,7 +94,8 @@ class TrainerServicer(pb_grpc.TrainerServicer):
         try:
             data = published.path.read_bytes()
         except FileNotFoundError:  # dropped (keep_versions) between the lookup and the read
-            context.abort(
+            abort(
+                context,
                 grpc.StatusCode.NOT_FOUND,
                 f"weights version {request.version} was just replaced; fetch the newest",
             )
@@ -123,12 +127,14 @@ class TrainerServicer(pb_grpc.TrainerServicer):
             self._check_sampling(episode)
         except InvalidEpisode as exc:
             self.hub.count("episodes_refused")
-            context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"episode refused: {exc}")
-        if not request.episode_id:
+            abort(context, grpc.StatusCode.INVALID_ARGUMENT, f"episode refused: {exc}")
+        if not request.episode_id or len(request.episode_id) > MAX_EPISODE_ID_CHARS:
             self.hub.count("episodes_refused")
-            context.abort(
+            abort(
+                context,
                 grpc.StatusCode.INVALID_ARGUMENT,
-                "episode refused: episode_id is empty; give each a unique id",
+                f"episode refused: episode_id is empty or longer than {MAX_EPISODE_ID_CHARS} characters "
+                f"({len(request.episode_id)}); give each a short unique id",
             )
         accepted, reason = self.hub.offer(request.episode_id, episode)
         status = pb.SubmitEpisodeResponse.ACCEPTED if accepted else pb.SubmitEpisodeResponse.WAIT
@@ -150,9 +156,10 @@ class TrainerServicer(pb_grpc.TrainerServicer):
     # ------------------------------------------------------------------ helpers
     def _known_agent(self, agent_id: str, context: grpc.ServicerContext) -> None:
         if self.hub.touch(agent_id) is None:
-            context.abort(
+            abort(
+                context,
                 grpc.StatusCode.NOT_FOUND,
-                f"unknown agent id {agent_id!r}: register first (the trainer may have restarted or forgotten "
+                f"unknown agent id {shown(agent_id)}: register first (the trainer may have restarted or forgotten "
                 "a silent agent); call Register again",
             )
 

@@ -174,6 +174,7 @@ MALFORMED: list[tuple[str, Mutation, str]] = [
     ("terminated and truncated", lambda m: setattr(m.steps[2], "truncated", True), "step 2: terminated and truncated may not both be true"),
     ("version newer than latest", lambda m: setattr(m.steps[2], "policy_version", 6), "step 2 claims policy version 6, newer than the newest (5)"),
     ("versions going backwards", _versions_backwards, "step 1: policy versions go backwards"),
+    ("negative version", lambda m: setattr(m.steps[0], "policy_version", -1), "step 0: policy version -1 is negative"),
     ("truncated without bootstrap", _last_truncated_without_bootstrap, "truncated but carries no bootstrap_image"),
     ("truncated without bootstrap prompt", _truncated_with_bootstrap_image_only, "bootstrap_prompt_ids"),
     ("truncated with a broken bootstrap image", _truncated_with_broken_bootstrap_image, "bootstrap: image bytes are not a readable PNG"),

@@ -6,6 +6,7 @@ EpisodeData; threads appear only where the hub promises to wake a waiter.
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from pathlib import Path
@@ -13,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from trainer import hub as hub_module
 from trainer.episodes import EpisodeData, Sample
 from trainer.hub import Hub, PublishedVersion
 
@@ -280,7 +282,7 @@ def test_touch_records_version_and_steps_and_knows_no_strangers() -> None:
     assert (h.agents[agent.agent_id].version, h.agents[agent.agent_id].steps) == (3, 40)
 
 
-def test_expire_agents_forgets_silent_agents_and_drop_agent_data_removes_their_episodes() -> None:
+def test_expire_agents_forgets_silent_agents_and_keeps_their_finished_episodes() -> None:
     h = hub(buffer_steps=100, agent_timeout=10.0)
     silent = h.register("silent", ["counter"], 1)
     alive = h.register("alive", ["counter"], 1)
@@ -297,8 +299,41 @@ def test_expire_agents_forgets_silent_agents_and_drop_agent_data_removes_their_e
     assert h.counters["agents_expired"] == 1
     assert h.expire_agents() == []  # the living one stays
 
-    assert h.drop_agent_data(silent.agent_id) == 2
-    assert h.buffered_steps == 3
-    batch = h.take_batch(1, timeout=0)
-    assert batch is not None and [id(e) for e in batch] == [id(kept)]
-    assert h.drop_agent_data("nobody") == 0
+    # whole, checked episodes are as good as any: the buffer keeps them and trains on them
+    assert h.buffered_episodes_of(silent.agent_id) == 2
+    assert h.buffered_steps == 9
+    batch = h.take_batch(9, timeout=0)
+    assert batch is not None
+    assert [e.agent_id for e in batch] == [silent.agent_id, alive.agent_id, silent.agent_id]
+    assert id(batch[1]) == id(kept)
+    assert h.buffered_episodes_of("nobody") == 0
+
+
+def test_trained_episode_ids_survive_a_restart_through_the_checkpoint_state() -> None:
+    before = hub(buffer_steps=100)
+    agent = before.register("a", ["counter"], 1)
+    for n in range(3):
+        before.offer(f"e-{n}", episode(2, agent_id=agent.agent_id))
+    assert before.take_batch(4, timeout=0) is not None  # e-0 and e-1 trained; e-2 still buffered
+    saved = json.loads(json.dumps(before.trained_episodes()))  # as state.json holds it
+    assert saved == [[agent.agent_id, "e-0"], [agent.agent_id, "e-1"]]
+
+    after = hub(buffer_steps=100)
+    after.restore_trained_episodes(saved)
+    again = after.register("a", ["counter"], 1, previous_id=agent.agent_id)
+
+    assert again.agent_id == agent.agent_id  # the agent keeps its id across the restart
+    assert after.offer("e-1", episode(2, agent_id=agent.agent_id)) == (True, "already accepted")
+    assert after.buffered_steps == 0 and after.counters["episodes_duplicate"] == 1
+    assert after.offer("e-2", episode(2, agent_id=agent.agent_id)) == (True, "")  # lost with the buffer
+    assert after.buffered_steps == 2
+    assert after.register("b", ["counter"], 1, previous_id="never-seen").agent_id != "never-seen"
+
+
+def test_trained_episode_ids_kept_for_checkpoints_are_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(hub_module, "PERSISTED_EPISODES", 3)
+    h = hub(buffer_steps=100)
+    for n in range(5):
+        h.offer(f"e-{n}", episode(1))
+    h.take_batch(5, timeout=0)
+    assert [e for _, e in h.trained_episodes()] == ["e-2", "e-3", "e-4"]
