@@ -6,6 +6,7 @@ import json
 import logging
 import math
 import time
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -67,3 +68,20 @@ def read_metrics(run_dir: Path) -> list[dict[str, float]]:
     if not path.exists():
         return []
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def trailing_success(rows: Sequence[Mapping[str, float]], episodes: int = 200) -> float | None:
+    """Training success over (about) the last ``episodes`` episodes: the paper's running mean.
+
+    From whole updates: the newest updates whose episodes add up to at least ``episodes``
+    (all of them if fewer), each update's success rate weighted by its episode count.
+    None without any episode.
+    """
+    wins = seen = 0.0
+    for row in reversed(rows):
+        count = row.get("charts/episodes", 0.0)
+        wins += row.get("charts/success_rate", 0.0) * count
+        seen += count
+        if seen >= episodes:
+            break
+    return wins / seen if seen else None

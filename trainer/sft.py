@@ -3,12 +3,20 @@
     trainer sft --data demos.jsonl --model tiny --out runs/sft [--mode full|lora]
 
 What makes a small VLM read the image rather than learn the answer format alone:
-1. **Weighted loss.** The tokens whose value depends on the image (the facts the answer reads
-   off it, and the action) get ``--fact-weight`` times the weight of the format tokens, which
-   otherwise dominate the loss (~80 format tokens vs a few image-dependent ones).
+1. **Weighted loss.** The tokens whose value depends on the image get ``--fact-weight`` times
+   the weight of the format tokens, which otherwise dominate the loss (~80 format tokens vs a
+   few image-dependent ones). They are the values of the facts read off the image and of the
+   action, and the *informative words* of the thoughts: words found in fewer than
+   ``--common-words`` of the demonstrations' thoughts (the digits and "less"/"greater" of
+   NumberLine's "The current number 2 is less than the target 4, so I should increase it.",
+   never its template words). Without them the model reads the facts but does not learn the
+   comparison that turns them into the action.
 2. **Vision warm-up.** Before SFT, the vision tower and projector are trained for
    ``--vision-warmup-steps`` with throw-away linear heads that classify each fact's value from
    the image features (flattened, so position is kept); the heads are then dropped.
+3. **Frozen vision.** During SFT the vision tower and projector learn at ``--vision-lr-scale``
+   times ``--lr`` (default 0: they keep the warm-up's weights). At the full rate the language
+   model's first, still random gradients wash the warm-up out and reading takes ~2x longer.
 Output: ``--mode full`` writes a whole model directory (``OUT/model``: use it as ``--model``
 for `trainer serve` and the agents); ``--mode lora`` writes ``OUT/adapter.safetensors``
 (`trainer serve --init-adapter OUT`).
@@ -57,6 +65,17 @@ class SFTConfig:
     )
     vision_warmup_steps: int = field(default=200, metadata={"help": "steps of the vision warm-up (0: none)"})
     vision_warmup_lr: float = field(default=2e-3, metadata={"help": "learning rate of the vision warm-up"})
+    vision_lr_scale: float = field(
+        default=0.0,
+        metadata={"help": "vision tower and projector learning rate during SFT / --lr (0: frozen)"},
+    )
+    common_words: float = field(
+        default=0.9,
+        metadata={
+            "help": "thought words in fewer than this fraction of the demonstrations' thoughts get "
+            "--fact-weight (0: none)"
+        },
+    )
     lora_r: int = field(default=64, metadata={"help": "LoRA rank (--mode lora)"})
     lora_alpha: int = field(default=128, metadata={"help": "LoRA alpha (--mode lora)"})
     lora_dropout: float = field(default=0.05, metadata={"help": "LoRA dropout (--mode lora)"})
@@ -77,6 +96,11 @@ class SFTConfig:
             raise ValueError(
                 f"--fact-weight weights image-dependent tokens up; give >= 1, got {self.fact_weight}"
             )
+        if self.vision_lr_scale < 0 or not 0 <= self.common_words <= 1:
+            raise ValueError(
+                f"need --vision-lr-scale >= 0 and 0 <= --common-words <= 1, "
+                f"got {self.vision_lr_scale}, {self.common_words}"
+            )
         if not 0 <= self.eval_fraction < 1:
             raise ValueError(f"--eval-fraction must be in [0, 1), got {self.eval_fraction}")
 
@@ -95,6 +119,7 @@ class Demo:
     target: str
     facts: dict[str, str]
     weighted_keys: tuple[str, ...]  # answer keys whose values depend on the image (facts, action)
+    thoughts: str = ""
 
 
 def load_demos(path: Path) -> list[Demo]:
@@ -116,7 +141,8 @@ def load_demos(path: Path) -> list[Demo]:
                 row["task"], row["legal_actions"], row.get("fact_keys", ()), cot=True
             )
             facts = {str(k): str(v) for k, v in (row.get("facts") or {}).items()}
-            demos.append(Demo(image, prompt, row["target"], facts, (*facts, "action")))
+            thoughts = str(row.get("thoughts") or "")
+            demos.append(Demo(image, prompt, row["target"], facts, (*facts, "action"), thoughts))
         except (KeyError, ValueError, OSError) as exc:
             raise ValueError(
                 f"{path}:{number}: not a usable demonstration ({exc!r}); see `visact demos --help`"
@@ -135,6 +161,27 @@ def value_spans(target: str, keys: Sequence[str]) -> list[tuple[int, int]]:
         )
         if match:
             spans.append(match.span(1))
+    return spans
+
+
+WORD = re.compile(r"\w+")
+
+
+def informative_words(thoughts: Sequence[str], below: float) -> frozenset[str]:
+    """Words found in fewer than ``below`` of the (non-empty) ``thoughts``: the parts that change
+    with the observation, as opposed to the template every thought shares."""
+    texts = [t for t in thoughts if t]
+    counts = Counter(word for text in texts for word in set(WORD.findall(text)))
+    return frozenset(word for word, n in counts.items() if n < below * len(texts))
+
+
+def thought_spans(target: str, words: frozenset[str]) -> list[tuple[int, int]]:
+    """Character spans of ``words`` inside the ``"thoughts"`` value of a JSON answer string."""
+    spans = []
+    for start, end in value_spans(target, ["thoughts"]):
+        for match in WORD.finditer(target, start, end):
+            if match.group() in words:
+                spans.append(match.span())
     return spans
 
 
@@ -178,7 +225,7 @@ def vision_warmup(
         return {}
     width = image_features(loaded, [demos[0].image]).shape[1]
     heads = nn.ModuleDict({_safe(k): nn.Linear(width, len(v)) for k, v in classes.items()}).to(loaded.device)
-    vision_params = [p for n, p in loaded.base_model.named_parameters() if _is_vision(n)]
+    vision_params = vision_parameters(loaded.model)
     optimizer = torch.optim.AdamW([*vision_params, *heads.parameters()], lr=config.vision_warmup_lr)
     loaded.model.train()
     correct: Counter[str] = Counter()
@@ -202,6 +249,11 @@ def vision_warmup(
         optimizer.step()
     loaded.model.eval()
     return {f"vision_warmup/{k}": correct[k] / seen[k] for k in seen}
+
+
+def vision_parameters(model: nn.Module) -> list[nn.Parameter]:
+    """The trainable parameters of the vision tower and the projector (LoRA's only, under LoRA)."""
+    return [p for n, p in model.named_parameters() if p.requires_grad and _is_vision(n)]
 
 
 def _safe(key: str) -> str:
@@ -228,17 +280,17 @@ class Encoded:
     weighted: list[bool]
 
 
-def encode(loaded: Any, demo: Demo, fact_weight: float) -> Encoded:
-    """Prompt ids through the model's chat template; answer ids with the stop token; loss weights."""
+def encode(loaded: Any, demo: Demo, fact_weight: float, words: frozenset[str] = frozenset()) -> Encoded:
+    """Prompt ids through the model's chat template; answer ids with the stop token; loss weights
+    (``fact_weight`` on the facts, the action and the thoughts' informative ``words``)."""
     from agent.generation import prompt_token_ids
 
     messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": demo.prompt}]}]
     prompt = prompt_token_ids(loaded, [demo.image], [messages])[0]
     tokens = loaded.tokenizer(demo.target, add_special_tokens=False, return_offsets_mapping=True)
     ids = list(tokens["input_ids"])
-    weights = token_weights(
-        tokens["offset_mapping"], value_spans(demo.target, demo.weighted_keys), fact_weight
-    )
+    spans = value_spans(demo.target, demo.weighted_keys) + thought_spans(demo.target, words)
+    weights = token_weights(tokens["offset_mapping"], spans, fact_weight)
     stop = loaded.stop_ids[0] if loaded.stop_ids else loaded.tokenizer.eos_token_id
     return Encoded(prompt, [*ids, int(stop)], [*weights, 1.0], [w > 1.0 for w in weights] + [False])
 
@@ -263,9 +315,8 @@ def train_sft(config: SFTConfig) -> dict[str, Any]:
     eval_demos, train_demos = demos[:held], demos[held:]
     loaded = load_vlm(config.model, dtype=config.dtype, device=config.device)
     summary: dict[str, Any] = {"config": {k: str(v) for k, v in asdict(config).items()}, "demos": len(demos)}
-    summary.update(vision_warmup(loaded, train_demos, config, rng))
-
     if config.mode == "lora":
+        # before the warm-up, so that what it learns lands in the adapter (the base stays as is)
         from agent.adapters import attach_lora, lora_config
         from agent.models import lora_target_modules
 
@@ -274,13 +325,25 @@ def train_sft(config: SFTConfig) -> dict[str, Any]:
             loaded.model,
             lora_config(targets, r=config.lora_r, alpha=config.lora_alpha, dropout=config.lora_dropout),
         )
+    summary.update(vision_warmup(loaded, train_demos, config, rng))
+
+    vision = {id(p) for p in vision_parameters(loaded.model)}
     parameters = [p for p in loaded.model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(parameters, lr=config.lr, weight_decay=config.weight_decay)
+    language = [p for p in parameters if id(p) not in vision]
+    groups: list[dict[str, Any]] = [{"params": language, "lr": config.lr}]
+    if config.vision_lr_scale:
+        tower = [p for p in parameters if id(p) in vision]
+        groups.append({"params": tower, "lr": config.lr * config.vision_lr_scale})
+        language = language + tower
+    parameters = language
+    optimizer = torch.optim.AdamW(groups, lr=config.lr, weight_decay=config.weight_decay)
     schedule = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: _lr(s, config.warmup_steps, config.steps)
     )
-    encoded = [encode(loaded, d, config.fact_weight) for d in train_demos]
-    encoded_eval = [encode(loaded, d, config.fact_weight) for d in eval_demos]
+    words = informative_words([d.thoughts for d in train_demos], config.common_words)
+    summary["informative_words"] = sorted(words)
+    encoded = [encode(loaded, d, config.fact_weight, words) for d in train_demos]
+    encoded_eval = [encode(loaded, d, config.fact_weight, words) for d in eval_demos]
     bar = _progress(config)
     curve = []
     loaded.model.train()

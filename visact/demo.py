@@ -36,22 +36,34 @@ class DemoConfig:
     workdir: Path = field(default=Path("runs/demo"), metadata={"help": "where everything is written"})
     model: str = field(default="tiny", metadata={"help": "base VLM (Hugging Face name or path, or 'tiny')"})
     demo_episodes: int = field(default=400, metadata={"help": "expert episodes for SFT"})
-    sft_steps: int = field(default=600, metadata={"help": "SFT optimizer steps"})
+    sft_steps: int = field(
+        default=120, metadata={"help": "SFT optimizer steps (short on purpose: a weak start for PPO)"}
+    )
     sft_lr: float = field(default=2e-3, metadata={"help": "SFT learning rate"})
     sft_vision_warmup_steps: int = field(default=200, metadata={"help": "SFT vision warm-up steps"})
-    ppo_updates: int = field(default=20, metadata={"help": "PPO updates"})
+    ppo_updates: int = field(default=30, metadata={"help": "PPO updates"})
     steps_per_update: int = field(default=128, metadata={"help": "env steps per PPO update"})
     ppo_epochs: int = field(default=2, metadata={"help": "PPO epochs per update"})
     ppo_lr: float = field(default=3e-4, metadata={"help": "PPO learning rate"})
     lora_r: int = field(default=16, metadata={"help": "PPO LoRA rank"})
     lambda_cot: float = field(default=0.5, metadata={"help": "weight of the CoT tokens' log-prob"})
     temperature: float = field(default=0.7, metadata={"help": "sampling temperature during PPO"})
+    format_penalty: float = field(
+        default=1.0, metadata={"help": "reward subtracted for an answer that names no legal action"}
+    )
+    value_lr_scale: float = field(default=1.0, metadata={"help": "value head learning rate / --ppo-lr"})
+    ppo_minutes: float = field(
+        default=0.0, metadata={"help": "stop PPO after this many minutes (0: after --ppo-updates)"}
+    )
     max_new_tokens: int = field(default=96, metadata={"help": "longest answer"})
     cot: bool = field(default=True, metadata={"help": "chain-of-thought prompt (--no-cot: action only)"})
     agents: int = field(default=2, metadata={"help": "agent-client processes"})
     sessions: int = field(default=8, metadata={"help": "env sessions per agent"})
     env_servers: int = field(default=2, metadata={"help": "env-server processes"})
     eval_episodes: int = field(default=200, metadata={"help": "held-out episodes per evaluation"})
+    eval_temperature: float = field(
+        default=0.01, metadata={"help": "sampling temperature of the held-out evaluations (~greedy)"}
+    )
     threads: int = field(default=1, metadata={"help": "torch threads per process"})
     seed: int = field(default=0, metadata={"help": "seed of every stage"})
     keep: bool = field(
@@ -116,8 +128,14 @@ def run_checked(argv: Sequence[str], log: Path | None = None) -> None:
 
 
 def evaluate(
-    config: DemoConfig, servers: list[str], model: str, adapter: Path | None, out: Path
+    config: DemoConfig,
+    servers: list[str],
+    model: str,
+    adapter: Path | None,
+    out: Path,
+    extra_args: Sequence[str] = (),
 ) -> dict[str, Any]:
+    """`agent-client eval` on the held-out seeds; ``extra_args`` e.g. ``["--random-policy"]``."""
     argv = [
         script("agent-client"),
         "eval",
@@ -128,7 +146,7 @@ def evaluate(
         "--sessions",
         "32",
         "--temperature",
-        "0.01",
+        str(config.eval_temperature),
         "--max-new-tokens",
         str(config.max_new_tokens),
         "--json",
@@ -143,8 +161,41 @@ def evaluate(
         argv.append("--no-cot")
     if adapter is not None:
         argv += ["--adapter", str(adapter)]
-    run_checked(argv)
+    run_checked([*argv, *extra_args])
     return dict(json.loads(out.read_text()))
+
+
+def start_env_servers(
+    env: str, count: int, work: Path, processes: list[subprocess.Popen[bytes]]
+) -> list[str]:
+    """Start ``count`` env servers for ``env`` on free loopback ports; returns their addresses.
+
+    The processes are appended to ``processes`` (stop them with :func:`stop_processes`); each
+    logs to ``work/logs/env-N.log``.
+    """
+    servers = []
+    for index in range(count):
+        ready = work / f"env-{index}.port"
+        ready.unlink(missing_ok=True)
+        log = work / "logs" / f"env-{index}.log"
+        log.parent.mkdir(parents=True, exist_ok=True)
+        argv = [script("env-server"), "--env", env, "--host", "127.0.0.1", "--port", "0"]
+        process = spawn([*argv, "--ready-file", str(ready), "--log-format", "text"], log)
+        processes.append(process)
+        servers.append(f"127.0.0.1:{wait_ready(process, ready, log)}")
+    return servers
+
+
+def stop_processes(processes: Sequence[subprocess.Popen[bytes]], grace: float = 30) -> None:
+    """SIGTERM every process still running, wait up to ``grace`` seconds each, then kill."""
+    for process in processes:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+    for process in processes:
+        try:
+            process.wait(timeout=grace)
+        except subprocess.TimeoutExpired:
+            process.kill()
 
 
 def run_demo(config: DemoConfig) -> dict[str, Any]:
@@ -204,30 +255,12 @@ def run_demo(config: DemoConfig) -> dict[str, Any]:
         timings["sft"] = time.monotonic() - stage.started
 
         with Stage(f"3. env servers ({config.env}) and the held-out evaluation after SFT") as stage:
-            servers = []
-            for index in range(config.env_servers):
-                ready = work / f"env-{index}.port"
-                ready.unlink(missing_ok=True)
-                log = logs / f"env-{index}.log"
-                process = spawn(
-                    [
-                        script("env-server"),
-                        "--env",
-                        config.env,
-                        "--host",
-                        "127.0.0.1",
-                        "--port",
-                        "0",
-                        "--ready-file",
-                        str(ready),
-                        "--log-format",
-                        "text",
-                    ],
-                    log,
-                )
-                processes.append(process)
-                servers.append(f"127.0.0.1:{wait_ready(process, ready, log)}")
-            before = evaluate(config, servers, str(model), None, work / "eval_after_sft.json")
+            servers = start_env_servers(config.env, config.env_servers, work, processes)
+            before_file = work / "eval_after_sft.json"
+            if config.keep and before_file.exists():  # the SFT model was kept too
+                before = dict(json.loads(before_file.read_text()))
+            else:
+                before = evaluate(config, servers, str(model), None, before_file)
             print(f"   held-out success after SFT: {before['success_rate']:.1%}", flush=True)
         timings["eval_sft"] = time.monotonic() - stage.started
 
@@ -241,16 +274,9 @@ def run_demo(config: DemoConfig) -> dict[str, Any]:
             print(f"   held-out success after PPO: {after['success_rate']:.1%}", flush=True)
         timings["eval_ppo"] = time.monotonic() - stage.started
     finally:
-        for process in processes:
-            if process.poll() is None:
-                process.send_signal(signal.SIGTERM)
-        for process in processes:
-            try:
-                process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                process.kill()
+        stop_processes(processes)
 
-    from trainer.metrics import read_metrics
+    from trainer.metrics import read_metrics, trailing_success
     from visact.plots import learning_curve
 
     rows = read_metrics(run_dir)
@@ -266,6 +292,7 @@ def run_demo(config: DemoConfig) -> dict[str, Any]:
         "valid_action_rate_after_ppo": after["valid_action_rate"],
         "ppo_updates": len(rows),
         "training_success_last_update": rows[-1]["charts/success_rate"] if rows else None,
+        "training_success_last_200_episodes": trailing_success(rows, 200),
         "minutes": round((time.monotonic() - started) / 60, 1),
         "stage_seconds": {k: round(v, 1) for k, v in timings.items()},
         "learning_curve": str(plot),
@@ -331,6 +358,10 @@ def ppo(
             str(2 * config.lora_r),
             "--lambda-cot",
             str(config.lambda_cot),
+            "--format-penalty",
+            str(config.format_penalty),
+            "--value-lr-scale",
+            str(config.value_lr_scale),
             "--temperature",
             str(config.temperature),
             "--max-new-tokens",
@@ -368,8 +399,13 @@ def ppo(
             logs / f"agent-{index}.log",
         )
         processes.append(agent)
+    deadline = time.monotonic() + config.ppo_minutes * 60 if config.ppo_minutes else None
     with tqdm(total=config.ppo_updates, desc="PPO updates", unit="update", dynamic_ncols=True) as bar:
         while trainer.poll() is None:
+            if deadline is not None and time.monotonic() > deadline:
+                print(f"\n   --ppo-minutes {config.ppo_minutes} reached: stopping the trainer", flush=True)
+                trainer.send_signal(signal.SIGTERM)  # it checkpoints and exits cleanly
+                deadline = None
             rows = read_metrics(run_dir)
             if len(rows) > bar.n:
                 bar.update(len(rows) - bar.n)
@@ -393,6 +429,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     from visact.configcli import parse_config
 
     config = parse_config(DemoConfig, argv, prog="visact demo", description=__doc__.splitlines()[0])
+    # SIGTERM unwinds like Ctrl-C, so the stages' processes are stopped too
+    signal.signal(signal.SIGTERM, lambda signum, _frame: sys.exit(128 + signum))
     summary = run_demo(config)
     print("\n== result")
     print(

@@ -67,3 +67,52 @@ def learning_curve(
     figure.savefig(out)
     plt.close(figure)
     return out
+
+
+def trailing_curve(rows: Sequence[Mapping[str, float]], window: int) -> tuple[list[float], list[float]]:
+    """(environment steps, training success over about the last ``window`` episodes) per update."""
+    from trainer.metrics import trailing_success
+
+    steps, success, total = [], [], 0.0
+    for index, row in enumerate(rows):
+        total += row.get("charts/steps", 0.0)
+        value = trailing_success(rows[: index + 1], window)
+        if value is not None:
+            steps.append(total)
+            success.append(value)
+    return steps, success
+
+
+def compare_curves(
+    series: Mapping[str, Sequence[Mapping[str, float]]],
+    out: Path,
+    *,
+    title: str,
+    levels: Mapping[str, float] | None = None,
+    window: int = 200,
+) -> Path:
+    """Training success (mean over the last ``window`` episodes) of several runs against env
+    steps, with reference levels (e.g. held-out success of SFT alone, of a random policy)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axis = plt.subplots(figsize=(7, 4.2), dpi=120)
+    for label, rows in series.items():
+        x, y = trailing_curve(rows, window)
+        axis.plot(x, y, lw=2, label=label)
+    styles = iter(("--", ":", "-.", (0, (5, 1))))
+    for label, value in (levels or {}).items():
+        axis.axhline(value, color="grey", lw=1.2, ls=next(styles, "--"), label=f"{label}: {value:.0%}")
+    axis.set_ylim(0, 1.02)
+    axis.set_xlabel("environment steps")
+    axis.set_ylabel(f"training success, last {window} episodes")
+    axis.set_title(title)
+    axis.grid(alpha=0.3)
+    axis.legend(loc="lower right", fontsize=8)
+    figure.tight_layout()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(out)
+    plt.close(figure)
+    return out

@@ -1,0 +1,65 @@
+"""The SFT loss weights: which answer tokens count as image-dependent; and the running success."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from agent.prompts import format_target
+from trainer.metrics import trailing_success
+from trainer.sft import SFTConfig, informative_words, thought_spans, token_weights, value_spans
+
+THOUGHTS = [
+    "The current number 2 is less than the target 4, so I should increase it.",
+    "The current number 5 is greater than the target 1, so I should decrease it.",
+    "The current number 0 is less than the target 3, so I should increase it.",
+]
+
+
+def target(thoughts: str) -> str:
+    return format_target({"current number": "2", "target number": "4"}, thoughts, "+")
+
+
+def test_informative_words_are_those_not_in_every_thought() -> None:
+    words = informative_words(THOUGHTS, below=0.9)
+    assert words == {"0", "1", "2", "3", "4", "5", "less", "greater", "increase", "decrease"}
+    assert informative_words(THOUGHTS, below=0.0) == frozenset()
+    assert informative_words(["", ""], below=0.9) == frozenset()
+
+
+def test_thought_spans_cover_only_informative_words_inside_the_thoughts() -> None:
+    answer = target(THOUGHTS[0])
+    spans = thought_spans(answer, frozenset({"2", "less", "increase"}))
+    assert [answer[s:e] for s, e in spans] == ["2", "less", "increase"]
+    thoughts_start = answer.index('"thoughts"')
+    assert all(s > thoughts_start for s, _ in spans)  # the "2" of "current number" is not a thought
+
+
+def test_value_spans_and_token_weights() -> None:
+    answer = target(THOUGHTS[0])
+    spans = value_spans(answer, ["current number", "target number", "action"])
+    assert [answer[s:e] for s, e in spans] == ["2", "4", "+"]
+    offsets = [(0, 1), (answer.index("2"), answer.index("2") + 1), (1, 2)]
+    assert token_weights(offsets, spans, 10.0) == [1.0, 10.0, 1.0]
+    assert json.loads(answer)["action"] == "+"
+
+
+def test_config_rejects_bad_fractions() -> None:
+    with pytest.raises(ValueError, match="common-words"):
+        SFTConfig(common_words=1.5)
+    with pytest.raises(ValueError, match="vision-lr-scale"):
+        SFTConfig(vision_lr_scale=-1)
+
+
+def test_trailing_success_weights_whole_updates_by_their_episodes() -> None:
+    rows = [
+        {"charts/episodes": 100.0, "charts/success_rate": 0.0},
+        {"charts/episodes": 150.0, "charts/success_rate": 0.5},
+        {"charts/episodes": 50.0, "charts/success_rate": 1.0},
+    ]
+    # the last two updates hold 200 episodes: (75 + 50) / 200
+    assert trailing_success(rows, 200) == pytest.approx(0.625)
+    assert trailing_success(rows, 50) == pytest.approx(1.0)
+    assert trailing_success(rows, 1000) == pytest.approx(125 / 300)
+    assert trailing_success([], 200) is None
