@@ -6,7 +6,9 @@ import io
 import os
 import struct
 import threading
+import weakref
 import zlib
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar, cast
@@ -225,3 +227,59 @@ def _image_pool() -> ThreadPoolExecutor | None:
         if _pool is None:
             _pool = ThreadPoolExecutor(max_workers=IMAGE_THREADS, thread_name_prefix="png")
         return _pool
+
+
+class PngCache:
+    """PNG files of frames an environment shows again, so that each is compressed once.
+
+    An entry belongs to one ndarray *object* and is used only for that very object while it is
+    alive, read-only and owns its memory (no writable base it could change through): what an
+    environment hands out when it keeps its drawn frames frozen, as every built-in game does
+    (``env_server.render.frame_cache``). Any other frame is encoded every time, so a frame that
+    may change can never get stale bytes. Thread-safe; least recently used entries go first.
+    """
+
+    def __init__(self, size: int = 1024) -> None:
+        self.size = size
+        self._entries: OrderedDict[int, tuple[weakref.ref[np.ndarray], bytes]] = OrderedDict()
+        self._lock = threading.RLock()  # the weakref callback may run under it (a collection)
+        self.hits = self.misses = 0
+
+    @staticmethod
+    def cacheable(frame: np.ndarray) -> bool:
+        """Whether ``frame`` cannot change: read-only and owning its memory."""
+        return not frame.flags.writeable and frame.base is None
+
+    def get(self, frame: np.ndarray) -> bytes | None:
+        """The PNG of ``frame`` if this very object was encoded before, else None."""
+        if not self.size or not self.cacheable(frame):
+            return None
+        with self._lock:
+            entry = self._entries.get(id(frame))
+            if entry is not None and entry[0]() is frame:
+                self._entries.move_to_end(id(frame))
+                self.hits += 1
+                return entry[1]
+            self.misses += 1
+            return None
+
+    def put(self, frame: np.ndarray, data: bytes) -> None:
+        """Remember ``data`` as the PNG of ``frame`` (only if the frame cannot change)."""
+        if not self.size or not self.cacheable(frame):
+            return
+        key = id(frame)
+        with self._lock:
+            self._entries[key] = (weakref.ref(frame, lambda _ref: self._forget(key, _ref)), data)
+            self._entries.move_to_end(key)
+            while len(self._entries) > self.size:
+                self._entries.popitem(last=False)
+
+    def _forget(self, key: int, ref: weakref.ref[np.ndarray]) -> None:
+        """The frame was freed: drop its entry (its id may be reused by another array)."""
+        with self._lock:
+            entry = self._entries.get(key)
+            if entry is not None and entry[0] is ref:
+                del self._entries[key]
+
+    def __len__(self) -> int:
+        return len(self._entries)

@@ -189,16 +189,21 @@ def frozen_array(image: Image.Image) -> np.ndarray:
 
 
 def frame_cache(maxsize: int) -> Callable[[Callable[[StateT], np.ndarray]], Callable[[StateT], np.ndarray]]:
-    """Decorate ``draw(state) -> array`` so each state is drawn once; callers get a writable copy.
+    """Decorate ``draw(state) -> array`` so each state is drawn once.
 
-    ``draw`` should return :func:`frozen_array` so that the cached frame cannot be altered.
+    ``draw`` must return :func:`frozen_array`: callers get the cached frame itself, read-only
+    (copy it to draw on it). Being the same frozen object every time is what lets the server
+    send a state's PNG again without compressing it again (``images.PngCache``).
     """
 
     def decorate(draw: Callable[[StateT], np.ndarray]) -> Callable[[StateT], np.ndarray]:
         cached = lru_cache(maxsize=maxsize)(draw)
 
         def frame(state: StateT) -> np.ndarray:
-            return cached(state).copy()
+            array = cached(state)
+            if array.flags.writeable:
+                raise TypeError(f"{draw.__name__} must return a read-only array (render.frozen_array)")
+            return array
 
         frame.__doc__ = draw.__doc__
         return frame

@@ -56,6 +56,12 @@ class ServerConfig:
     max_batch_items: int = field(
         default=0, metadata={"help": "items allowed in one BatchStep (0: as many as fit --max-message-mb)"}
     )
+    png_cache: int = field(
+        default=1024,
+        metadata={
+            "help": "PNGs of frozen (read-only) frames kept to send again without re-encoding (0: off)"
+        },
+    )
     workers: int = field(default=16, metadata={"help": "threads serving calls"})
     grace: float = field(default=10.0, metadata={"help": "seconds running calls get on shutdown"})
     keepalive_seconds: float = field(
@@ -130,6 +136,7 @@ def start_server(config: ServerConfig, env_factory: Callable[[], Env] | None = N
         idle_timeout=config.idle_timeout,
         max_message_bytes=config.max_message_bytes,
         max_batch_items=config.max_batch_items,
+        png_cache_entries=config.png_cache,
     )
     servicer = EnvironmentServicer(factory, limits)
     keepalive_ms = int(config.keepalive_seconds * 1000)

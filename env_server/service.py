@@ -48,6 +48,7 @@ class ServiceLimits:
     idle_timeout: float = 300.0
     max_message_bytes: int = 128 * 1024 * 1024
     max_batch_items: int = 0  # 0: as many raw-image results as fit max_message_bytes
+    png_cache_entries: int = 1024  # PNGs of frozen frames kept to be sent again (0: off)
 
 
 class EnvironmentServicer(pb_grpc.EnvironmentServicer):
@@ -70,6 +71,7 @@ class EnvironmentServicer(pb_grpc.EnvironmentServicer):
         self.spec.max_message_bytes = limits.max_message_bytes
         self.spec.max_batch_items = limits.max_batch_items
         self._encodings = set(self.spec.image_encodings)
+        self._pngs = images.PngCache(limits.png_cache_entries)
         self._batch = threading.local()  # the BatchStep this thread is serving, if any
         self._has_expert = "expert" in self.spec.capabilities
 
@@ -243,10 +245,8 @@ class EnvironmentServicer(pb_grpc.EnvironmentServicer):
     def _observe(self, session: Session, out: pb.Observation) -> None:
         env = session.env
         frame = env.render()
-        pending = getattr(self._batch, "pending", None)
-        if pending is not None and session.image_encoding == images.PNG:
-            images.describe_into(frame, images.PNG, out.image)  # the bytes come in _encode_pending
-            pending.append((self._batch.result, out.image, images.png_later(frame)))
+        if session.image_encoding == images.PNG:
+            self._observe_png(frame, out.image)
         else:
             images.encode_into(frame, session.image_encoding, out.image)
         out.task = env.task_text()
@@ -255,6 +255,27 @@ class EnvironmentServicer(pb_grpc.EnvironmentServicer):
             move = env.expert() if session.state is EpisodeState.RUNNING else None
             if move is not None:
                 out.expert.CopyFrom(_expert_message(move))
+
+    def _observe_png(self, frame: np.ndarray, out: pb.Image) -> None:
+        """``frame`` as PNG into ``out``: from the cache when this frozen frame was encoded before,
+        later (``_encode_pending``) inside a BatchStep, else now."""
+        images.describe_into(frame, images.PNG, out)
+        cached = self._pngs.get(frame)
+        if cached is not None:
+            out.data = cached
+            return
+        encode = images.png_later(frame)
+
+        def encode_and_keep() -> bytes:
+            data = encode()
+            self._pngs.put(frame, data)
+            return data
+
+        pending = getattr(self._batch, "pending", None)
+        if pending is not None:
+            pending.append((self._batch.result, out, encode_and_keep))
+        else:
+            out.data = encode_and_keep()
 
     def _reset_options(self, options: struct_pb2.Struct) -> dict[str, Any]:
         try:

@@ -66,6 +66,7 @@ VERSIONS_OF = (
 SYSTEMS = {  # label -> how it is shown
     "inprocess": "in-process",
     "visact": "visact",
+    "visact_nocache": "visact, PNG cache off",
     "dm_env_rpc": "dm_env_rpc",
     "openenv": "OpenEnv",
     "openenv_nodeflate": "OpenEnv, no deflate",
@@ -76,6 +77,8 @@ HOW = {  # (system, mode) -> what the client does
     ("visact", "in_turn"): "EnvClient.step, sessions in turn",
     ("visact", "batch"): "EnvClient.batch: one unary BatchStep per round",
     ("visact", "batch_stream"): "EnvClient.batch: one BatchStepStream message per round",
+    ("visact_nocache", ""): "EnvClient.step; env-server --png-cache 0: every frame compressed",
+    ("visact_nocache", "batch"): "EnvClient.batch (unary BatchStep); --png-cache 0",
     ("dm_env_rpc", ""): "DmEnvAdaptor.step (dm_env)",
     ("dm_env_rpc", "in_turn"): "DmEnvAdaptor.step, sessions in turn",
     ("dm_env_rpc", "pipelined"): "N streams: write N StepRequests, then read N answers",
@@ -92,6 +95,8 @@ SHORT = {  # (system, mode) -> the plot's label
     ("visact", "in_turn"): "visact Step, in turn",
     ("visact", "batch"): "visact BatchStep",
     ("visact", "batch_stream"): "visact BatchStepStream",
+    ("visact_nocache", ""): "visact Step, no PNG cache",
+    ("visact_nocache", "batch"): "visact BatchStep, no PNG cache",
     ("dm_env_rpc", ""): "dm_env_rpc",
     ("dm_env_rpc", "in_turn"): "dm_env_rpc, in turn",
     ("dm_env_rpc", "pipelined"): "dm_env_rpc pipelined",
@@ -401,6 +406,7 @@ def plot(summary: dict[str, Any], path: Path) -> None:
     colors = {
         "in-process": "#999999",
         "visact": "#1f77b4",
+        "visact, PNG cache off": "#aec7e8",
         "dm_env_rpc": "#2ca02c",
         "OpenEnv": "#d62728",
         "OpenEnv, no deflate": "#ff9896",
@@ -593,6 +599,24 @@ def main() -> None:
                     f"127.0.0.1:{port}",
                     "--sessions",
                     n,
+                ],
+            )
+        if "visact_nocache" in only:  # the same, every PNG compressed afresh (as the peers do)
+            server = [sys.executable, "-m", "env_server.server", "--env", "numberline", "--host", "127.0.0.1"]
+            port = processes.server(
+                "visact_nocache", [*server, "--port", "0", "--log-level", "WARNING", "--png-cache", "0"]
+            )
+            workers["visact_nocache"] = processes.worker(
+                "visact_nocache",
+                [
+                    sys.executable,
+                    str(HERE / "visact_worker.py"),
+                    "--address",
+                    f"127.0.0.1:{port}",
+                    "--sessions",
+                    n,
+                    "--label",
+                    "visact_nocache",
                 ],
             )
         if "dm_env_rpc" in only:

@@ -75,6 +75,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--address", required=True)
     parser.add_argument("--sessions", type=int, default=16)
+    parser.add_argument(
+        "--label",
+        default="visact",
+        help="visact_nocache: only the PNG configurations Step and BatchStep (a server run with --png-cache 0)",
+    )
     args = parser.parse_args()
     n = args.sessions
 
@@ -82,7 +87,10 @@ def main() -> None:
     unary = EnvClient(args.address, stream=False)  # batches as unary BatchStep calls
     stream.wait_ready()
     configs: dict[str, harness.Runner] = {}
-    for encoding in ("raw", "png"):
+    if args.label != "visact":
+        configs[f"{args.label}_1_png"] = harness.one_session(VisactSession(unary, "png", 0))
+        configs[f"{args.label}_{n}_png_batch"] = batched(unary, "png", n)
+    for encoding in ("raw", "png") if args.label == "visact" else ():
         configs[f"visact_1_{encoding}"] = harness.one_session(VisactSession(unary, encoding, 0))
         configs[f"visact_{n}_{encoding}_in_turn"] = harness.sessions_in_turn(
             [VisactSession(unary, encoding, 1000 * i) for i in range(n)]

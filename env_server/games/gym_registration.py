@@ -82,13 +82,14 @@ class GymEnv(gymnasium.Env[dict[str, Any], Any]):
         )
 
     def render(self) -> np.ndarray | None:
-        return self.game.render() if self.render_mode == "rgb_array" else None
+        return self.game.render().copy() if self.render_mode == "rgb_array" else None
 
     def close(self) -> None:
         self.game.close()
 
     def _observation(self) -> dict[str, Any]:
-        return {"image": self.game.render(), "task": self.game.task_text()}
+        # a copy: Gymnasium users own (and may write into) the observations they get
+        return {"image": self.game.render().copy(), "task": self.game.task_text()}
 
     def _info(self, step_info: dict[str, Any], with_expert: bool = True) -> dict[str, Any]:
         info = dict(step_info)

@@ -102,3 +102,74 @@ def test_a_png_batch_gives_the_images_one_by_one_calls_give() -> None:
         assert got.encoding == images.PNG and (got.height, got.width) == (300, 300)
         assert got.data == want.observation.image.data
         assert np.array_equal(decoded[i], images.decode(want.observation.image))
+
+
+def _frozen(value: int) -> np.ndarray:
+    frame = np.full((4, 5, 3), value, dtype=np.uint8)
+    frame.setflags(write=False)
+    return frame
+
+
+def test_png_cache_answers_only_for_the_same_frozen_object() -> None:
+    cache = images.PngCache(size=2)
+    frame = _frozen(7)
+    assert cache.get(frame) is None
+    cache.put(frame, b"png-7")
+    assert cache.get(frame) == b"png-7"
+    assert cache.get(_frozen(7)) is None  # equal pixels, another object: not trusted
+
+    writable = np.zeros((4, 5, 3), dtype=np.uint8)
+    cache.put(writable, b"never")
+    assert cache.get(writable) is None  # it could change: always encoded afresh
+    view = _frozen(1)[1:]  # read-only, but a view of another array's memory
+    cache.put(view, b"never")
+    assert cache.get(view) is None
+
+    a, b = _frozen(1), _frozen(2)
+    cache.put(a, b"a")
+    cache.put(b, b"b")
+    assert cache.get(frame) is None and len(cache) == 2  # least recently used went first
+    del a  # a freed frame takes its entry with it (its id may come back as another array's)
+    assert len(cache) == 1 and cache.get(b) == b"b"
+
+
+@pytest.mark.parametrize("batched", [False, True])
+def test_the_server_compresses_a_frozen_frame_once_and_sends_the_same_bytes(batched: bool) -> None:
+    servicer = EnvironmentServicer(lambda: games.make("numberline"))
+    sid = servicer.create_session(pb.CreateSessionRequest(image_encoding=images.PNG)).session_id
+
+    def reset() -> pb.Image:
+        request = pb.ResetRequest(session_id=sid, seed=5)
+        if batched:
+            results = servicer.batch_step(pb.BatchStepRequest(items=[pb.BatchItem(reset=request)])).results
+            return results[0].reset.observation.image
+        return servicer.reset(request, pb.ResetResponse()).observation.image
+
+    first, again = reset(), reset()
+    assert servicer._pngs.misses == 1 and servicer._pngs.hits == 1
+    assert again.data == first.data and again.height == first.height == 300
+    env = games.make("numberline")
+    env.reset(seed=5)
+    assert np.array_equal(images.decode(again), env.render())
+
+
+def test_frames_that_may_change_are_encoded_every_time() -> None:
+    class Counter(games.make("numberline").__class__):  # type: ignore[misc]
+        shade = 0
+
+        def render(self) -> np.ndarray:
+            Counter.shade += 1
+            return np.full((300, 300, 3), Counter.shade, dtype=np.uint8)  # writable, new each time
+
+    servicer = EnvironmentServicer(Counter)
+    sid = servicer.create_session(pb.CreateSessionRequest(image_encoding=images.PNG)).session_id
+    shades = [
+        int(
+            images.decode(
+                servicer.reset(pb.ResetRequest(session_id=sid, seed=1), pb.ResetResponse()).observation.image
+            )[0, 0, 0]
+        )
+        for _ in range(3)
+    ]
+    assert shades == sorted(set(shades)) and len(shades) == 3
+    assert servicer._pngs.hits == 0 and len(servicer._pngs) == 0
