@@ -83,7 +83,12 @@ class Env(abc.ABC):
 
     @abc.abstractmethod
     def render(self) -> np.ndarray:
-        """The current state as an (H, W, 3) uint8 RGB array."""
+        """The current state as an (H, W, 3) uint8 RGB array.
+
+        Either a new array each call, or an array of your own cache made read-only
+        (``array.setflags(write=False)``) that you never change: the server then compresses
+        each such frame to PNG once and sends the same bytes again (``env-server --png-cache``).
+        """
 
     @abc.abstractmethod
     def task_text(self) -> str:
