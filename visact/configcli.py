@@ -1,6 +1,6 @@
 """Derive a command line from a dataclass config: one config per process, the CLI follows it.
 
-Each field becomes ``--field-name``; its help text is ``field(metadata={"help": ...})``;
+Each field becomes ``--field-name`` (plus ``metadata={"short": "-o"}`` when given); its help text is ``field(metadata={"help": ...})``;
 bools become ``--flag/--no-flag``; ``list[...]`` fields may be repeated; fields typed
 ``X | None`` default to None. Validation lives in the dataclass's ``__post_init__``,
 whose ValueError is reported as a usage error. Stdlib only (the env side uses it).
@@ -38,7 +38,9 @@ def add_dataclass_arguments(parser: argparse.ArgumentParser, config_cls: type) -
         if not f.init or f.metadata.get("cli") is False:
             continue
         tp, _ = _unwrap_optional(hints[f.name])
-        flag = "--" + f.name.replace("_", "-")
+        flags = ["--" + f.name.replace("_", "-")]
+        if short := f.metadata.get("short"):  # e.g. "-o"
+            flags.append(short)
         help_text = f.metadata.get("help", "")
         default = f.default if f.default is not dataclasses.MISSING else None
         if f.default_factory is not dataclasses.MISSING:
@@ -47,12 +49,12 @@ def add_dataclass_arguments(parser: argparse.ArgumentParser, config_cls: type) -
         if choices := f.metadata.get("choices"):
             kwargs["choices"] = choices
         if tp is bool:
-            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=default, **kwargs)
+            parser.add_argument(*flags, action=argparse.BooleanOptionalAction, default=default, **kwargs)
         elif typing.get_origin(tp) in (list, tuple):
             (item,) = typing.get_args(tp)[:1]
-            parser.add_argument(flag, action="append", type=_SCALARS.get(item, str), default=None, **kwargs)
+            parser.add_argument(*flags, action="append", type=_SCALARS.get(item, str), default=None, **kwargs)
         elif tp in _SCALARS:
-            parser.add_argument(flag, type=_SCALARS[tp], default=default, **kwargs)
+            parser.add_argument(*flags, type=_SCALARS[tp], default=default, **kwargs)
         else:
             raise TypeError(f"configcli: field {f.name!r} has unsupported type {tp!r}")
 

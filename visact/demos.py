@@ -48,7 +48,9 @@ class DemosConfig:
     env: str = field(default="numberline", metadata={"help": "built-in game to serve in process"})
     server: str | None = field(default=None, metadata={"help": "use this env server instead of --env"})
     episodes: int = field(default=500, metadata={"help": "expert episodes to record"})
-    out: Path = field(default=Path("demos/demos.jsonl"), metadata={"help": "the JSONL file to write"})
+    out: Path = field(
+        default=Path("demos/demos.jsonl"), metadata={"help": "the JSONL file to write", "short": "-o"}
+    )
     cot: bool = field(
         default=True, metadata={"help": "targets with chain of thought (--no-cot: action only)"}
     )
