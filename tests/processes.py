@@ -101,3 +101,57 @@ def wait_for(
         if time.monotonic() > deadline:
             raise AssertionError(message() if callable(message) else message)
         time.sleep(0.2)
+
+
+#: `trainer serve` flags for tests: the tiny VLM, tiny updates, a checkpoint every update
+TRAINER_ARGS = [
+    "--host",
+    "127.0.0.1",
+    "--steps-per-update",
+    "12",
+    "--minibatch-size",
+    "6",
+    "--micro-batch-size",
+    "6",
+    "--ppo-epochs",
+    "1",
+    "--lr",
+    "1e-3",
+    "--max-grad-norm",
+    "1.0",
+    "--max-new-tokens",
+    "24",
+    "--temperature",
+    "1.0",
+    "--lora-r",
+    "4",
+    "--lora-alpha",
+    "8",
+    "--checkpoint-every",
+    "1",
+    "--threads",
+    "1",
+]
+
+
+def start_env(workdir: Path, name: str, port: int = 0, *extra: str) -> Process:
+    """A NumberLine `env-server` on loopback (port 0: a free one), text logs, 1 s grace."""
+    ready = workdir / f"{name}.port"
+    ready.unlink(missing_ok=True)
+    argv = [
+        *command("env-server"),
+        "--env",
+        "numberline",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--ready-file",
+        str(ready),
+        "--log-format",
+        "text",
+        "--grace",
+        "1",
+        *extra,
+    ]
+    return start(name, argv, workdir, ready_file=ready)

@@ -8,28 +8,13 @@ from pathlib import Path
 
 import pytest
 
-from tests.processes import command, start
+from tests.processes import command, start, start_env
 
 pytestmark = pytest.mark.slow
 
 
 def test_two_learner_processes_share_each_batch(tmp_path: Path) -> None:
-    env = start(
-        "env",
-        [
-            *command("env-server"),
-            "--env",
-            "numberline",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            "0",
-            "--ready-file",
-            str(tmp_path / "env.port"),
-        ],
-        tmp_path,
-        ready_file=tmp_path / "env.port",
-    )
+    env = start_env(tmp_path, "env")
     run = tmp_path / "run"
     trainer = start(
         "trainer",

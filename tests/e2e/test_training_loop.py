@@ -13,40 +13,12 @@ from pathlib import Path
 import pytest
 from safetensors.torch import load as load_safetensors
 
-from tests.processes import Process, command, start, wait_for
+from tests.processes import TRAINER_ARGS as FAST_TRAINER_ARGS
+from tests.processes import Process, command, start, start_env, wait_for
 
 pytestmark = pytest.mark.slow
 
-TRAINER_ARGS = [
-    "--host",
-    "127.0.0.1",
-    "--steps-per-update",
-    "12",
-    "--minibatch-size",
-    "6",
-    "--micro-batch-size",
-    "6",
-    "--ppo-epochs",
-    "1",
-    "--lr",
-    "1e-3",
-    "--max-grad-norm",
-    "1.0",
-    "--max-new-tokens",
-    "24",
-    "--temperature",
-    "1.0",
-    "--lora-r",
-    "4",
-    "--lora-alpha",
-    "8",
-    "--checkpoint-every",
-    "1",
-    "--threads",
-    "1",
-    "--agent-timeout",
-    "120",
-]
+TRAINER_ARGS = [*FAST_TRAINER_ARGS, "--agent-timeout", "120"]
 
 
 def metrics(run: Path) -> list[dict[str, float]]:
@@ -68,24 +40,7 @@ def adapter_tensors(run: Path, version: int) -> dict:
 
 def test_two_agents_train_with_a_trainer_that_is_killed_and_resumed(tmp_path: Path) -> None:
     run = tmp_path / "run"
-    env = start(
-        "env",
-        [
-            *command("env-server"),
-            "--env",
-            "numberline",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            "0",
-            "--ready-file",
-            str(tmp_path / "env.port"),
-            "--log-format",
-            "text",
-        ],
-        tmp_path,
-        ready_file=tmp_path / "env.port",
-    )
+    env = start_env(tmp_path, "env")
     trainer = start(
         "trainer",
         [

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.processes import Process
+from tests.processes import Process, start_env
 from tests.reliability.cluster import (
     agent_ids,
     agent_info,
@@ -24,7 +24,6 @@ from tests.reliability.cluster import (
     latest_checkpoint_state,
     metrics,
     start_agent,
-    start_env,
     start_trainer,
     status,
     wait_until,
