@@ -56,9 +56,16 @@ def learning_curve(
                 lw=1.5,
                 label=f"{label}: {evaluation['success_rate']:.0%}",
             )
+    return _finish(figure, axis, out, title=title, ylabel="rate")
+
+
+def _finish(figure: Any, axis: Any, out: Path, *, title: str, ylabel: str) -> Path:
+    """Axes labelled 0..1 against environment steps, legend, saved to ``out`` and closed."""
+    import matplotlib.pyplot as plt
+
     axis.set_ylim(0, 1.02)
     axis.set_xlabel("environment steps")
-    axis.set_ylabel("rate")
+    axis.set_ylabel(ylabel)
     axis.set_title(title)
     axis.grid(alpha=0.3)
     axis.legend(loc="lower right", fontsize=8)
@@ -105,14 +112,4 @@ def compare_curves(
     styles = iter(("--", ":", "-.", (0, (5, 1))))
     for label, value in (levels or {}).items():
         axis.axhline(value, color="grey", lw=1.2, ls=next(styles, "--"), label=f"{label}: {value:.0%}")
-    axis.set_ylim(0, 1.02)
-    axis.set_xlabel("environment steps")
-    axis.set_ylabel(f"training success, last {window} episodes")
-    axis.set_title(title)
-    axis.grid(alpha=0.3)
-    axis.legend(loc="lower right", fontsize=8)
-    figure.tight_layout()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(out)
-    plt.close(figure)
-    return out
+    return _finish(figure, axis, out, title=title, ylabel=f"training success, last {window} episodes")
