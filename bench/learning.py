@@ -57,10 +57,8 @@ class Plan:
 
 PLANS: dict[str, Plan] = {
     "numberline": Plan({}, 89.4, 26.9, 24.8, goal=95.0),
-    # 120 SFT steps leave EZPoints' longer answers unfinished (10% valid, answers run to the
-    # token limit): it gets 400 steps. PPO at lr 3e-4 was unstable on its ~70-token answers
-    # (approx KL 0.1-0.5 per update, the valid-answer rate fell from 95% to ~60%): 1e-4.
-    "ezpoints": Plan({"sft_steps": 400, "ppo_lr": 1e-4}, 50.0, 29.9, 23.0, goal=50.0),
+    # EZPoints gets its own SFT steps, PPO lr and format penalty from visact.demo.GAME_SETTINGS
+    "ezpoints": Plan({}, 50.0, 29.9, 23.0, goal=50.0),
     "blackjack": Plan({}, 40.2, 40.4, 23.1, goal=40.2, running_window=1000),
     "points24": Plan({}, 2.3, 0.0, 2.6),
 }

@@ -21,11 +21,33 @@ import subprocess
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 BIN = Path(sys.executable).parent
+
+
+#: Settings every game starts from, and each game's own, found with bench/learning.py
+#: (docs/results.md, docs/learning-notes.md). EZPoints answers are longer (~70 tokens: more SFT)
+#: and a win pays +10: a format penalty of 1 let PPO learn broken answers, which play a random
+#: move that keeps the episode alive.
+BASE_SETTINGS: dict[str, float] = {"sft_steps": 120, "ppo_lr": 3e-4, "format_penalty": 1.0}
+GAME_SETTINGS: dict[str, dict[str, float]] = {
+    "ezpoints": {"sft_steps": 400, "ppo_lr": 1e-4, "format_penalty": 10.0},
+    "points24": {"sft_steps": 400, "ppo_lr": 1e-4, "format_penalty": 10.0},
+}
+
+
+def with_game_settings(config: DemoConfig) -> DemoConfig:
+    """``config`` with every setting left unset (None) taken from the game's, else the base."""
+    chosen = {**BASE_SETTINGS, **GAME_SETTINGS.get(config.env, {})}
+    return replace(
+        config,
+        sft_steps=int(chosen["sft_steps"]) if config.sft_steps is None else config.sft_steps,
+        ppo_lr=chosen["ppo_lr"] if config.ppo_lr is None else config.ppo_lr,
+        format_penalty=chosen["format_penalty"] if config.format_penalty is None else config.format_penalty,
+    )
 
 
 @dataclass
@@ -36,20 +58,27 @@ class DemoConfig:
     workdir: Path = field(default=Path("runs/demo"), metadata={"help": "where everything is written"})
     model: str = field(default="tiny", metadata={"help": "base VLM (Hugging Face name or path, or 'tiny')"})
     demo_episodes: int = field(default=400, metadata={"help": "expert episodes for SFT"})
-    sft_steps: int = field(
-        default=120, metadata={"help": "SFT optimizer steps (short on purpose: a weak start for PPO)"}
+    sft_steps: int | None = field(
+        default=None,
+        metadata={
+            "help": "SFT optimizer steps, short on purpose: a weak start for PPO (none: the game's, GAME_SETTINGS)"
+        },
     )
     sft_lr: float = field(default=2e-3, metadata={"help": "SFT learning rate"})
     sft_vision_warmup_steps: int = field(default=200, metadata={"help": "SFT vision warm-up steps"})
     ppo_updates: int = field(default=30, metadata={"help": "PPO updates"})
     steps_per_update: int = field(default=128, metadata={"help": "env steps per PPO update"})
     ppo_epochs: int = field(default=2, metadata={"help": "PPO epochs per update"})
-    ppo_lr: float = field(default=3e-4, metadata={"help": "PPO learning rate"})
+    ppo_lr: float | None = field(default=None, metadata={"help": "PPO learning rate (none: the game's)"})
     lora_r: int = field(default=16, metadata={"help": "PPO LoRA rank"})
     lambda_cot: float = field(default=0.5, metadata={"help": "weight of the CoT tokens' log-prob"})
     temperature: float = field(default=0.7, metadata={"help": "sampling temperature during PPO"})
-    format_penalty: float = field(
-        default=1.0, metadata={"help": "reward subtracted for an answer that names no legal action"}
+    format_penalty: float | None = field(
+        default=None,
+        metadata={
+            "help": "reward subtracted for an answer that names no legal action; about the game's "
+            "largest reward, or PPO learns to write broken answers (none: the game's)"
+        },
     )
     value_lr_scale: float = field(default=1.0, metadata={"help": "value head learning rate / --ppo-lr"})
     ppo_minutes: float = field(
@@ -199,6 +228,7 @@ def stop_processes(processes: Sequence[subprocess.Popen[bytes]], grace: float = 
 
 
 def run_demo(config: DemoConfig) -> dict[str, Any]:
+    config = with_game_settings(config)
     work = config.workdir.resolve()
     if work.exists() and not config.keep:
         shutil.rmtree(work)
@@ -312,6 +342,8 @@ def ppo(
 ) -> Path:
     """Run trainer serve + agents to --ppo-updates with a progress bar; returns the final adapter."""
     from tqdm import tqdm
+
+    assert config.ppo_lr is not None, "with_game_settings fills it in"
 
     from trainer.metrics import read_metrics
 

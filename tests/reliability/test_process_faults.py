@@ -7,7 +7,6 @@ their logs, the trainer's status.json (agents, versions, counters), metrics and 
 
 from __future__ import annotations
 
-import re
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -94,7 +93,9 @@ def test_env_server_killed_mid_episode_agent_carries_on_and_picks_the_restarted_
     assert agent.alive() and trainer.alive()
     lost = [line for line in agent.text().splitlines() if "episode lost" in line]
     assert lost and all(f"127.0.0.1:{port_a}/" in line for line in lost), lost  # only env A's episodes
-    assert any(int(re.search(r"steps=(\d+)", line)[1]) > 0 for line in lost), lost  # mid-episode
+    # (how far the lost episodes had got depends on when the kill fell: sessions reset together
+    # after a round where all episodes ended can be lost at steps=0; the exact in-process test,
+    # test_rollout_faults.py, kills mid-episode on purpose)
 
 
 def test_agent_killed_mid_rollout_trainer_frees_its_slot_and_trains_on_with_the_other(
