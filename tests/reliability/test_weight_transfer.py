@@ -76,16 +76,21 @@ def link(trainer: FakeTrainer) -> Iterator[TrainerLink]:
     link.close()
 
 
+def running_version_1(trainer: FakeTrainer, link: TrainerLink) -> dict:
+    """Publish version 1, start the link and wait until it runs it; returns its LoRA tensors."""
+    trainer.publish(1)
+    link.start()
+    link.wait_for_first_weights(timeout=60)
+    assert link.policy.version == 1
+    return lora_state(link.policy.loaded)
+
+
 def test_corrupted_or_broken_transfers_are_refused_and_the_agent_keeps_its_version(
     trainer: FakeTrainer, link: TrainerLink, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.INFO, logger="agent.trainer_link")
     policy = link.policy
-    trainer.publish(1)
-    link.start()
-    link.wait_for_first_weights(timeout=60)
-    assert policy.version == 1
-    running = lora_state(policy.loaded)
+    running = running_version_1(trainer, link)
     assert same(running, version_tensors(trainer, 1))
 
     # version 2: flipped byte, cut short, a stream that breaks, and only then the real bytes,
@@ -122,10 +127,7 @@ def test_a_pickle_payload_with_a_matching_hash_is_refused_without_being_unpickle
     trainer: FakeTrainer, link: TrainerLink, tmp_path: Path
 ) -> None:
     policy = link.policy
-    trainer.publish(1)
-    link.start()
-    link.wait_for_first_weights(timeout=60)
-    before = lora_state(policy.loaded)
+    before = running_version_1(trainer, link)
 
     marker = tmp_path / "unpickled"
     trainer.publish(2, pickle.dumps(_Trap(marker)))  # announced with the payload's own sha256
@@ -145,10 +147,7 @@ def test_an_adapter_that_does_not_fit_is_refused_whole_and_the_next_one_applies(
     trainer: FakeTrainer, link: TrainerLink
 ) -> None:
     policy = link.policy
-    trainer.publish(1)
-    link.start()
-    link.wait_for_first_weights(timeout=60)
-    before = lora_state(policy.loaded)
+    before = running_version_1(trainer, link)
 
     # a real safetensors adapter with the right hash, but one tensor of another shape
     tensors = version_tensors(trainer, 2)
