@@ -65,6 +65,7 @@ VERSIONS_OF = (
 
 SYSTEMS = {  # label -> how it is shown
     "inprocess": "in-process",
+    "floor": "floor: round trip only",
     "visact": "visact",
     "visact_nocache": "visact, PNG cache off",
     "dm_env_rpc": "dm_env_rpc",
@@ -73,6 +74,10 @@ SYSTEMS = {  # label -> how it is shown
 }
 HOW = {  # (system, mode) -> what the client does
     ("inprocess", ""): "env.step + render in the agent's process (the ceiling)",
+    ("floor", "wakeup"): "no game, no image: 1 byte to a child process over a pipe and 1 byte back",
+    ("floor", "spin"): "no game, no image: a counter in shared memory, both processes busy-waiting",
+    ("floor", "pipe"): "no game: 1 byte to a child process over a pipe, the frame's bytes back",
+    ("floor", "grpc"): "no game: a bare Python gRPC unary call returning the frame's bytes",
     ("visact", ""): "EnvClient.step (unary Step)",
     ("visact", "in_turn"): "EnvClient.step, sessions in turn",
     ("visact", "batch"): "EnvClient.batch: one unary BatchStep per round",
@@ -91,6 +96,10 @@ HOW = {  # (system, mode) -> what the client does
 }
 SHORT = {  # (system, mode) -> the plot's label
     ("inprocess", ""): "in-process (ceiling)",
+    ("floor", "wakeup"): "floor: pipe, 1 byte",
+    ("floor", "spin"): "floor: shared memory, spin",
+    ("floor", "pipe"): "floor: pipe + frame",
+    ("floor", "grpc"): "floor: bare gRPC + frame",
     ("visact", ""): "visact Step",
     ("visact", "in_turn"): "visact Step, in turn",
     ("visact", "batch"): "visact BatchStep",
@@ -268,7 +277,7 @@ def summarize(configs: dict[str, Config], samples: dict[str, list[float]]) -> di
 
     rows = []
     groups = sorted(
-        {(c.sessions, c.encoding) for c in configs.values() if c.system != "inprocess"},
+        {(c.sessions, c.encoding) for c in configs.values() if c.system not in ("inprocess", "floor")},
         key=lambda g: (g[0], g[1] != "raw"),
     )
     for sessions, encoding in groups:
@@ -296,12 +305,26 @@ def summarize(configs: dict[str, Config], samples: dict[str, list[float]]) -> di
                 }
             )
     goals = goal_checks(configs, median, ceiling, best)
-    return {"medians": median, "rows": rows, "goals": goals}
+    bounds = [
+        {
+            "config": c.name,
+            "encoding": c.encoding,
+            "how": c.how,
+            "steps_per_second": median[c.name],
+            "x_in_process": median[c.name] / ceiling[c.encoding],
+            "visact_step_x_floor": median.get(f"visact_1_{c.encoding}", math.nan) / median[c.name],
+        }
+        for c in configs.values()
+        if c.system == "floor"
+    ]
+    return {"medians": median, "rows": rows, "goals": goals, "bounds": bounds}
 
 
 def goal_checks(configs: dict[str, Config], median: dict[str, float], ceiling: dict[str, float], best: Any):
     goals: list[dict[str, Any]] = []
-    groups = sorted({(c.sessions, c.encoding) for c in configs.values() if c.system != "inprocess"})
+    groups = sorted(
+        {(c.sessions, c.encoding) for c in configs.values() if c.system not in ("inprocess", "floor")}
+    )
     for sessions, encoding in groups:
         ours_name, ours = best(("visact",), sessions, encoding)
         if not ours_name:
@@ -324,6 +347,8 @@ def goal_checks(configs: dict[str, Config], median: dict[str, float], ceiling: d
     if "visact_1_raw" not in median:
         return goals
     for encoding in ("raw", "png"):
+        if f"visact_1_{encoding}" not in median:
+            continue
         ratio = median[f"visact_1_{encoding}"] / ceiling[encoding]
         goals.append(
             {
@@ -338,7 +363,13 @@ def goal_checks(configs: dict[str, Config], median: dict[str, float], ceiling: d
         )
     many = max(c.sessions for c in configs.values())
     for encoding in ("raw", "png"):
-        batched = [f"visact_{many}_{encoding}_batch", f"visact_{many}_{encoding}_batch_stream"]
+        batched = [
+            n
+            for n in (f"visact_{many}_{encoding}_batch", f"visact_{many}_{encoding}_batch_stream")
+            if n in median
+        ]
+        if not batched:
+            continue
         ours_name = max(batched, key=lambda n: median[n])
         peer_name, peer = best(("dm_env_rpc", "openenv", "openenv_nodeflate"), many, encoding)
         if not peer_name:
@@ -387,10 +418,29 @@ def markdown_goals(summary: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def markdown_bounds(summary: dict[str, Any]) -> str:
+    """The floors: what one round trip alone allows, against the in-process ceiling."""
+    if not summary.get("bounds"):
+        return ""
+    lines = [
+        "| floor (1 session) | encoding | round trips/s (median) | x in-process, same encoding "
+        "| visact Step / this floor |",
+        "|---|---|---|---|---|",
+    ]
+    for b in summary["bounds"]:
+        lines.append(
+            f"| {b['how']} | {b['encoding']} | {b['steps_per_second']:,.0f} | {b['x_in_process']:.3f} "
+            f"| {b['visact_step_x_floor']:.2f} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
 def write_peers_md(summary: dict[str, Any], path: Path) -> None:
     path.write_text(
         "# NumberLine steps per second (generated by bench/peers/run.py)\n\n"
         + markdown_goals(summary)
+        + "\n"
+        + markdown_bounds(summary)
         + "\n"
         + markdown_tables(summary)
     )
@@ -405,6 +455,7 @@ def plot(summary: dict[str, Any], path: Path) -> None:
     groups = list(dict.fromkeys(row["group"] for row in summary["rows"]))
     colors = {
         "in-process": "#999999",
+        "floor: round trip only": "#e0e0e0",
         "visact": "#1f77b4",
         "visact, PNG cache off": "#aec7e8",
         "dm_env_rpc": "#2ca02c",
@@ -512,6 +563,10 @@ def generated_section(data: dict[str, Any]) -> str:
         "### Goals",
         "",
         markdown_goals(data["summary"]),
+        "What a round trip alone allows, in the same run (no game, no session, no message: the "
+        "frame's bytes back, made into a numpy image; `bench/peers/floor_worker.py`):",
+        "",
+        markdown_bounds(data["summary"]),
         "### Environment steps per second",
         "",
         "![steps per second](benchmarks/peers.png)",
@@ -567,7 +622,7 @@ def main() -> None:
         print(f"updated {BENCHMARKS_MD} and {args.out / 'peers.png'} from {args.out / 'peers.json'}")
         return
     started = time.monotonic()
-    only = set(args.only or SYSTEMS) | {"inprocess"}
+    only = set(args.only or SYSTEMS) | {"inprocess", "floor"}
     args.out.mkdir(parents=True, exist_ok=True)
     logs = args.venvs / "logs"
     logs.mkdir(parents=True, exist_ok=True)
@@ -587,6 +642,7 @@ def main() -> None:
         workers["inprocess"] = processes.worker(
             "inprocess", [sys.executable, str(HERE / "inprocess_worker.py")]
         )
+        workers["floor"] = processes.worker("floor", [sys.executable, str(HERE / "floor_worker.py")])
         if "visact" in only:
             server = [sys.executable, "-m", "env_server.server", "--env", "numberline", "--host", "127.0.0.1"]
             port = processes.server("visact", [*server, "--port", "0", "--log-level", "WARNING"])

@@ -1,0 +1,224 @@
+"""Benchmark worker for the floors: what a round trip between two processes costs here, no game.
+
+    python bench/peers/floor_worker.py            # the worker (the orchestrator talks to it)
+    python bench/peers/floor_worker.py pipe-echo  # a child: answers each byte with one frame
+    python bench/peers/floor_worker.py grpc-echo --port-file F  # a child: a bare gRPC server
+
+Each "step" here is one round trip that carries what a NumberLine step carries back (a
+300x300 frame: 270,000 raw bytes, or its ~13 KB PNG) and turns it into a numpy image, with
+no environment, no session and no protobuf message on either side:
+
+- ``floor_1_raw_wakeup``: one byte to a child process over a pipe and one byte back: the
+  least any transport that waits (blocks) for its answer pays, whatever it carries.
+- ``floor_1_raw_spin``: no waiting at all: a counter in shared memory that a child process
+  watches in a busy loop and answers by writing another (each side burns a core while it
+  waits). The only kind of channel fast enough for a game that steps in microseconds.
+- ``floor_1_*_pipe``: an OS pipe to a child process that writes the frame's bytes as soon as
+  it reads a request byte: the least any transport pays that crosses a process boundary and
+  waits (blocks) for the answer.
+- ``floor_1_*_grpc``: a bare Python gRPC server (a generic handler returning the bytes; no
+  protobuf, no interceptors) on 127.0.0.1: the least any Python gRPC system (visact,
+  dm_env_rpc) pays per step.
+
+Their rate divided by the in-process rate bounds what one session can reach through them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import mmap
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # this checkout's env_server
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # harness
+import harness
+
+from env_server.games.numberline import NumberLine
+
+SERVICE, METHOD = "floor.Echo", "Frame"
+
+
+def frame_bytes(encoding: str) -> bytes:
+    """A NumberLine frame's bytes as a step sends them (raw RGB or PNG)."""
+    env = NumberLine()
+    env.reset(seed=0)
+    frame = np.ascontiguousarray(env.render())
+    return harness.png_encode(frame) if encoding == "png" else frame.tobytes()
+
+
+def to_image(data: bytes, encoding: str) -> np.ndarray:
+    """What every client does with an observation's bytes: a numpy image."""
+    if encoding == "png":
+        return harness.png_decode(data)
+    side = harness.IMAGE_SIDE
+    return np.frombuffer(data, dtype=np.uint8).reshape(side, side, 3)
+
+
+# ------------------------------------------------------------------------------- children
+def pipe_echo() -> None:
+    """Answer every request byte on stdin with one frame on stdout: b"r" raw, b"p" PNG (b"w": b"w")."""
+    frames = {b"r": frame_bytes("raw"), b"p": frame_bytes("png"), b"w": b"w"}
+    stdin, stdout = sys.stdin.fileno(), sys.stdout.fileno()
+    while request := os.read(stdin, 1):
+        view = memoryview(frames[request])
+        while view:
+            view = view[os.write(stdout, view) :]
+
+
+def spin_echo(path: Path) -> None:
+    """Watch the request counter in ``path`` (shared memory) and answer it in the next slot;
+    after 0.1 s without a request, look only every millisecond (so an idle child costs nothing)."""
+    counters = _counters(path)
+    last, quiet_since = 0, time.perf_counter()
+    while counters[0] >= 0:  # -1: stop
+        request = int(counters[0])
+        if request != last:
+            last = counters[1] = request
+            quiet_since = time.perf_counter()
+        elif time.perf_counter() - quiet_since > 0.1:
+            time.sleep(0.001)
+
+
+def _counters(path: Path) -> np.ndarray:
+    with path.open("r+b") as file:
+        return np.frombuffer(mmap.mmap(file.fileno(), 16), dtype=np.int64)
+
+
+def grpc_echo(port_file: Path) -> None:
+    """A bare gRPC server: the request names the encoding, the answer is the frame's bytes."""
+    from concurrent import futures
+
+    import grpc
+
+    frames = {b"raw": frame_bytes("raw"), b"png": frame_bytes("png")}
+    handler = grpc.method_handlers_generic_handler(
+        SERVICE, {METHOD: grpc.unary_unary_rpc_method_handler(lambda request, _context: frames[request])}
+    )
+    server = grpc.server(
+        futures.ThreadPoolExecutor(max_workers=4),
+        options=[("grpc.max_send_message_length", 1 << 24), ("grpc.max_receive_message_length", 1 << 24)],
+    )
+    server.add_generic_rpc_handlers((handler,))
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    port_file.write_text(f"{port}\n")
+    server.wait_for_termination()
+
+
+# ------------------------------------------------------------------------------- sessions
+class PipeSession:
+    """One "session" over a pipe: each step is a request byte and one frame back."""
+
+    def __init__(self, child: subprocess.Popen[bytes], encoding: str, *, image: bool = True) -> None:
+        assert child.stdin is not None and child.stdout is not None
+        self.write_fd, self.read_fd = child.stdin.fileno(), child.stdout.fileno()
+        self.request = (b"p" if encoding == "png" else b"r") if image else b"w"
+        self.size = len(frame_bytes(encoding)) if image else 1
+        self.encoding, self.image = encoding, image
+
+    def reset(self) -> list[str]:
+        return self.step("")[0]
+
+    def step(self, _action: str) -> tuple[list[str], bool]:
+        os.write(self.write_fd, self.request)
+        data = bytearray()
+        while len(data) < self.size:
+            data += os.read(self.read_fd, self.size - len(data))
+        if self.image:
+            to_image(bytes(data), self.encoding)
+        return ["a"], False
+
+
+class SpinSession:
+    """One "session" over shared memory: bump the request counter, spin until it is answered."""
+
+    def __init__(self, path: Path) -> None:
+        self.counters = _counters(path)
+        self.sent = 0
+
+    def reset(self) -> list[str]:
+        return self.step("")[0]
+
+    def step(self, _action: str) -> tuple[list[str], bool]:
+        self.sent += 1
+        self.counters[0] = self.sent
+        while self.counters[1] != self.sent:
+            pass
+        return ["a"], False
+
+
+class GrpcSession:
+    """One "session" over bare gRPC: each step is one unary call returning one frame."""
+
+    def __init__(self, address: str, encoding: str) -> None:
+        import grpc
+
+        self.channel = grpc.insecure_channel(address, options=[("grpc.max_receive_message_length", 1 << 24)])
+        self.call = self.channel.unary_unary(f"/{SERVICE}/{METHOD}")
+        self.request = encoding.encode()
+        self.encoding = encoding
+
+    def reset(self) -> list[str]:
+        return self.step("")[0]
+
+    def step(self, _action: str) -> tuple[list[str], bool]:
+        to_image(self.call(self.request, timeout=30), self.encoding)
+        return ["a"], False
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "role", nargs="?", default="worker", choices=["worker", "pipe-echo", "spin-echo", "grpc-echo"]
+    )
+    parser.add_argument("--port-file", type=Path)
+    parser.add_argument("--shared", type=Path, help="spin-echo: the 16-byte shared-memory file")
+    args = parser.parse_args()
+    if args.role == "pipe-echo":
+        pipe_echo()
+        return
+    if args.role == "spin-echo":
+        spin_echo(args.shared)
+        return
+    if args.role == "grpc-echo":
+        grpc_echo(args.port_file)
+        return
+
+    me = [sys.executable, str(Path(__file__).resolve())]
+    pipe_child = subprocess.Popen([*me, "pipe-echo"], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    scratch = Path(tempfile.mkdtemp(prefix="floor-", dir="/dev/shm" if os.path.isdir("/dev/shm") else None))
+    shared, port_file = scratch / "counters", scratch / "port"
+    shared.write_bytes(bytes(16))
+    spin_child = subprocess.Popen([*me, "spin-echo", "--shared", str(shared)])
+    grpc_child = subprocess.Popen([*me, "grpc-echo", "--port-file", str(port_file)])
+    port = harness.wait_for_port_file(port_file, lambda: grpc_child.poll() is None)
+    address = f"127.0.0.1:{port}"
+
+    configs: dict[str, harness.Runner] = {
+        "floor_1_raw_wakeup": harness.one_session(PipeSession(pipe_child, "raw", image=False)),
+        "floor_1_raw_spin": harness.one_session(SpinSession(shared)),
+    }
+    for encoding in ("raw", "png"):
+        configs[f"floor_1_{encoding}_pipe"] = harness.one_session(PipeSession(pipe_child, encoding))
+        configs[f"floor_1_{encoding}_grpc"] = harness.one_session(GrpcSession(address, encoding))
+
+    def close() -> None:
+        _counters(shared)[0] = -1
+        for child in (pipe_child, grpc_child, spin_child):
+            child.terminate()
+            child.wait(timeout=10)
+        shutil.rmtree(scratch, ignore_errors=True)
+
+    harness.serve_commands(configs, close)
+
+
+if __name__ == "__main__":
+    main()
