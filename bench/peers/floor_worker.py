@@ -20,6 +20,11 @@ no environment, no session and no protobuf message on either side:
   protobuf, no interceptors) on 127.0.0.1: the least any Python gRPC system (visact,
   dm_env_rpc) pays per step.
 
+- ``floor_1_*_servicer``: no transport at all: visact's servicer (``EnvironmentServicer.step``)
+  called in this process with a ``StepRequest``, and the ``StepResponse`` it builds turned into
+  the client's ``StepResult`` (image decoded), never serialized: what the protocol's messages
+  and checks cost on their own, whatever carries them.
+
 Their rate divided by the in-process rate bounds what one session can reach through them.
 """
 
@@ -155,6 +160,36 @@ class SpinSession:
         return ["a"], False
 
 
+class ServicerSession:
+    """One visact session with the servicer in this process and no transport in between."""
+
+    def __init__(self, encoding: str) -> None:
+        from env_server import images
+        from env_server.service import EnvironmentServicer
+        from visact.env.v1 import env_pb2 as pb
+
+        self.pb = pb
+        self.servicer = EnvironmentServicer(NumberLine)
+        request = pb.CreateSessionRequest(image_encoding=images.ENCODING_NAMES[encoding])
+        self.session_id = self.servicer.create_session(request).session_id
+        self.seed = 0
+
+    def reset(self) -> list[str]:
+        from env_server.client import _reset_result
+
+        self.seed += 1
+        request = self.pb.ResetRequest(session_id=self.session_id, seed=self.seed)
+        result = _reset_result(self.servicer.reset(request, self.pb.ResetResponse()))
+        return list(result.observation.legal_actions)
+
+    def step(self, action: str) -> tuple[list[str], bool]:
+        from env_server.client import _step_result
+
+        request = self.pb.StepRequest(session_id=self.session_id, action=action)
+        result = _step_result(self.servicer.step(request, self.pb.StepResponse()))
+        return list(result.observation.legal_actions), result.done
+
+
 class GrpcSession:
     """One "session" over bare gRPC: each step is one unary call returning one frame."""
 
@@ -209,6 +244,7 @@ def main() -> None:
     for encoding in ("raw", "png"):
         configs[f"floor_1_{encoding}_pipe"] = harness.one_session(PipeSession(pipe_child, encoding))
         configs[f"floor_1_{encoding}_grpc"] = harness.one_session(GrpcSession(address, encoding))
+        configs[f"floor_1_{encoding}_servicer"] = harness.one_session(ServicerSession(encoding))
 
     def close() -> None:
         _counters(shared)[0] = -1

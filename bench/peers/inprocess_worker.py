@@ -3,7 +3,8 @@
     python bench/peers/inprocess_worker.py
 
 What the original RL4VLM loop does: ``env.step(action)`` then the observation
-(``render()``: the frame as a fresh array, the task text, the legal actions).
+(``render()``: the frame, which NumberLine draws once per state and hands out read-only,
+so no copy; the task text; the legal actions).
 ``inprocess_png`` also encodes each frame to PNG and decodes it again, as every
 PNG configuration here does somewhere: it is the cost of PNG alone.
 """

@@ -92,6 +92,8 @@ def main() -> None:
         configs[f"{args.label}_{n}_png_batch"] = batched(unary, "png", n)
     for encoding in ("raw", "png") if args.label == "visact" else ():
         configs[f"visact_1_{encoding}"] = harness.one_session(VisactSession(unary, encoding, 0))
+        # one session the way visact's agent steps it: a batch of one over the stream
+        configs[f"visact_1_{encoding}_batch_stream"] = batched(stream, encoding, 1)
         configs[f"visact_{n}_{encoding}_in_turn"] = harness.sessions_in_turn(
             [VisactSession(unary, encoding, 1000 * i) for i in range(n)]
         )

@@ -62,7 +62,11 @@ def test_goals_compare_visact_with_peers_never_with_floors(run: ModuleType) -> N
     assert one_session["1 session, png"]["ratio"] == pytest.approx(0.85)
     assert one_session["1 session, png"]["holds"]
     batched = next(g for g in goals if g["goal"].startswith("16 sessions"))
-    assert (batched["ours"], batched["ratio"], batched["holds"]) == ("visact_16_raw_batch_stream", 1300 / 600, True)
+    assert (batched["ours"], batched["ratio"], batched["holds"]) == (
+        "visact_16_raw_batch_stream",
+        1300 / 600,
+        True,
+    )
 
 
 def test_floors_are_bounds_against_the_ceiling_and_visact(run: ModuleType) -> None:
