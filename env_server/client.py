@@ -124,9 +124,11 @@ class EnvClient:
         timeout: float = DEFAULT_TIMEOUT,
         channel: grpc.Channel | None = None,
         stream: bool = True,
+        png_decode_cache: int = 256,
         **dial_options: Any,
     ) -> None:
-        """``stream``: send batches over one BatchStepStream when the server offers it."""
+        """``stream``: send batches over one BatchStepStream when the server offers it.
+        ``png_decode_cache``: PNG files kept decoded, by their bytes (0: decode every one)."""
         tune_allocator()
         self.address = address
         self.timeout = timeout
@@ -137,6 +139,7 @@ class EnvClient:
         self._want_stream = stream
         self._stream: BatchStream | None = None
         self._stream_lock = threading.Lock()
+        self.pngs = images.DecodedPngs(png_decode_cache)
 
     def close(self) -> None:
         if self._stream is not None:
@@ -178,11 +181,12 @@ class EnvClient:
         response = self._call(
             self._stub.Reset, _reset_request(ResetCall(session_id, seed, options)), session_id
         )
-        return _reset_result(response)
+        return _reset_result(response, self._image(response.observation.image))
 
     def step(self, session_id: str, action: str) -> StepResult:
         request = pb.StepRequest(session_id=session_id, action=action)
-        return _step_result(self._call(self._stub.Step, request, session_id))
+        response = self._call(self._stub.Step, request, session_id)
+        return _step_result(response, self._image(response.observation.image))
 
     def batch(self, calls: Sequence[ResetCall | StepCall]) -> list[ResetResult | StepResult | EnvCallError]:
         """Many resets and steps in one round trip (several when more than the server's
@@ -201,7 +205,7 @@ class EnvClient:
             for c in calls
         ]
         response = self._batch_call(pb.BatchStepRequest(items=items))
-        decoded = _decode_images(response.results)
+        decoded = _decode_images(response.results, self.pngs)
         results: list[ResetResult | StepResult | EnvCallError] = []
         for call, result, image in zip(calls, response.results, decoded, strict=True):
             kind = result.WhichOneof("result")
@@ -213,6 +217,11 @@ class EnvClient:
                 code = _CODES.get(result.error.code, grpc.StatusCode.UNKNOWN)
                 results.append(EnvCallError(code, result.error.message, session_id=call.session_id))
         return results
+
+    def _image(self, image: pb.Image) -> np.ndarray:
+        return images.decode_parts(
+            image.encoding, image.data, image.height, image.width, image.channels, self.pngs
+        )
 
     def close_session(self, session_id: str) -> None:
         self._call(self._stub.CloseSession, pb.CloseSessionRequest(session_id=session_id), session_id)
@@ -256,7 +265,9 @@ def _struct(values: Mapping[str, Any]) -> struct_pb2.Struct:
     return struct
 
 
-def _decode_images(results: Sequence[pb.BatchResult]) -> list[np.ndarray | None]:
+def _decode_images(
+    results: Sequence[pb.BatchResult], pngs: images.DecodedPngs | None = None
+) -> list[np.ndarray | None]:
     """The images of a batch's results (None for errors), the PNG ones decoded on several threads;
     raises the first ImageDecodeError in item order, as decoding them one by one would."""
     fields: list[tuple[int, bytes, int, int, int] | None] = []
@@ -268,19 +279,19 @@ def _decode_images(results: Sequence[pb.BatchResult]) -> list[np.ndarray | None]
         else:
             fields.append(None)
     png = [(i, f) for i, f in enumerate(fields) if f is not None and f[0] == images.PNG]
-    arrays = images.parallel_map(_decode_fields, [f for _, f in png])
+
+    def decode(fields: tuple[int, bytes, int, int, int]) -> np.ndarray:
+        return images.decode_parts(*fields, pngs)
+
+    arrays = images.parallel_map(decode, [f for _, f in png])
     done = {i: array for (i, _), array in zip(png, arrays, strict=True)}
     decoded: list[np.ndarray | None] = []
     for i, f in enumerate(fields):
-        array = done[i] if i in done else None if f is None else _decode_fields(f)
+        array = done[i] if i in done else None if f is None else decode(f)
         if isinstance(array, BaseException):
             raise array
         decoded.append(array)
     return decoded
-
-
-def _decode_fields(fields: tuple[int, bytes, int, int, int]) -> np.ndarray:
-    return images.decode_parts(*fields)
 
 
 def observation_from_message(message: pb.Observation, image: np.ndarray | None = None) -> Observation:

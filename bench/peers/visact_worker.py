@@ -78,13 +78,17 @@ def main() -> None:
     parser.add_argument(
         "--label",
         default="visact",
-        help="visact_nocache: only the PNG configurations Step and BatchStep (a server run with --png-cache 0)",
+        help="visact_nocache: only the PNG configurations Step and BatchStep (a server run with "
+        "--png-cache 0, a client without its decode cache)",
     )
     args = parser.parse_args()
     n = args.sessions
 
-    stream = EnvClient(args.address)  # batches over BatchStepStream (the server offers it)
-    unary = EnvClient(args.address, stream=False)  # batches as unary BatchStep calls
+    # visact_nocache: no PNG kept on either side (the server runs with --png-cache 0 and the
+    # client decodes every file), so every frame is compressed and decoded as the peers do
+    keep = 0 if args.label == "visact_nocache" else 256
+    stream = EnvClient(args.address, png_decode_cache=keep)  # batches over BatchStepStream
+    unary = EnvClient(args.address, stream=False, png_decode_cache=keep)  # batches as unary BatchStep
     stream.wait_ready()
     configs: dict[str, harness.Runner] = {}
     if args.label != "visact":

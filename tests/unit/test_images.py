@@ -173,3 +173,71 @@ def test_frames_that_may_change_are_encoded_every_time() -> None:
     ]
     assert shades == sorted(set(shades)) and len(shades) == 3
     assert servicer._pngs.hits == 0 and len(servicer._pngs) == 0
+
+
+def test_decoded_pngs_decode_the_same_bytes_once_and_share_a_read_only_array() -> None:
+    first, second = _frames()[:2]
+    pngs = images.DecodedPngs(size=2)
+    data = images.png_bytes(first)
+    a = pngs.decode(data)
+    b = pngs.decode(bytes(bytearray(data)))  # equal bytes, another object: still a hit
+    assert a is b and (pngs.hits, pngs.misses) == (1, 1)
+    assert np.array_equal(a, first) and not a.flags.writeable
+    other = pngs.decode(images.png_bytes(second))
+    assert other is not a and np.array_equal(other, second)
+    pngs.decode(images.png_bytes(first[::-1].copy()))  # a third file: the least recent goes
+    assert len(pngs) == 2
+    pngs.decode(images.png_bytes(second))  # still kept (it was used after `first`)
+    assert pngs.hits == 2
+    assert pngs.decode(data) is not a  # `first` was evicted: decoded afresh, same pixels
+    assert np.array_equal(pngs.decode(data), first)
+
+
+def test_decoded_pngs_off_damaged_files_and_pillow_arrays() -> None:
+    frame = _frames()[0]
+    data = images.png_bytes(frame)
+    off = images.DecodedPngs(size=0)
+    assert off.decode(data) is not off.decode(data) and len(off) == 0
+    pngs = images.DecodedPngs()
+    with pytest.raises(images.ImageDecodeError):
+        pngs.decode(data[: len(data) // 2])
+    assert len(pngs) == 0  # nothing kept for a file that did not decode
+    buffer = io.BytesIO()
+    Image.fromarray(frame).save(buffer, format="PNG", optimize=True)  # filtered rows: Pillow decodes
+    array = pngs.decode(buffer.getvalue())
+    assert np.array_equal(array, frame) and not array.flags.writeable
+    assert pngs.decode(buffer.getvalue()) is array
+
+
+@pytest.mark.parametrize("batched", [False, True])
+def test_a_client_decodes_each_frame_the_server_sends_again_once(batched: bool) -> None:
+    from env_server.server import ServerConfig, start_server
+
+    running = start_server(ServerConfig(host="127.0.0.1", port=0, log_format="text"))
+    try:
+        with client.EnvClient(f"127.0.0.1:{running.port}") as env_client:
+            sid = env_client.create_session(encoding="png")
+            env = games.make("numberline")
+            seen: list[np.ndarray] = []
+            for _ in range(3):  # the same seed thrice: the same frames come back
+                env.reset(seed=3)
+                if batched:
+                    result = env_client.batch([client.ResetCall(sid, seed=3)])[0]
+                else:
+                    result = env_client.reset(sid, seed=3)
+                assert not isinstance(result, client.EnvCallError)
+                seen.append(result.observation.image)
+                for action in ("+", "+", "-"):
+                    env.step(action)
+                    if batched:
+                        stepped = env_client.batch([client.StepCall(sid, action)])[0]
+                    else:
+                        stepped = env_client.step(sid, action)
+                    assert isinstance(stepped, client.StepResult)
+                    assert np.array_equal(stepped.observation.image, env.render())
+                    seen.append(stepped.observation.image)
+            assert env_client.pngs.misses == len({id(a) for a in seen}) <= 4
+            assert env_client.pngs.hits == len(seen) - env_client.pngs.misses >= 8
+            assert seen[0] is seen[4] is seen[8]  # the first frame of each episode: one array
+    finally:
+        running.drain(grace=0)
