@@ -124,11 +124,11 @@ class EnvClient:
         timeout: float = DEFAULT_TIMEOUT,
         channel: grpc.Channel | None = None,
         stream: bool = True,
-        png_decode_cache: int = 256,
+        png_decode_cache_mb: float = 64.0,
         **dial_options: Any,
     ) -> None:
         """``stream``: send batches over one BatchStepStream when the server offers it.
-        ``png_decode_cache``: PNG files kept decoded, by their bytes (0: decode every one)."""
+        ``png_decode_cache_mb``: MiB of PNG files kept decoded, by their bytes (0: decode every one)."""
         tune_allocator()
         self.address = address
         self.timeout = timeout
@@ -139,7 +139,7 @@ class EnvClient:
         self._want_stream = stream
         self._stream: BatchStream | None = None
         self._stream_lock = threading.Lock()
-        self.pngs = images.DecodedPngs(png_decode_cache)
+        self.pngs = images.DecodedPngs(int(png_decode_cache_mb * (1 << 20)))
 
     def close(self) -> None:
         if self._stream is not None:

@@ -294,18 +294,20 @@ class DecodedPngs:
     bytes whenever a state comes back, so a client can skip decoding them: a lookup of ~11 KB of
     bytes costs a few microseconds, a decode ~170 us. The key is the whole file, compared byte for
     byte, so a hit is always the right image. Arrays handed out are read-only (they are shared by
-    every hit). Thread-safe; least recently used entries go first; ``size`` 0 turns it off.
+    every hit). Bounded by ``max_bytes`` (pixels + files; ~240 frames of 300x300 in 64 MiB);
+    least recently used entries go first; 0 turns it off. Thread-safe.
     """
 
-    def __init__(self, size: int = 256) -> None:
-        self.size = size
+    def __init__(self, max_bytes: int = 64 << 20) -> None:
+        self.max_bytes = max_bytes
         self._entries: OrderedDict[bytes, np.ndarray] = OrderedDict()
         self._lock = threading.Lock()
+        self.bytes = 0
         self.hits = self.misses = 0
 
     def decode(self, data: bytes) -> np.ndarray:
         """:func:`decode_png` of ``data``, from the cache when these bytes were decoded before."""
-        if not self.size:
+        if self.max_bytes <= 0:
             return decode_png(data)
         with self._lock:
             array = self._entries.get(data)
@@ -318,10 +320,16 @@ class DecodedPngs:
         if array.flags.writeable:
             array = array.copy()
             array.setflags(write=False)
+        cost = array.nbytes + len(data)
+        if cost > self.max_bytes:
+            return array  # larger than the whole cache: not kept
         with self._lock:
-            self._entries[data] = array
-            while len(self._entries) > self.size:
-                self._entries.popitem(last=False)
+            if data not in self._entries:  # another thread may have decoded the same file
+                self._entries[data] = array
+                self.bytes += cost
+            while self.bytes > self.max_bytes:
+                key, old = self._entries.popitem(last=False)
+                self.bytes -= old.nbytes + len(key)
         return array
 
     def __len__(self) -> int:

@@ -86,9 +86,9 @@ def main() -> None:
 
     # visact_nocache: no PNG kept on either side (the server runs with --png-cache 0 and the
     # client decodes every file), so every frame is compressed and decoded as the peers do
-    keep = 0 if args.label == "visact_nocache" else 256
-    stream = EnvClient(args.address, png_decode_cache=keep)  # batches over BatchStepStream
-    unary = EnvClient(args.address, stream=False, png_decode_cache=keep)  # batches as unary BatchStep
+    keep = 0.0 if args.label == "visact_nocache" else 64.0
+    stream = EnvClient(args.address, png_decode_cache_mb=keep)  # batches over BatchStepStream
+    unary = EnvClient(args.address, stream=False, png_decode_cache_mb=keep)  # batches as unary BatchStep
     stream.wait_ready()
     configs: dict[str, harness.Runner] = {}
     if args.label != "visact":

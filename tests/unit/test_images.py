@@ -177,8 +177,8 @@ def test_frames_that_may_change_are_encoded_every_time() -> None:
 
 def test_decoded_pngs_decode_the_same_bytes_once_and_share_a_read_only_array() -> None:
     first, second = _frames()[:2]
-    pngs = images.DecodedPngs(size=2)
     data = images.png_bytes(first)
+    pngs = images.DecodedPngs(max_bytes=2 * (first.nbytes + len(data)) + 2_000)  # room for two
     a = pngs.decode(data)
     b = pngs.decode(bytes(bytearray(data)))  # equal bytes, another object: still a hit
     assert a is b and (pngs.hits, pngs.misses) == (1, 1)
@@ -191,12 +191,15 @@ def test_decoded_pngs_decode_the_same_bytes_once_and_share_a_read_only_array() -
     assert pngs.hits == 2
     assert pngs.decode(data) is not a  # `first` was evicted: decoded afresh, same pixels
     assert np.array_equal(pngs.decode(data), first)
+    assert pngs.bytes <= pngs.max_bytes
+    tiny = images.DecodedPngs(max_bytes=first.nbytes // 2)  # a frame larger than the cache
+    assert tiny.decode(data) is not tiny.decode(data) and len(tiny) == tiny.bytes == 0
 
 
 def test_decoded_pngs_off_damaged_files_and_pillow_arrays() -> None:
     frame = _frames()[0]
     data = images.png_bytes(frame)
-    off = images.DecodedPngs(size=0)
+    off = images.DecodedPngs(max_bytes=0)
     assert off.decode(data) is not off.decode(data) and len(off) == 0
     pngs = images.DecodedPngs()
     with pytest.raises(images.ImageDecodeError):
