@@ -181,12 +181,12 @@ class EnvClient:
         response = self._call(
             self._stub.Reset, _reset_request(ResetCall(session_id, seed, options)), session_id
         )
-        return _reset_result(response, self._image(response.observation.image))
+        return _reset_result(response, images.decode(response.observation.image, self.pngs))
 
     def step(self, session_id: str, action: str) -> StepResult:
         request = pb.StepRequest(session_id=session_id, action=action)
         response = self._call(self._stub.Step, request, session_id)
-        return _step_result(response, self._image(response.observation.image))
+        return _step_result(response, images.decode(response.observation.image, self.pngs))
 
     def batch(self, calls: Sequence[ResetCall | StepCall]) -> list[ResetResult | StepResult | EnvCallError]:
         """Many resets and steps in one round trip (several when more than the server's
@@ -217,11 +217,6 @@ class EnvClient:
                 code = _CODES.get(result.error.code, grpc.StatusCode.UNKNOWN)
                 results.append(EnvCallError(code, result.error.message, session_id=call.session_id))
         return results
-
-    def _image(self, image: pb.Image) -> np.ndarray:
-        return images.decode_parts(
-            image.encoding, image.data, image.height, image.width, image.channels, self.pngs
-        )
 
     def close_session(self, session_id: str) -> None:
         self._call(self._stub.CloseSession, pb.CloseSessionRequest(session_id=session_id), session_id)

@@ -172,9 +172,10 @@ def decode_png(data: bytes) -> np.ndarray:
         raise ImageDecodeError(f"PNG image could not be decoded: {exc}") from exc
 
 
-def decode(image: pb.Image) -> np.ndarray:
-    """The ``Image`` message as an (H, W, C) uint8 array; raises ImageDecodeError on a mismatch."""
-    return decode_parts(image.encoding, image.data, image.height, image.width, image.channels)
+def decode(image: pb.Image, pngs: DecodedPngs | None = None) -> np.ndarray:
+    """The ``Image`` message as an (H, W, C) uint8 array; raises ImageDecodeError on a mismatch.
+    PNGs go through ``pngs`` when given (the same bytes decoded once)."""
+    return decode_parts(image.encoding, image.data, image.height, image.width, image.channels, pngs)
 
 
 def decode_parts(
@@ -317,9 +318,7 @@ class DecodedPngs:
                 return array
             self.misses += 1
         array = decode_png(data)  # outside the lock: a batch decodes on several threads
-        if array.flags.writeable:
-            array = array.copy()
-            array.setflags(write=False)
+        array.setflags(write=False)  # a fresh array: shared by every hit from now on
         cost = array.nbytes + len(data)
         if cost > self.max_bytes:
             return array  # larger than the whole cache: not kept
