@@ -13,6 +13,11 @@ no environment, no session and no protobuf message on either side:
 - ``floor_1_raw_spin``: no waiting at all: a counter in shared memory that a child process
   watches in a busy loop and answers by writing another (each side burns a core while it
   waits). The only kind of channel fast enough for a game that steps in microseconds.
+- ``floor_1_raw_spin_game``: that channel with the game behind it: NumberLine steps in the
+  child, the action goes over as bytes, reward and flags come back as numbers, each new
+  frame is copied once into a shared slot and then handed back by its slot number (a
+  read-only view, no copy), task and legal actions only when they change. No protocol, no
+  checks, no session: the most any design that keeps the game in another process reaches.
 - ``floor_1_*_pipe``: an OS pipe to a child process that writes the frame's bytes as soon as
   it reads a request byte: the least any transport pays that crosses a process boundary and
   waits (blocks) for the answer.
@@ -38,6 +43,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -79,22 +85,78 @@ def pipe_echo() -> None:
 
 
 def spin_echo(path: Path) -> None:
-    """Watch the request counter in ``path`` (shared memory) and answer it in the next slot;
-    after 0.1 s without a request, look only every millisecond (so an idle child costs nothing)."""
+    """Watch the request counter in ``path`` (shared memory) and answer it in the next slot."""
     counters = _counters(path)
-    last, quiet_since = 0, time.perf_counter()
-    while counters[0] >= 0:  # -1: stop
-        request = int(counters[0])
-        if request != last:
-            last = counters[1] = request
-            quiet_since = time.perf_counter()
-        elif time.perf_counter() - quiet_since > 0.1:
+    last = 0
+    while (request := _spin_for_request(counters, last)) >= 0:  # -1: stop
+        last = counters[1] = request
+
+
+def _spin_for_request(counters: memoryview, last: int) -> int:
+    """Busy-wait until counter 0 differs from ``last``; after ~0.1 s without one, look only every
+    millisecond (an idle child costs nothing). The clock is read once per 4096 looks: reading it
+    every time would double the round trip."""
+    quiet_since = time.perf_counter()
+    while True:
+        for _ in range(4096):
+            if (request := counters[0]) != last:
+                return request
+        if time.perf_counter() - quiet_since > 0.1:
             time.sleep(0.001)
 
 
-def _counters(path: Path) -> np.ndarray:
+def _counters(path: Path, size: int = 16) -> memoryview:
+    """The first ``size`` bytes of ``path`` mapped as int64s (a memoryview: faster to index than numpy)."""
     with path.open("r+b") as file:
-        return np.frombuffer(mmap.mmap(file.fileno(), 16), dtype=np.int64)
+        return memoryview(mmap.mmap(file.fileno(), size)).cast("q")
+
+
+# The spin-game block: int64 fields, then the action's bytes, then the frame slots.
+REQUEST, ANSWER, OP, ACTION_LENGTH, FRAME_SLOT, DONE, TEXTS_ID, TEXTS_LENGTH = range(8)
+REWARD_OFFSET, ACTION_OFFSET, TEXTS_OFFSET, SLOTS_OFFSET = 64, 128, 1024, 16384
+RESET, STEP = 1, 2
+FRAME_SLOTS = 64
+FRAME_BYTES = harness.IMAGE_SIDE * harness.IMAGE_SIDE * 3
+SPIN_GAME_BYTES = SLOTS_OFFSET + FRAME_SLOTS * FRAME_BYTES
+
+
+def _spin_game_map(path: Path) -> mmap.mmap:
+    with path.open("r+b") as file:
+        return mmap.mmap(file.fileno(), SPIN_GAME_BYTES)
+
+
+def spin_game(path: Path) -> None:
+    """Step NumberLine for the requests written into ``path`` (see ``SpinGameSession``)."""
+    block = _spin_game_map(path)
+    fields = memoryview(block)[:64].cast("q")
+    reward = memoryview(block)[REWARD_OFFSET : REWARD_OFFSET + 8].cast("d")
+    env = NumberLine()
+    slots: dict[int, int] = {}  # id(frozen frame) -> its slot (the frames live as long as the env's cache)
+    texts: dict[tuple[str, tuple[str, ...]], int] = {}
+    last = 0
+    while (request := _spin_for_request(fields, last)) >= 0:
+        if fields[OP] == RESET:
+            env.reset(seed=request)
+            fields[DONE], reward[0] = 0, 0.0
+        else:
+            outcome = env.step(block[ACTION_OFFSET : ACTION_OFFSET + fields[ACTION_LENGTH]].decode())
+            fields[DONE], reward[0] = outcome.terminated or outcome.truncated, outcome.reward
+        frame = env.render()
+        slot = slots.get(id(frame))
+        if slot is None:
+            slot = slots[id(frame)] = len(slots)
+            assert slot < FRAME_SLOTS and not frame.flags.writeable  # frozen: never changes, never freed
+            start = SLOTS_OFFSET + slot * FRAME_BYTES
+            block[start : start + FRAME_BYTES] = frame.tobytes()
+        fields[FRAME_SLOT] = slot
+        observed = (env.task_text(), tuple(env.legal_actions()))
+        if (texts_id := texts.get(observed)) is None:
+            texts_id = texts[observed] = len(texts)
+            data = "\0".join([observed[0], *observed[1]]).encode()
+            block[TEXTS_OFFSET : TEXTS_OFFSET + len(data)] = data
+            fields[TEXTS_LENGTH] = len(data)
+        fields[TEXTS_ID] = texts_id
+        last = fields[ANSWER] = request
 
 
 def grpc_echo(port_file: Path) -> None:
@@ -160,6 +222,49 @@ class SpinSession:
         return ["a"], False
 
 
+class SpinGameSession:
+    """One NumberLine session in a child process over shared memory (``spin_game``): write the
+    action, bump the request counter, spin until it is answered, read the answer in place."""
+
+    def __init__(self, path: Path) -> None:
+        self.block = _spin_game_map(path)
+        self.fields = memoryview(self.block)[:64].cast("q")
+        self.reward = memoryview(self.block)[REWARD_OFFSET : REWARD_OFFSET + 8].cast("d")
+        self.frames: dict[int, np.ndarray] = {}
+        self.texts: dict[int, tuple[str, tuple[str, ...]]] = {}
+        self.sent = 0
+
+    def _call(self, op: int) -> tuple[list[str] | tuple[str, ...], bool]:
+        fields = self.fields
+        fields[OP] = op
+        self.sent = sent = self.sent + 1
+        fields[REQUEST] = sent
+        while fields[ANSWER] != sent:
+            pass
+        slot = fields[FRAME_SLOT]
+        if (image := self.frames.get(slot)) is None:
+            image = np.frombuffer(self.block, np.uint8, FRAME_BYTES, SLOTS_OFFSET + slot * FRAME_BYTES)
+            image = image.reshape(harness.IMAGE_SIDE, harness.IMAGE_SIDE, 3)
+            image.flags.writeable = False
+            self.frames[slot] = image
+        assert image.shape == (harness.IMAGE_SIDE, harness.IMAGE_SIDE, 3)
+        if (observed := self.texts.get(fields[TEXTS_ID])) is None:
+            task, *legal = (
+                bytes(self.block[TEXTS_OFFSET : TEXTS_OFFSET + fields[TEXTS_LENGTH]]).decode().split("\0")
+            )
+            observed = self.texts[fields[TEXTS_ID]] = (task, tuple(legal))
+        return observed[1], bool(fields[DONE])
+
+    def reset(self) -> Sequence[str]:
+        return self._call(RESET)[0]
+
+    def step(self, action: str) -> tuple[Sequence[str], bool]:
+        data = action.encode()
+        self.block[ACTION_OFFSET : ACTION_OFFSET + len(data)] = data
+        self.fields[ACTION_LENGTH] = len(data)
+        return self._call(STEP)
+
+
 class ServicerSession:
     """One visact session with the servicer in this process and no transport in between."""
 
@@ -212,16 +317,22 @@ class GrpcSession:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
-        "role", nargs="?", default="worker", choices=["worker", "pipe-echo", "spin-echo", "grpc-echo"]
+        "role",
+        nargs="?",
+        default="worker",
+        choices=["worker", "pipe-echo", "spin-echo", "spin-game", "grpc-echo"],
     )
     parser.add_argument("--port-file", type=Path)
-    parser.add_argument("--shared", type=Path, help="spin-echo: the 16-byte shared-memory file")
+    parser.add_argument("--shared", type=Path, help="spin-echo, spin-game: the shared-memory file")
     args = parser.parse_args()
     if args.role == "pipe-echo":
         pipe_echo()
         return
     if args.role == "spin-echo":
         spin_echo(args.shared)
+        return
+    if args.role == "spin-game":
+        spin_game(args.shared)
         return
     if args.role == "grpc-echo":
         grpc_echo(args.port_file)
@@ -233,6 +344,9 @@ def main() -> None:
     shared, port_file = scratch / "counters", scratch / "port"
     shared.write_bytes(bytes(16))
     spin_child = subprocess.Popen([*me, "spin-echo", "--shared", str(shared)])
+    game_block = scratch / "game"
+    game_block.write_bytes(bytes(SPIN_GAME_BYTES))
+    game_child = subprocess.Popen([*me, "spin-game", "--shared", str(game_block)])
     grpc_child = subprocess.Popen([*me, "grpc-echo", "--port-file", str(port_file)])
     port = harness.wait_for_port_file(port_file, lambda: grpc_child.poll() is None)
     address = f"127.0.0.1:{port}"
@@ -240,6 +354,7 @@ def main() -> None:
     configs: dict[str, harness.Runner] = {
         "floor_1_raw_wakeup": harness.one_session(PipeSession(pipe_child, "raw", image=False)),
         "floor_1_raw_spin": harness.one_session(SpinSession(shared)),
+        "floor_1_raw_spin_game": harness.one_session(SpinGameSession(game_block)),
     }
     for encoding in ("raw", "png"):
         configs[f"floor_1_{encoding}_pipe"] = harness.one_session(PipeSession(pipe_child, encoding))
@@ -247,8 +362,8 @@ def main() -> None:
         configs[f"floor_1_{encoding}_servicer"] = harness.one_session(ServicerSession(encoding))
 
     def close() -> None:
-        _counters(shared)[0] = -1
-        for child in (pipe_child, grpc_child, spin_child):
+        _counters(shared)[0] = _counters(game_block)[REQUEST] = -1
+        for child in (pipe_child, grpc_child, spin_child, game_child):
             child.terminate()
             child.wait(timeout=10)
         shutil.rmtree(scratch, ignore_errors=True)

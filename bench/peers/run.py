@@ -76,6 +76,8 @@ HOW = {  # (system, mode) -> what the client does
     ("inprocess", ""): "env.step + render in the agent's process (the ceiling)",
     ("floor", "wakeup"): "no game, no image: 1 byte to a child process over a pipe and 1 byte back",
     ("floor", "spin"): "no game, no image: a counter in shared memory, both processes busy-waiting",
+    ("floor", "spin_game"): "the game in a child process over that shared memory: frames by reference, "
+    "new texts only, no protocol, no checks",
     ("floor", "pipe"): "no game: 1 byte to a child process over a pipe, the frame's bytes back",
     ("floor", "grpc"): "no game: a bare Python gRPC unary call returning the frame's bytes",
     ("floor", "servicer"): "no transport: visact's servicer and client conversions in one process",
@@ -102,6 +104,7 @@ SHORT = {  # (system, mode) -> the plot's label
     ("inprocess", ""): "in-process (ceiling)",
     ("floor", "wakeup"): "floor: pipe, 1 byte",
     ("floor", "spin"): "floor: shared memory, spin",
+    ("floor", "spin_game"): "floor: game over shared memory, spin",
     ("floor", "pipe"): "floor: pipe + frame",
     ("floor", "grpc"): "floor: bare gRPC + frame",
     ("floor", "servicer"): "floor: visact servicer, no transport",
