@@ -569,8 +569,9 @@ def generated_section(data: dict[str, Any]) -> str:
         "### Goals",
         "",
         markdown_goals(data["summary"]),
-        "What a round trip alone allows, in the same run (no game, no session, no message: the "
-        "frame's bytes back, made into a numpy image; `bench/peers/floor_worker.py`):",
+        "What a round trip alone allows, in the same run (no session, no protocol message: the "
+        "frame's bytes back, made into a numpy image; only the \"game over shared memory\" row "
+        "steps a game; `bench/peers/floor_worker.py`):",
         "",
         markdown_bounds(data["summary"]),
         "### Environment steps per second",
