@@ -60,6 +60,13 @@ class TrainerConfig:
         default=2.0, metadata={"help": "truncation of the importance weight for stale data"}
     )
     normalize_advantages: bool = field(default=True, metadata={"help": "normalize advantages per batch"})
+    target_kl: float = field(
+        default=0.0,
+        metadata={
+            "help": "end an update early, before the optimizer step of the first minibatch whose approx KL "
+            "to the update's starting policy exceeds this (0: never; 0.01-0.05 are usual)"
+        },
+    )
     # -- sampling the agents use
     temperature: float = field(default=0.2, metadata={"help": "agents' sampling temperature"})
     max_new_tokens: int = field(default=256, metadata={"help": "agents' longest answer"})
@@ -119,6 +126,8 @@ class TrainerConfig:
             raise ValueError(f"--max-policy-lag must be >= 0, got {self.max_policy_lag}")
         if self.temperature <= 0:
             raise ValueError(f"--temperature must be > 0, got {self.temperature}")
+        if self.target_kl < 0:
+            raise ValueError(f"--target-kl must be >= 0 (0: no early stop), got {self.target_kl}")
         if self.format_penalty < 0:
             raise ValueError(f"--format-penalty is subtracted; give it >= 0, got {self.format_penalty}")
         if (self.tls_cert is None) != (self.tls_key is None):

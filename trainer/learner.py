@@ -8,6 +8,8 @@ update(episodes), top to bottom:
   4. PPO epochs over shuffled minibatches, each accumulated from micro batches:
      the CoT-weighted action log-prob, the clipped policy loss with the truncated importance
      weight for stale samples, the clipped value loss, gradient clipping, an Adam step;
+     with ``target_kl``, the update ends before the step of the first minibatch that has
+     drifted further than that from the starting policy (the first never has: its KL is 0);
   5. one scheduler step; the version goes up by one.
 The math itself is in ``trainer.ppo``; this file wires it to the model.
 Dropout stays off (eval mode) so the ratio starts at exactly 1 on the first minibatch.
@@ -144,6 +146,12 @@ class Learner:
         assert forced.last_prompt_hidden is not None
         return action, self.value_head(forced.last_prompt_hidden)
 
+    def _minibatch_mean(self, local_share_sum: float) -> float:
+        """A minibatch's mean of a metric from each process's share-weighted sum (the sum of them
+        all); every process gets the same number, so all of them stop early together or none."""
+        total = torch.tensor(local_share_sum, dtype=torch.float32, device=self.accelerator.device)
+        return float(self.accelerator.reduce(total, reduction="sum"))
+
     @torch.no_grad()
     def score(self, samples: Sequence[Sample]) -> Scored:
         """Action log-probs and values of every sample, in micro batches, without gradients."""
@@ -226,10 +234,12 @@ class Learner:
         # 4. PPO epochs over minibatches, accumulated from micro batches
         sums: dict[str, float] = defaultdict(float)
         optimizer_steps = 0
+        stop_kl = math.nan  # the KL that ended the update early, if one did
         for _ in range(config.ppo_epochs):
             for minibatch in ppo.minibatch_indices(n, config.minibatch_size, self._shuffle):
                 indices = minibatch.tolist()
                 self.optimizer.zero_grad(set_to_none=True)
+                step_sums: dict[str, float] = defaultdict(float)
                 for micro in _chunks(indices, config.micro_batch_size):
                     # Several processes (accelerate launch): each takes its share of the micro batch;
                     # DDP averages the gradients, hence the factor num_processes below.
@@ -256,13 +266,22 @@ class Learner:
                     share = real / len(indices)
                     self.accelerator.backward(loss * share * self.accelerator.num_processes)
                     for key, value in metrics.items():
-                        sums[key] += value * share
+                        step_sums[key] += value * share
+                if config.target_kl:
+                    kl = self._minibatch_mean(step_sums["losses/approx_kl"])
+                    if kl > config.target_kl:
+                        stop_kl = kl
+                        break
+                for key, value in step_sums.items():
+                    sums[key] += value
                 grad_norm = self.accelerator.clip_grad_norm_(
                     [*self.lora_parameters, *self.value_head.parameters()], config.max_grad_norm
                 )
                 sums["losses/grad_norm"] += float(grad_norm)
                 self.optimizer.step()
                 optimizer_steps += 1
+            if not math.isnan(stop_kl):
+                break
 
         # 5. schedule, version
         self.scheduler.step()
@@ -271,6 +290,10 @@ class Learner:
         metrics = {key: value / max(1, optimizer_steps) for key, value in sums.items()}
         metrics.update(batch_metrics(episodes, latest_version=self.version - 1))
         metrics["charts/learning_rate"] = float(self.optimizer.param_groups[0]["lr"])
+        metrics["charts/optimizer_steps"] = float(optimizer_steps)
+        metrics["charts/kl_stopped_early"] = float(not math.isnan(stop_kl))
+        if not math.isnan(stop_kl):
+            metrics["losses/stop_kl"] = stop_kl
         metrics["charts/advantage_std"] = float(advantages.std()) if n > 1 else 0.0
         seconds = time.monotonic() - started
         metrics["perf/update_seconds"] = seconds

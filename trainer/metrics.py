@@ -22,6 +22,7 @@ CONSOLE = (
     ("losses/value", "v", "{:.4f}"),
     ("losses/approx_kl", "kl", "{:.4f}"),
     ("losses/clip_frac", "clip", "{:.2f}"),
+    ("losses/stop_kl", "stopped early at kl", "{:.4f}"),
     ("losses/explained_variance", "ev", "{:+.2f}"),
     ("charts/policy_lag_mean", "lag", "{:.2f}"),
     ("perf/samples_per_second", "samples/s", "{:.1f}"),

@@ -1,5 +1,8 @@
 """Two learner processes train one policy together: `torchrun --nproc_per_node 2 trainer serve` on CPU
-(gloo), the same code path as `accelerate launch --multi_gpu trainer serve` on GPUs."""
+(gloo), the same code path as `accelerate launch --multi_gpu trainer serve` on GPUs.
+
+With a tiny --target-kl each update ends after its first minibatch: both processes must agree
+on that (a process stepping on alone would hang in DDP's gradient all-reduce)."""
 
 from __future__ import annotations
 
@@ -40,6 +43,8 @@ def test_two_learner_processes_share_each_batch(tmp_path: Path) -> None:
             "6",
             "--ppo-epochs",
             "1",
+            "--target-kl",
+            "1e-7",
             "--lr",
             "1e-3",
             "--max-new-tokens",
@@ -81,6 +86,9 @@ def test_two_learner_processes_share_each_batch(tmp_path: Path) -> None:
         assert "learner process done rank=1 updates=3" in log, log[-3000:]
         rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
         assert [row["update"] for row in rows] == [1, 2, 3]
+        # >= 12 steps in minibatches of 6: two or more per update, the second stopped by the KL
+        assert [row["charts/optimizer_steps"] for row in rows] == [1.0, 1.0, 1.0], rows
+        assert all(row["charts/kl_stopped_early"] == 1.0 and row["losses/stop_kl"] > 1e-7 for row in rows)
         assert json.loads((run / "status.json").read_text())["latest_version"] == 3
     finally:
         agent.stop(timeout=30)

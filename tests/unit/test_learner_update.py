@@ -1,0 +1,127 @@
+"""Learner.update on the tiny VLM: how many optimizer steps an update takes, and the KL early stop.
+
+Samples are real: answers the tiny model generated for NumberLine-like images, one-step
+episodes with rewards of both signs (so the advantages are not all zero).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from accelerate import Accelerator
+from PIL import Image, ImageDraw
+
+from agent.generation import generate_batch
+from agent.models import LoadedVLM, load_vlm
+from trainer.config import TrainerConfig
+from trainer.episodes import EpisodeData, Sample
+from trainer.learner import Learner
+
+EPISODES = 8
+TEMPERATURE = 1.0
+
+
+def image(target: int, current: int) -> Image.Image:
+    picture = Image.new("RGB", (300, 300), "white")
+    draw = ImageDraw.Draw(picture)
+    draw.text((24, 95), f"Target: {target}", fill="black")
+    draw.text((24, 205), f"Current: {current}", fill="black")
+    return picture
+
+
+@pytest.fixture(scope="module")
+def cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    path = tmp_path_factory.mktemp("visact-cache")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("VISACT_CACHE", str(path))
+        yield path
+
+
+def fresh_tiny() -> LoadedVLM:
+    """A new copy each time: a Learner attaches its LoRA to the model it is given."""
+    return load_vlm("tiny", dtype="float32", device="cpu")
+
+
+@pytest.fixture(scope="module")
+def episodes(cache_dir: Path) -> list[EpisodeData]:
+    images = [image(i % 6, (i + 2) % 6) for i in range(EPISODES)]
+    answers = generate_batch(
+        fresh_tiny(),
+        images,
+        ["What are the numbers? Answer in json."] * EPISODES,
+        max_new_tokens=12,
+        temperature=TEMPERATURE,
+        generator=torch.Generator().manual_seed(0),
+    )
+    out = []
+    for i, (picture, answer) in enumerate(zip(images, answers, strict=True)):
+        reward = 1.0 if i % 2 else -1.0
+        sample = Sample(
+            image=np.asarray(picture),
+            prompt_ids=answer.prompt_ids,
+            generated_ids=answer.generated_ids,
+            behavior_log_probs=answer.log_probs,
+            action_start=len(answer.generated_ids) // 2,
+            reward=reward,
+            terminated=True,
+            truncated=False,
+            version=0,
+            temperature=TEMPERATURE,
+            valid=True,
+            success=reward > 0,
+            env_reward=reward,
+        )
+        out.append(EpisodeData(agent_id="a", env="numberline", steps=[sample], episode_id=f"e{i}"))
+    return out
+
+
+def update(episodes: list[EpisodeData], **overrides: float) -> dict[str, float]:
+    config = TrainerConfig(
+        ppo_epochs=2,
+        minibatch_size=2,
+        micro_batch_size=2,
+        lora_r=8,
+        lora_alpha=16,
+        lr=1e-3,
+        max_grad_norm=1.0,
+        **overrides,  # type: ignore[arg-type]
+    )
+    learner = Learner(config, fresh_tiny(), Accelerator(cpu=True))
+    return learner.update(episodes)
+
+
+def test_an_update_takes_every_minibatch_of_every_epoch_without_target_kl(
+    episodes: list[EpisodeData],
+) -> None:
+    metrics = update(episodes)
+    assert metrics["charts/optimizer_steps"] == 2 * EPISODES / 2  # epochs x minibatches
+    assert metrics["charts/kl_stopped_early"] == 0.0
+    assert "losses/stop_kl" not in metrics
+    assert metrics["losses/approx_kl"] > 0.0  # the weights moved: later minibatches drift
+
+
+def test_target_kl_ends_the_update_before_the_first_step_that_drifted_too_far(
+    episodes: list[EpisodeData],
+) -> None:
+    metrics = update(episodes, target_kl=1e-7)
+    # The first minibatch is scored by the weights it started from (KL ~0, within float noise):
+    # it always steps; the second already sees moved weights.
+    assert metrics["charts/optimizer_steps"] == 1
+    assert metrics["charts/kl_stopped_early"] == 1.0
+    assert metrics["losses/stop_kl"] > 1e-7
+    assert metrics["losses/approx_kl"] < 1e-7  # the metrics are those of the steps taken
+
+
+def test_a_target_kl_never_reached_changes_nothing(episodes: list[EpisodeData]) -> None:
+    metrics = update(episodes, target_kl=1e9)
+    assert metrics["charts/optimizer_steps"] == 2 * EPISODES / 2
+    assert metrics["charts/kl_stopped_early"] == 0.0
+
+
+def test_a_negative_target_kl_is_refused_with_its_meaning() -> None:
+    with pytest.raises(ValueError, match="--target-kl must be >= 0"):
+        TrainerConfig(target_kl=-0.01)
