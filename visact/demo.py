@@ -81,6 +81,9 @@ class DemoConfig:
         },
     )
     value_lr_scale: float = field(default=1.0, metadata={"help": "value head learning rate / --ppo-lr"})
+    target_kl: float = field(
+        default=0.0, metadata={"help": "end a PPO update early past this approx KL (0: never; trainer serve)"}
+    )
     ppo_minutes: float = field(
         default=0.0, metadata={"help": "stop PPO after this many minutes (0: after --ppo-updates)"}
     )
@@ -394,6 +397,8 @@ def ppo(
             str(config.format_penalty),
             "--value-lr-scale",
             str(config.value_lr_scale),
+            "--target-kl",
+            str(config.target_kl),
             "--temperature",
             str(config.temperature),
             "--max-new-tokens",
