@@ -570,7 +570,7 @@ def generated_section(data: dict[str, Any]) -> str:
         "",
         markdown_goals(data["summary"]),
         "What a round trip alone allows, in the same run (no session, no protocol message: the "
-        "frame's bytes back, made into a numpy image; only the \"game over shared memory\" row "
+        'frame\'s bytes back, made into a numpy image; only the "game over shared memory" row '
         "steps a game; `bench/peers/floor_worker.py`):",
         "",
         markdown_bounds(data["summary"]),
