@@ -9,7 +9,8 @@ update(episodes), top to bottom:
      the CoT-weighted action log-prob, the clipped policy loss with the truncated importance
      weight for stale samples, the clipped value loss, gradient clipping, an Adam step;
      with ``target_kl``, the update ends before the step of the first minibatch that has
-     drifted further than that from the starting policy (the first never has: its KL is 0);
+     drifted further than that from the starting policy (never before the first step: the
+     first minibatch is scored by the weights it starts from, its KL is 0 up to rounding);
   5. one scheduler step; the version goes up by one.
 The math itself is in ``trainer.ppo``; this file wires it to the model.
 Dropout stays off (eval mode) so the ratio starts at exactly 1 on the first minibatch.
@@ -267,7 +268,7 @@ class Learner:
                     self.accelerator.backward(loss * share * self.accelerator.num_processes)
                     for key, value in metrics.items():
                         step_sums[key] += value * share
-                if config.target_kl:
+                if config.target_kl and optimizer_steps:  # the first step is always taken
                     kl = self._minibatch_mean(step_sums["losses/approx_kl"])
                     if kl > config.target_kl:
                         stop_kl = kl

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -17,6 +18,7 @@ from PIL import Image, ImageDraw
 
 from agent.generation import generate_batch
 from agent.models import LoadedVLM, load_vlm
+from trainer import ppo
 from trainer.config import TrainerConfig
 from trainer.episodes import EpisodeData, Sample
 from trainer.learner import Learner
@@ -114,6 +116,23 @@ def test_target_kl_ends_the_update_before_the_first_step_that_drifted_too_far(
     assert metrics["charts/kl_stopped_early"] == 1.0
     assert metrics["losses/stop_kl"] > 1e-7
     assert metrics["losses/approx_kl"] < 1e-7  # the metrics are those of the steps taken
+
+
+def test_the_first_step_is_taken_even_when_its_kl_reads_above_the_target(
+    episodes: list[EpisodeData], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The first minibatch's KL is 0 up to rounding; rounding (another batch layout, a GPU kernel)
+    must not make an update that takes no step at all."""
+    real_loss = ppo.ppo_loss
+
+    def loss_reading_kl_one(**kwargs: Any) -> tuple[torch.Tensor, dict[str, float]]:
+        loss, metrics = real_loss(**kwargs)
+        return loss, {**metrics, "losses/approx_kl": 1.0}
+
+    monkeypatch.setattr(ppo, "ppo_loss", loss_reading_kl_one)
+    metrics = update(episodes, target_kl=0.5)
+    assert metrics["charts/optimizer_steps"] == 1
+    assert metrics["losses/stop_kl"] == pytest.approx(1.0)
 
 
 def test_a_target_kl_never_reached_changes_nothing(episodes: list[EpisodeData]) -> None:
