@@ -1,12 +1,11 @@
 """Learner.update on the tiny VLM: how many optimizer steps an update takes, and the KL early stop.
 
-Samples are real: answers the tiny model generated for NumberLine-like images, one-step
+Samples are real: answers the tiny model generated for NumberLine frames, one-step
 episodes with rewards of both signs (so the advantages are not all zero).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -14,10 +13,10 @@ import numpy as np
 import pytest
 import torch
 from accelerate import Accelerator
-from PIL import Image, ImageDraw
 
 from agent.generation import generate_batch
 from agent.models import LoadedVLM, load_vlm
+from env_server.games.numberline import NumberLine
 from trainer import ppo
 from trainer.config import TrainerConfig
 from trainer.episodes import EpisodeData, Sample
@@ -27,20 +26,11 @@ EPISODES = 8
 TEMPERATURE = 1.0
 
 
-def image(target: int, current: int) -> Image.Image:
-    picture = Image.new("RGB", (300, 300), "white")
-    draw = ImageDraw.Draw(picture)
-    draw.text((24, 95), f"Target: {target}", fill="black")
-    draw.text((24, 205), f"Current: {current}", fill="black")
-    return picture
-
-
-@pytest.fixture(scope="module")
-def cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    path = tmp_path_factory.mktemp("visact-cache")
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("VISACT_CACHE", str(path))
-        yield path
+def numberline_frame(seed: int) -> np.ndarray:
+    """A real NumberLine observation."""
+    env = NumberLine()
+    env.reset(seed=seed)
+    return env.render()
 
 
 def fresh_tiny() -> LoadedVLM:
@@ -50,7 +40,7 @@ def fresh_tiny() -> LoadedVLM:
 
 @pytest.fixture(scope="module")
 def episodes(cache_dir: Path) -> list[EpisodeData]:
-    images = [image(i % 6, (i + 2) % 6) for i in range(EPISODES)]
+    images = [numberline_frame(i) for i in range(EPISODES)]
     answers = generate_batch(
         fresh_tiny(),
         images,
@@ -63,7 +53,7 @@ def episodes(cache_dir: Path) -> list[EpisodeData]:
     for i, (picture, answer) in enumerate(zip(images, answers, strict=True)):
         reward = 1.0 if i % 2 else -1.0
         sample = Sample(
-            image=np.asarray(picture),
+            image=picture,
             prompt_ids=answer.prompt_ids,
             generated_ids=answer.generated_ids,
             behavior_log_probs=answer.log_probs,

@@ -10,7 +10,6 @@ import hashlib
 import itertools
 import json
 import os
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -51,14 +50,6 @@ def numberline_image(target: int, current: int) -> Image.Image:
     draw.text((24, 95), f"Target: {target}", font=font, fill="black", anchor="lm")
     draw.text((24, 205), f"Current: {current}", font=font, fill="black", anchor="lm")
     return image
-
-
-@pytest.fixture(scope="module")
-def cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    path = tmp_path_factory.mktemp("visact-cache")
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("VISACT_CACHE", str(path))
-        yield path
 
 
 @pytest.fixture(scope="module")
