@@ -120,16 +120,17 @@ FRAME_BYTES = harness.IMAGE_SIDE * harness.IMAGE_SIDE * 3
 SPIN_GAME_BYTES = SLOTS_OFFSET + FRAME_SLOTS * FRAME_BYTES
 
 
-def _spin_game_map(path: Path) -> mmap.mmap:
+def _spin_game_block(path: Path) -> tuple[mmap.mmap, memoryview, memoryview]:
+    """The spin-game block mapped, with its int64 fields and its reward (float64) as views."""
     with path.open("r+b") as file:
-        return mmap.mmap(file.fileno(), SPIN_GAME_BYTES)
+        block = mmap.mmap(file.fileno(), SPIN_GAME_BYTES)
+    fields = memoryview(block)[:64].cast("q")
+    return block, fields, memoryview(block)[REWARD_OFFSET : REWARD_OFFSET + 8].cast("d")
 
 
 def spin_game(path: Path) -> None:
     """Step NumberLine for the requests written into ``path`` (see ``SpinGameSession``)."""
-    block = _spin_game_map(path)
-    fields = memoryview(block)[:64].cast("q")
-    reward = memoryview(block)[REWARD_OFFSET : REWARD_OFFSET + 8].cast("d")
+    block, fields, reward = _spin_game_block(path)
     env = NumberLine()
     slots: dict[int, int] = {}  # id(frozen frame) -> its slot (the frames live as long as the env's cache)
     texts: dict[tuple[str, tuple[str, ...]], int] = {}
@@ -227,9 +228,7 @@ class SpinGameSession:
     action, bump the request counter, spin until it is answered, read the answer in place."""
 
     def __init__(self, path: Path) -> None:
-        self.block = _spin_game_map(path)
-        self.fields = memoryview(self.block)[:64].cast("q")
-        self.reward = memoryview(self.block)[REWARD_OFFSET : REWARD_OFFSET + 8].cast("d")
+        self.block, self.fields, self.reward = _spin_game_block(path)
         self.frames: dict[int, np.ndarray] = {}
         self.texts: dict[int, tuple[str, tuple[str, ...]]] = {}
         self.sent = 0
