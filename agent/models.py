@@ -4,9 +4,9 @@
 for every family (LLaVA, LLaVA-NeXT, Qwen2-VL, Idefics3/SmolVLM, PaliGemma, ...). What differs
 between families is data in one small table, ``FAMILIES``, keyed by ``config.model_type``: the
 names of the vision tower and projector modules (LoRA targets with or without the vision
-tower), whether the processor wants images nested per prompt, whether the processor has a chat
-template, and whether it needs torchvision. Unknown families get a generic entry that guesses
-the module names. ``"tiny"`` is the project's built-in model (see ``agent.tiny_vlm``).
+tower), whether the processor wants images nested per prompt, and whether it has a chat
+template. Unknown families get a generic entry that guesses the module names. ``"tiny"`` is the
+project's built-in model (see ``agent.tiny_vlm``).
 
 Every loaded model is set up for batched sampling the way ``agent.generation`` does it:
 padding on the left, a pad token, and a neutral ``generation_config`` (a checkpoint's own
@@ -14,7 +14,10 @@ sampling defaults such as ``repetition_penalty`` or ``top_k`` would change the d
 behind the recorded log-probs, so they are dropped; visact samples with its own processor).
 
 Pitfalls met while building this on transformers 5.x / torch 2.13 CPU (no torchvision):
-- Qwen2-VL's processor needs torchvision (its video processor); ``load_vlm`` says so up front.
+- Processors that also take videos (Qwen2-VL, Qwen2.5-VL, SmolVLM, ...) cannot be built
+  without torchvision, which their video processor needs: ``AutoProcessor`` fails deep inside
+  transformers. Without torchvision ``load_vlm`` builds them without the video processor (images
+  only, which is all visact feeds them); with torchvision, ``AutoProcessor`` as usual.
 - ``CLIPImageProcessor`` without torchvision warns and falls back; the tiny model saves
   ``CLIPImageProcessorPil`` directly.
 - ``attn_implementation`` belongs to the config (``load_vlm(..., attn_implementation=...)``
@@ -25,6 +28,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
+import inspect
 import os
 from dataclasses import dataclass, field
 from typing import Any
@@ -73,8 +77,6 @@ class VLMTraits:
     #: the processor has a chat template that takes {"type": "image"} parts; when False the
     #: prompt is the plain user text and the processor inserts the image tokens itself
     chat_template: bool = True
-    #: the processor cannot be built without torchvision
-    needs_torchvision: bool = False
     #: the model wants ``mm_token_type_ids`` (1 on image tokens) to place its multimodal RoPE
     mm_token_type_ids: bool = False
     #: the model wants ``token_type_ids``: 0 on the prompt (attended bidirectionally), 1 on the answer
@@ -98,7 +100,7 @@ def _idefics_like(family: str) -> VLMTraits:
 
 
 def _qwen_vl_like(family: str) -> VLMTraits:
-    return VLMTraits(family, ("visual",), ("merger",), needs_torchvision=True, mm_token_type_ids=True)
+    return VLMTraits(family, ("visual",), ("merger",), mm_token_type_ids=True)
 
 
 FAMILIES: dict[str, VLMTraits] = {
@@ -223,7 +225,7 @@ def load_vlm(
     ``adapter`` is a peft LoRA adapter directory applied on top (frozen unless
     ``adapter_trainable``). The model is in eval mode on ``device``.
     """
-    from transformers import AutoConfig, AutoModelForImageTextToText, AutoProcessor
+    from transformers import AutoConfig, AutoModelForImageTextToText
 
     name = str(name_or_path)
     if name == TINY:
@@ -243,13 +245,8 @@ def load_vlm(
             "save_pretrained, a hub id (needs internet or a filled HF cache), or 'tiny'."
         ) from exc
     traits = traits_for(config.model_type)
-    if traits.needs_torchvision and importlib.util.find_spec("torchvision") is None:
-        raise ModelLoadError(
-            f"{name!r} is a {config.model_type} model, whose processor needs torchvision, which is not "
-            "installed: install the torchvision build that matches your torch, or use another family."
-        )
 
-    processor = AutoProcessor.from_pretrained(path)
+    processor = _load_processor(path, config)
     tokenizer = getattr(processor, "tokenizer", None)
     if tokenizer is None:
         raise ModelLoadError(f"the processor of {name!r} ({type(processor).__name__}) has no tokenizer")
@@ -296,6 +293,55 @@ def load_vlm(
         adapter=adapter_path,
         stop_ids=stop_ids,
     )
+
+
+def _load_processor(path: str, config: Any) -> Any:
+    """``AutoProcessor.from_pretrained(path)``; without torchvision, a processor that also takes
+    videos is built without its video processor (see the pitfalls at the top of this module)."""
+    from transformers import AutoImageProcessor, AutoProcessor, AutoTokenizer
+    from transformers.models.auto.processing_auto import PROCESSOR_MAPPING
+
+    if importlib.util.find_spec("torchvision") is not None or type(config) not in PROCESSOR_MAPPING:
+        return AutoProcessor.from_pretrained(path)
+    processor_class: Any = PROCESSOR_MAPPING[type(config)]
+    if "video_processor" not in processor_class.get_attributes():
+        return AutoProcessor.from_pretrained(path)
+
+    class ImageOnlyProcessor(processor_class):
+        """The checkpoint's processor without its video part: transformers loads, checks and saves
+        a processor's parts by ``get_attributes()``. It keeps the class's name, so that what
+        ``save_pretrained`` writes loads anywhere, torchvision or not. ``video_processor`` (a class
+        attribute: never saved) has its settings unset, which SmolVLM's chat template reads."""
+
+        video_processor = _NoVideoProcessor()
+
+        @classmethod
+        def get_attributes(cls) -> list[str]:
+            return [name for name in processor_class.get_attributes() if name != "video_processor"]
+
+    ImageOnlyProcessor.__name__ = ImageOnlyProcessor.__qualname__ = processor_class.__name__
+    settings, _ = processor_class.get_processor_dict(path)  # the chat template, image_seq_len, ...
+    parts = {"self", "image_processor", "tokenizer", "video_processor"}
+    accepted = set(inspect.signature(processor_class.__init__).parameters) - parts
+    return ImageOnlyProcessor(
+        image_processor=AutoImageProcessor.from_pretrained(path),
+        tokenizer=AutoTokenizer.from_pretrained(path),
+        video_processor=None,
+        **{key: value for key, value in settings.items() if key in accepted},
+    )
+
+
+class _NoVideoProcessor:
+    """Where a video processor would be without torchvision: settings unset, any call refused."""
+
+    num_frames = None
+    fps = None
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        raise ModelLoadError(
+            "this processor was built without its video processor because torchvision is not installed; "
+            "visact feeds only images. For videos, install the torchvision build that matches your torch."
+        )
 
 
 def _stop_ids(model: Any, tokenizer: Any) -> tuple[int, ...]:

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from tests.processes import Process, command, start
+from tests.vlm_families import FAMILY_BUILDERS
 
 GAMES = ("numberline", "ezpoints", "points24", "blackjack")
 #: what the oracle must reach over 40 held-out episodes (Blackjack's basic strategy wins ~42%)
@@ -87,3 +88,21 @@ def test_tiny_vlm_eval_runs_and_reports_answer_health(
     assert 0.0 <= summary["valid_action_rate"] <= 1.0
     assert 0 < summary["mean_answer_tokens"] <= 24
     assert summary["steps_per_second"] > 0
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("family", ["qwen2_vl", "smolvlm"])
+def test_agent_client_runs_a_checkpoint_of_another_family_by_path(
+    servers: dict[str, Process], tmp_path: Path, family: str
+) -> None:
+    """``--model PATH``: a checkpoint written the way the hub's are (tiny and random here)."""
+    builder, _ = FAMILY_BUILDERS[family]
+    model = builder(tmp_path / family)
+    summary = run_eval(
+        tmp_path,
+        "--server", servers["numberline"].address, "--model", str(model), "--episodes", "2",
+        "--sessions", "2", "--max-new-tokens", "8", "--threads", "1",
+    )  # fmt: skip
+    assert summary["episodes"] == 2 and summary["steps"] >= 2
+    assert summary["policy"] == f"vlm:{model}"
+    assert 0 < summary["mean_answer_tokens"] <= 8

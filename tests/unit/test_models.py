@@ -1,7 +1,7 @@
 """agent.models / agent.tiny_vlm / agent.generation: the tiny VLM, the loader, sampling and log-probs.
 
-Everything is built offline in temporary directories: the tiny LLaVA, and tiny random
-Idefics3 and PaliGemma checkpoints that go through the very same ``load_vlm``.
+Everything is built offline in temporary directories. Other families through the same
+``load_vlm``: ``test_model_families.py``.
 """
 
 from __future__ import annotations
@@ -430,108 +430,3 @@ def test_lora_adapter_loads_on_top_and_keeps_the_base_fingerprint(tiny: LoadedVL
             teacher_forced_log_probs(tiny, images, ids, gen, 1.0).log_probs
         )
     assert delta.abs().max() > 1e-3  # the adapter changes the policy
-
-
-# ---------------------------------------------------------------------------------------------
-# Other families through the same loader
-# ---------------------------------------------------------------------------------------------
-
-
-def build_tiny_idefics3(out: Path) -> Path:
-    from transformers import Idefics3Config, Idefics3ForConditionalGeneration, Idefics3Processor, LlamaConfig
-    from transformers.models.idefics3 import Idefics3VisionConfig
-    from transformers.models.idefics3.image_processing_pil_idefics3 import Idefics3ImageProcessorPil
-
-    template = (
-        "{% for message in messages %}{{ message['role'] | capitalize }}:"
-        "{% for part in message['content'] %}{% if part['type'] == 'image' %}<image>"
-        "{% else %}{{ part['text'] }}{% endif %}{% endfor %}<end_of_utterance>\n{% endfor %}"
-        "{% if add_generation_prompt %}Assistant:{% endif %}"
-    )
-    extra = ("<fake_token_around_image>", "<end_of_utterance>", "<global-img>")
-    tokenizer = tiny_vlm.build_tokenizer(32, extra_special_tokens=extra, chat_template=template)
-    vision = Idefics3VisionConfig(
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=1,
-        num_attention_heads=2,
-        image_size=32,
-        patch_size=8,
-    )
-    text = LlamaConfig(
-        vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=1,
-        num_attention_heads=2, num_key_value_heads=2, pad_token_id=0, eos_token_id=2,
-    )  # fmt: skip
-    config = Idefics3Config(vision_config=vision, text_config=text, image_token_id=3, scale_factor=2)
-    config.pad_token_id = 0
-    torch.manual_seed(0)
-    Idefics3ForConditionalGeneration(config).save_pretrained(out)
-    image_processor = Idefics3ImageProcessorPil(
-        do_image_splitting=False, size={"longest_edge": 32}, max_image_size={"longest_edge": 32}
-    )
-    Idefics3Processor(
-        image_processor=image_processor, tokenizer=tokenizer, image_seq_len=4, chat_template=template
-    ).save_pretrained(out)
-    return out
-
-
-def build_tiny_paligemma(out: Path) -> Path:
-    from transformers import (
-        GemmaConfig,
-        PaliGemmaConfig,
-        PaliGemmaForConditionalGeneration,
-        PaliGemmaProcessor,
-        SiglipVisionConfig,
-    )
-    from transformers.models.siglip.image_processing_pil_siglip import SiglipImageProcessorPil
-
-    tokenizer = tiny_vlm.build_tokenizer(32)
-    tokenizer.bos_token = "<|im_start|>"
-    image_processor = SiglipImageProcessorPil(size={"height": 32, "width": 32})
-    image_processor.image_seq_length = 16  # type: ignore[attr-defined]
-    processor = PaliGemmaProcessor(image_processor=image_processor, tokenizer=tokenizer)  # adds <loc>/<seg>
-    vision = SiglipVisionConfig(
-        hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2, image_size=32,
-        patch_size=8,
-    )  # fmt: skip
-    text = GemmaConfig(
-        vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=1,
-        num_attention_heads=2, num_key_value_heads=1, head_dim=16, pad_token_id=0, eos_token_id=2, bos_token_id=1,
-    )  # fmt: skip
-    config = PaliGemmaConfig(vision_config=vision, text_config=text, image_token_index=3, projection_dim=32)
-    torch.manual_seed(0)
-    PaliGemmaForConditionalGeneration(config).save_pretrained(out)
-    processor.save_pretrained(out)
-    return out
-
-
-@pytest.mark.parametrize(
-    ("builder", "family", "vision"),
-    [(build_tiny_idefics3, "idefics3", "vision_model"), (build_tiny_paligemma, "paligemma", "vision_tower")],
-)
-def test_other_families_load_generate_and_match_through_the_same_path(
-    tmp_path: Path, builder: Any, family: str, vision: str
-) -> None:
-    loaded = load_vlm(str(builder(tmp_path / family)), device="cpu")
-    assert loaded.traits.family == family
-    assert loaded.tokenizer.padding_side == "left"
-    images = images_for(3)
-    samples = generate_batch(loaded, images, PROMPTS[:3], 10, 0.7, generator=torch.Generator().manual_seed(7))
-    assert all(len(s.generated_ids) == len(s.log_probs) >= 1 for s in samples)
-    assert all(s.prompt_ids.count(int(loaded.processor.image_token_id)) >= 4 for s in samples)
-    assert_log_probs_match(loaded, images, samples, 0.7)
-    targets = lora_target_modules(loaded.model)
-    assert any(vision in n for n in targets)
-    assert not any(vision in n for n in lora_target_modules(loaded.model, include_vision=False))
-
-
-def test_qwen2_vl_without_torchvision_fails_with_a_clear_error(tmp_path: Path) -> None:
-    import importlib.util
-
-    if importlib.util.find_spec("torchvision") is not None:
-        pytest.skip("torchvision is installed here; the error path cannot be reached")
-    from transformers import Qwen2VLConfig
-
-    Qwen2VLConfig().save_pretrained(tmp_path)
-    with pytest.raises(ModelLoadError, match="needs torchvision"):
-        load_vlm(str(tmp_path), device="cpu")

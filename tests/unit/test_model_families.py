@@ -1,0 +1,201 @@
+"""Other VLM families through the same ``load_vlm``, sampling, log-prob recompute and PPO update.
+
+Tiny random checkpoints of Idefics3, PaliGemma, SmolVLM, Qwen2-VL and Qwen2.5-VL
+(``vlm_families``), built offline, go through exactly the code a real checkpoint of that
+family goes through: the family table, the processor (without torchvision: without its video
+part), multimodal RoPE positions (Qwen), prefix token types (PaliGemma), LoRA targets and the
+learner's update with its value head, and the SFT warm start whose result loads again.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from accelerate import Accelerator
+
+from agent.generation import generate_batch, teacher_forced_log_probs
+from agent.models import LoadedVLM, ModelLoadError, load_vlm, lora_target_modules
+from env_server.games.numberline import NumberLine
+from tests.vlm_families import FAMILY_BUILDERS
+from trainer.config import TrainerConfig
+from trainer.episodes import EpisodeData, Sample
+from trainer.learner import Learner
+from trainer.sft import SFTConfig, train_sft
+from visact.demos import DemosConfig, write_demos
+
+FAMILIES = sorted(FAMILY_BUILDERS)
+PROMPTS = ["Read the numbers.", "What is the target number? Answer in json.", "Go"]
+NO_TORCHVISION = importlib.util.find_spec("torchvision") is None
+PROCESSOR_CLASS = {
+    "qwen2_vl": "Qwen2VLProcessor",
+    "qwen2_5_vl": "Qwen2_5_VLProcessor",
+    "smolvlm": "SmolVLMProcessor",
+}
+
+
+@pytest.fixture(scope="module")
+def checkpoints(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("families")
+    return {family: builder(root / family) for family, (builder, _) in FAMILY_BUILDERS.items()}
+
+
+def frames(count: int) -> list[np.ndarray]:
+    """Real NumberLine observations (300x300), different ones."""
+    out = []
+    for seed in range(count):
+        env = NumberLine()
+        env.reset(seed=seed)
+        out.append(env.render())
+    return out
+
+
+def assert_recomputed_log_probs_match(loaded: LoadedVLM, images: list[np.ndarray], samples: list) -> None:
+    with torch.no_grad():
+        forced = teacher_forced_log_probs(
+            loaded, images, [s.prompt_ids for s in samples], [s.generated_ids for s in samples], 0.7
+        )
+    for row, sample in enumerate(samples):
+        n = len(sample.generated_ids)
+        assert int(forced.mask[row].sum()) == n
+        torch.testing.assert_close(
+            forced.log_probs[row, :n], torch.tensor(sample.log_probs), atol=1e-4, rtol=0
+        )
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_each_family_loads_samples_and_recomputes_the_same_log_probs(
+    checkpoints: dict[str, Path], family: str
+) -> None:
+    loaded = load_vlm(str(checkpoints[family]), device="cpu")
+    assert loaded.traits.family == family
+    assert loaded.tokenizer.padding_side == "left"
+    images = frames(3)  # prompts of three lengths: left padding differs per row
+    samples = generate_batch(loaded, images, PROMPTS, 10, 0.7, generator=torch.Generator().manual_seed(7))
+    assert all(len(s.generated_ids) == len(s.log_probs) >= 1 for s in samples)
+    image_token = int(loaded.processor.image_token_id)
+    assert all(s.prompt_ids.count(image_token) >= 4 for s in samples)  # the image reached the prompt
+    assert_recomputed_log_probs_match(loaded, images, samples)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_lora_targets_include_or_exclude_each_familys_vision_tower(
+    checkpoints: dict[str, Path], family: str
+) -> None:
+    loaded = load_vlm(str(checkpoints[family]), device="cpu")
+    vision = FAMILY_BUILDERS[family][1]
+    every = lora_target_modules(loaded.model)
+    text_only = lora_target_modules(loaded.model, include_vision=False)
+    assert any(vision in name.split(".") for name in every)
+    assert not any(vision in name.split(".") for name in text_only)
+    assert any(".layers.0." in name for name in text_only)  # the language model stays
+
+
+@pytest.mark.skipif(not NO_TORCHVISION, reason="with torchvision the processors are built whole")
+@pytest.mark.parametrize("family", ["qwen2_vl", "qwen2_5_vl", "smolvlm"])
+def test_without_torchvision_video_processors_are_left_out_and_the_rest_kept(
+    checkpoints: dict[str, Path], family: str, tmp_path: Path
+) -> None:
+    loaded = load_vlm(str(checkpoints[family]), device="cpu")
+    processor = loaded.processor
+    assert "video_processor" not in type(processor).get_attributes()
+    assert "{% for message in messages %}" in processor.chat_template  # the checkpoint's template
+    if family == "smolvlm":
+        assert processor.image_seq_len == 4  # from processor_config.json, not the class default 169
+    with pytest.raises(ModelLoadError, match="torchvision"):
+        processor.video_processor([np.zeros((2, 32, 32, 3), np.uint8)])
+
+    # What it saves (trainer sft --mode full does) names the real class and keeps its settings.
+    saved = tmp_path / "saved"
+    processor.save_pretrained(saved)
+    written = json.loads((saved / "processor_config.json").read_text())
+    assert written["processor_class"] == PROCESSOR_CLASS[family]
+    assert "video_processor" not in written
+    if family == "smolvlm":
+        assert written["image_seq_len"] == 4
+
+
+def one_step_episodes(loaded: LoadedVLM, count: int) -> list[EpisodeData]:
+    """``count`` one-step episodes the model answered itself, rewards of both signs."""
+    images = frames(count)
+    answers = generate_batch(
+        loaded, images, ["Answer in json."] * count, 8, 1.0, generator=torch.Generator().manual_seed(0)
+    )
+    episodes = []
+    for i, (image, answer) in enumerate(zip(images, answers, strict=True)):
+        reward = 1.0 if i % 2 else -1.0
+        step = Sample(
+            image=image,
+            prompt_ids=answer.prompt_ids,
+            generated_ids=answer.generated_ids,
+            behavior_log_probs=answer.log_probs,
+            action_start=0,
+            reward=reward,
+            terminated=True,
+            truncated=False,
+            version=0,
+            temperature=1.0,
+            valid=True,
+            success=reward > 0,
+            env_reward=reward,
+        )
+        episodes.append(EpisodeData(agent_id="a", env="numberline", steps=[step], episode_id=f"e{i}"))
+    return episodes
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_a_ppo_update_trains_each_familys_lora_and_value_head(
+    checkpoints: dict[str, Path], family: str
+) -> None:
+    episodes = one_step_episodes(load_vlm(str(checkpoints[family]), device="cpu"), 4)
+    config = TrainerConfig(
+        ppo_epochs=1, minibatch_size=2, micro_batch_size=2, lora_r=4, lora_alpha=8, lr=1e-2
+    )
+    learner = Learner(config, load_vlm(str(checkpoints[family]), device="cpu"), Accelerator(cpu=True))
+    before = [p.detach().clone() for p in learner.lora_parameters]
+    value_before = [p.detach().clone() for p in learner.value_head.parameters()]
+
+    metrics = learner.update(episodes)
+
+    assert metrics["charts/optimizer_steps"] == 2
+    assert all(np.isfinite(v) for v in metrics.values())
+    assert any(not torch.equal(b, p) for b, p in zip(before, learner.lora_parameters, strict=True))
+    assert any(
+        not torch.equal(b, p) for b, p in zip(value_before, learner.value_head.parameters(), strict=True)
+    )
+
+
+@pytest.fixture(scope="module")
+def demos(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Expert NumberLine demonstrations, written by `visact demos`' own code (a real server)."""
+    out = tmp_path_factory.mktemp("demos") / "numberline.jsonl"
+    write_demos(DemosConfig(env="numberline", episodes=3, out=out, sessions=3))
+    return out
+
+
+@pytest.mark.parametrize("mode", ["full", "lora"])
+@pytest.mark.parametrize("family", FAMILIES)
+def test_sft_warm_starts_each_family_and_its_result_loads(
+    checkpoints: dict[str, Path], demos: Path, tmp_path: Path, family: str, mode: str
+) -> None:
+    config = SFTConfig(
+        data=demos, model=str(checkpoints[family]), out=tmp_path / "sft", mode=mode, steps=2, batch_size=2,
+        warmup_steps=0, vision_warmup_steps=2, eval_fraction=0.3, device="cpu", progress=False, lora_r=4,
+        lora_alpha=8,
+    )  # fmt: skip
+    summary = train_sft(config)
+
+    assert [point["step"] for point in summary["curve"]] == [2]
+    assert np.isfinite(summary["curve"][0]["loss"])
+    assert any(key.startswith("vision_warmup/") for key in summary)  # the vision warm-up ran on it
+    if mode == "full":
+        loaded = load_vlm(summary["output"], device="cpu")
+    else:
+        loaded = load_vlm(str(checkpoints[family]), device="cpu", adapter=summary["output"])
+    assert loaded.traits.family == family
+    answers = generate_batch(loaded, frames(1), ["Go"], 4, 1.0, generator=torch.Generator().manual_seed(0))
+    assert len(answers[0].generated_ids) >= 1
