@@ -183,13 +183,25 @@ def _unpadded(input_ids: Tensor, attention_mask: Tensor) -> list[list[int]]:
 def _token_extras(loaded: LoadedVLM, input_ids: Tensor, answer_mask: Tensor | None) -> dict[str, Tensor]:
     """Per-token inputs some families need, rebuilt from the ids the same way in both paths."""
     extras: dict[str, Tensor] = {}
-    if loaded.traits.mm_token_type_ids:
-        image_id = int(loaded.processor.image_token_id)
-        extras["mm_token_type_ids"] = (input_ids == image_id).to(torch.int32)
-    if loaded.traits.prefix_token_type_ids:
+    traits = loaded.traits
+    if traits.mm_token_type_ids or traits.image_token_type_ids:
+        on_image = torch.isin(input_ids, torch.tensor(_image_token_ids(loaded), device=input_ids.device))
+        if traits.mm_token_type_ids:
+            extras["mm_token_type_ids"] = on_image.to(torch.int32)
+        if traits.image_token_type_ids:
+            extras["token_type_ids"] = on_image.to(torch.long)
+    if traits.prefix_token_type_ids:
         answer = answer_mask if answer_mask is not None else torch.zeros_like(input_ids, dtype=torch.bool)
         extras["token_type_ids"] = answer.to(torch.long)
     return extras
+
+
+def _image_token_ids(loaded: LoadedVLM) -> list[int]:
+    """The ids the processor expands an image into (what its own ``mm_token_type_ids`` marks):
+    Gemma 3's soft image tokens, not its begin-of-image token that ``image_token_id`` names."""
+    processor = loaded.processor
+    ids = getattr(processor, "image_token_ids", None) or [processor.image_token_id]
+    return [int(i) for i in ids if i is not None]
 
 
 # ---------------------------------------------------------------------------------------------

@@ -1,12 +1,13 @@
 """Load any Hugging Face image-text-to-text VLM the same way, and fingerprint its base weights.
 
 ``load_vlm(name_or_path)`` goes through ``AutoModelForImageTextToText`` and ``AutoProcessor``
-for every family (LLaVA, LLaVA-NeXT, Qwen2-VL, Idefics3/SmolVLM, PaliGemma, ...). What differs
-between families is data in one small table, ``FAMILIES``, keyed by ``config.model_type``: the
-names of the vision tower and projector modules (LoRA targets with or without the vision
-tower), whether the processor wants images nested per prompt, and whether it has a chat
-template. Unknown families get a generic entry that guesses the module names. ``"tiny"`` is the
-project's built-in model (see ``agent.tiny_vlm``).
+for every family (LLaVA, LLaVA-NeXT, Qwen2/2.5/3-VL, Gemma 3, Idefics3/SmolVLM, PaliGemma, ...).
+What differs between families is data in one small table, ``FAMILIES``, keyed by
+``config.model_type``: the names of the vision tower and projector modules (LoRA targets with or without the vision tower), whether the processor wants images
+nested per prompt, whether it has a chat template, and which per-token types the model's
+forward wants (Qwen's multimodal RoPE, Gemma 3's image blocks, PaliGemma's prefix). Unknown
+families get a generic entry that guesses the module names. ``"tiny"`` is the project's
+built-in model (see ``agent.tiny_vlm``).
 
 Every loaded model is set up for batched sampling the way ``agent.generation`` does it:
 padding on the left, a pad token, and a neutral ``generation_config`` (a checkpoint's own
@@ -79,6 +80,8 @@ class VLMTraits:
     chat_template: bool = True
     #: the model wants ``mm_token_type_ids`` (1 on image tokens) to place its multimodal RoPE
     mm_token_type_ids: bool = False
+    #: the model wants ``token_type_ids``: 1 on image tokens (attended bidirectionally), else 0
+    image_token_type_ids: bool = False
     #: the model wants ``token_type_ids``: 0 on the prompt (attended bidirectionally), 1 on the answer
     prefix_token_type_ids: bool = False
     #: output heads never adapted by LoRA
@@ -103,6 +106,12 @@ def _qwen_vl_like(family: str) -> VLMTraits:
     return VLMTraits(family, ("visual",), ("merger",), mm_token_type_ids=True)
 
 
+def _gemma3_like(family: str) -> VLMTraits:
+    return VLMTraits(
+        family, ("vision_tower",), ("multi_modal_projector",), nested_images=True, image_token_type_ids=True
+    )
+
+
 FAMILIES: dict[str, VLMTraits] = {
     "llava": _llava_like("llava"),
     "llava_next": _llava_like("llava_next"),
@@ -112,6 +121,8 @@ FAMILIES: dict[str, VLMTraits] = {
     "smolvlm": _idefics_like("smolvlm"),
     "qwen2_vl": _qwen_vl_like("qwen2_vl"),
     "qwen2_5_vl": _qwen_vl_like("qwen2_5_vl"),
+    "qwen3_vl": _qwen_vl_like("qwen3_vl"),
+    "gemma3": _gemma3_like("gemma3"),
 }
 
 

@@ -36,7 +36,7 @@ import re
 import shutil
 import tempfile
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -232,12 +232,15 @@ def build_tokenizer(
     num_merges: int = DEFAULT_SPEC.num_merges,
     extra_special_tokens: Sequence[str] = (),
     chat_template: str = CHAT_TEMPLATE,
+    named_tokens: Mapping[str, str] | None = None,
 ) -> Any:
     """The tiny model's byte-level BPE tokenizer (a ``PreTrainedTokenizerFast``), padding on the left.
 
     Ids: the specials (``<pad>`` 0, ``<|im_start|>`` 1, ``<|im_end|>`` 2, ``<image>`` 3, then
     ``extra_special_tokens``), the 256 bytes in byte order, then one id per merge in merge order.
-    Any Unicode text round-trips (every byte has a token).
+    Any Unicode text round-trips (every byte has a token). ``named_tokens`` gives special tokens
+    the names processors look up (``{"image_token": "<|image_pad|>"}``: ``tokenizer.image_token``
+    and ``tokenizer.image_token_id``); ``image_token`` is ``<image>`` unless named otherwise.
     """
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers
     from transformers import PreTrainedTokenizerFast
@@ -260,7 +263,7 @@ def build_tokenizer(
         eos_token=IM_END,
         bos_token=None,
         unk_token=None,
-        extra_special_tokens={"image_token": IMAGE_TOKEN},
+        extra_special_tokens={"image_token": IMAGE_TOKEN, **(named_tokens or {})},
         padding_side="left",
         model_max_length=DEFAULT_SPEC.max_positions,
     )

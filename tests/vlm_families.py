@@ -106,8 +106,12 @@ def _build_tiny_qwen_vl(out: Path, family: str) -> Path:
     from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
 
     extra = ("<|vision_start|>", "<|vision_end|>", "<|image_pad|>", "<|video_pad|>")
-    tokenizer = tiny_vlm.build_tokenizer(32, extra_special_tokens=extra, chat_template=QWEN_TEMPLATE)
-    tokenizer.image_token = "<|image_pad|>"  # what Qwen2VLProcessor expands (the tiny one says <image>)
+    tokenizer = tiny_vlm.build_tokenizer(
+        32,
+        extra_special_tokens=extra,
+        chat_template=QWEN_TEMPLATE,
+        named_tokens={"image_token": "<|image_pad|>"},
+    )  # the image token Qwen's processor expands
     ids = {token: tokenizer.convert_tokens_to_ids(token) for token in extra}
     vision: dict[str, object] = dict(
         depth=1, hidden_size=32, num_heads=2, patch_size=8, spatial_merge_size=2, temporal_patch_size=2
@@ -187,6 +191,136 @@ def build_tiny_smolvlm(out: Path) -> Path:
     return out
 
 
+def build_tiny_llava_next(out: Path) -> Path:
+    """LLaVA-NeXT: "anyres" (the frame tiled into crops plus a base image, newline tokens)."""
+    from transformers import (
+        CLIPVisionConfig,
+        LlamaConfig,
+        LlavaNextConfig,
+        LlavaNextForConditionalGeneration,
+        LlavaNextProcessor,
+    )
+    from transformers.models.llava_next.image_processing_pil_llava_next import LlavaNextImageProcessorPil
+
+    tokenizer = tiny_vlm.build_tokenizer(32)
+    vision = CLIPVisionConfig(
+        hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2, image_size=32,
+        patch_size=16, projection_dim=32,
+    )  # fmt: skip
+    text = LlamaConfig(
+        vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+        num_attention_heads=2, num_key_value_heads=2, pad_token_id=0, eos_token_id=2, bos_token_id=None,
+    )  # fmt: skip
+    config = LlavaNextConfig(
+        vision_config=vision, text_config=text, image_token_index=3, image_grid_pinpoints=[[32, 32], [32, 64]],
+        vision_feature_layer=-1, vision_feature_select_strategy="default",
+    )  # fmt: skip
+    torch.manual_seed(0)
+    LlavaNextForConditionalGeneration(config).save_pretrained(out)
+    image_processor = LlavaNextImageProcessorPil(
+        size={"shortest_edge": 32},
+        crop_size={"height": 32, "width": 32},
+        image_grid_pinpoints=[[32, 32], [32, 64]],
+    )
+    LlavaNextProcessor(
+        image_processor=image_processor, tokenizer=tokenizer, patch_size=16, vision_feature_select_strategy="default",
+        num_additional_image_tokens=1, chat_template=tiny_vlm.CHAT_TEMPLATE,
+    ).save_pretrained(out)  # fmt: skip
+    return out
+
+
+def build_tiny_qwen3_vl(out: Path) -> Path:
+    from transformers import Qwen3VLConfig, Qwen3VLForConditionalGeneration
+    from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
+
+    extra = ("<|vision_start|>", "<|vision_end|>", "<|image_pad|>", "<|video_pad|>")
+    tokenizer = tiny_vlm.build_tokenizer(
+        32,
+        extra_special_tokens=extra,
+        chat_template=QWEN_TEMPLATE,
+        named_tokens={"image_token": "<|image_pad|>"},
+    )
+    ids = {token: tokenizer.convert_tokens_to_ids(token) for token in extra}
+    vision = dict(
+        depth=2, hidden_size=32, intermediate_size=64, num_heads=2, patch_size=8, spatial_merge_size=2,
+        temporal_patch_size=2, out_hidden_size=32, num_position_embeddings=16, deepstack_visual_indexes=[0],
+    )  # fmt: skip
+    text = dict(
+        vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+        num_attention_heads=2, num_key_value_heads=2, head_dim=16, pad_token_id=0,
+        rope_parameters={"rope_type": "default", "mrope_section": [2, 3, 3], "mrope_interleaved": True,
+                         "rope_theta": 10000.0},
+    )  # fmt: skip
+    config = Qwen3VLConfig(
+        text_config=text,
+        vision_config=vision,
+        image_token_id=ids["<|image_pad|>"],
+        video_token_id=ids["<|video_pad|>"],
+        vision_start_token_id=ids["<|vision_start|>"],
+        vision_end_token_id=ids["<|vision_end|>"],
+    )
+    config.text_config.eos_token_id = 2
+    torch.manual_seed(0)
+    Qwen3VLForConditionalGeneration(config).save_pretrained(out)
+    Qwen2VLImageProcessorPil(
+        min_pixels=32 * 32, max_pixels=32 * 32, patch_size=8, merge_size=2, temporal_patch_size=2
+    ).save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    return out
+
+
+def build_tiny_gemma3(out: Path) -> Path:
+    """Gemma 3: image tokens attend to each other both ways (``token_type_ids`` marks them)."""
+    from transformers import (
+        Gemma3Config,
+        Gemma3ForConditionalGeneration,
+        Gemma3Processor,
+        Gemma3TextConfig,
+        SiglipVisionConfig,
+    )
+    from transformers.models.gemma3.image_processing_pil_gemma3 import Gemma3ImageProcessorPil
+
+    template = (
+        "{% for message in messages %}<start_of_turn>{{ message['role'] }}\n"
+        "{% for part in message['content'] %}{% if part['type'] == 'image' %}<start_of_image>"
+        "{% else %}{{ part['text'] }}{% endif %}{% endfor %}<end_of_turn>\n{% endfor %}"
+        "{% if add_generation_prompt %}<start_of_turn>model\n{% endif %}"
+    )
+    extra = ("<start_of_turn>", "<end_of_turn>", "<start_of_image>", "<end_of_image>", "<image_soft_token>")
+    names = {
+        "image_token": "<image_soft_token>",
+        "boi_token": "<start_of_image>",
+        "eoi_token": "<end_of_image>",
+    }
+    tokenizer = tiny_vlm.build_tokenizer(
+        32, extra_special_tokens=extra, chat_template=template, named_tokens=names
+    )
+    ids = {token: tokenizer.convert_tokens_to_ids(token) for token in extra}
+    vision = SiglipVisionConfig(
+        hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2, image_size=32,
+        patch_size=8,
+    )  # fmt: skip
+    text = Gemma3TextConfig(
+        vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+        num_attention_heads=2, num_key_value_heads=1, head_dim=16, pad_token_id=0, eos_token_id=ids["<end_of_turn>"],
+        bos_token_id=None, sliding_window=8, layer_types=["sliding_attention", "full_attention"],
+    )  # fmt: skip
+    config = Gemma3Config(
+        text_config=text, vision_config=vision, mm_tokens_per_image=4, boi_token_index=ids["<start_of_image>"],
+        eoi_token_index=ids["<end_of_image>"], image_token_index=ids["<image_soft_token>"],
+    )  # fmt: skip
+    torch.manual_seed(0)
+    model = Gemma3ForConditionalGeneration(config)
+    with torch.no_grad():  # initialized to zeros, which would hide the image from the model
+        model.model.multi_modal_projector.mm_input_projection_weight.normal_(0.0, 0.5)
+    model.save_pretrained(out)
+    image_processor = Gemma3ImageProcessorPil(size={"height": 32, "width": 32})
+    Gemma3Processor(
+        image_processor=image_processor, tokenizer=tokenizer, chat_template=template, image_seq_length=4
+    ).save_pretrained(out)
+    return out
+
+
 #: family (``config.model_type``) -> (builder, the vision tower's module name)
 FAMILY_BUILDERS: dict[str, tuple[Callable[[Path], Path], str]] = {
     "idefics3": (build_tiny_idefics3, "vision_model"),
@@ -194,4 +328,7 @@ FAMILY_BUILDERS: dict[str, tuple[Callable[[Path], Path], str]] = {
     "smolvlm": (build_tiny_smolvlm, "vision_model"),
     "qwen2_vl": (build_tiny_qwen2_vl, "visual"),
     "qwen2_5_vl": (build_tiny_qwen2_5_vl, "visual"),
+    "qwen3_vl": (build_tiny_qwen3_vl, "visual"),
+    "llava_next": (build_tiny_llava_next, "vision_tower"),
+    "gemma3": (build_tiny_gemma3, "vision_tower"),
 }

@@ -91,7 +91,7 @@ def test_tiny_vlm_eval_runs_and_reports_answer_health(
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("family", ["qwen2_vl", "smolvlm"])
+@pytest.mark.parametrize("family", ["qwen2_vl", "smolvlm", "gemma3"])
 def test_agent_client_runs_a_checkpoint_of_another_family_by_path(
     servers: dict[str, Process], tmp_path: Path, family: str
 ) -> None:

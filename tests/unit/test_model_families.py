@@ -18,7 +18,13 @@ import pytest
 import torch
 from accelerate import Accelerator
 
-from agent.generation import generate_batch, teacher_forced_log_probs
+from agent.generation import (
+    _encode,
+    _token_extras,
+    generate_batch,
+    prompt_token_ids,
+    teacher_forced_log_probs,
+)
 from agent.models import LoadedVLM, ModelLoadError, load_vlm, lora_target_modules
 from env_server.games.numberline import NumberLine
 from tests.vlm_families import FAMILY_BUILDERS
@@ -77,9 +83,48 @@ def test_each_family_loads_samples_and_recomputes_the_same_log_probs(
     images = frames(3)  # prompts of three lengths: left padding differs per row
     samples = generate_batch(loaded, images, PROMPTS, 10, 0.7, generator=torch.Generator().manual_seed(7))
     assert all(len(s.generated_ids) == len(s.log_probs) >= 1 for s in samples)
-    image_token = int(loaded.processor.image_token_id)
-    assert all(s.prompt_ids.count(image_token) >= 4 for s in samples)  # the image reached the prompt
+    image_tokens = set(
+        getattr(loaded.processor, "image_token_ids", None) or [loaded.processor.image_token_id]
+    )
+    assert all(sum(t in image_tokens for t in s.prompt_ids) >= 4 for s in samples)  # the image reached it
     assert_recomputed_log_probs_match(loaded, images, samples)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_each_familys_answers_depend_on_the_image(checkpoints: dict[str, Path], family: str) -> None:
+    """The same prompt and answer scored under two frames: the image must reach the language model
+    (a tiny checkpoint with a zero projector, or an image token left out, would not)."""
+    loaded = load_vlm(str(checkpoints[family]), device="cpu")
+    images = frames(2)
+    prompt = prompt_token_ids(loaded, images[:1], ["Answer in json."])[0]
+    answer = loaded.tokenizer("the target is 3", add_special_tokens=False)["input_ids"]
+    with torch.no_grad():
+        forced = teacher_forced_log_probs(loaded, images, [prompt, prompt], [answer, answer], 1.0)
+    assert (forced.log_probs[0] - forced.log_probs[1]).abs().max() > 1e-5
+
+
+#: families whose forward takes per-token types, and the key it takes them under
+TOKEN_TYPES = {
+    "qwen2_vl": "mm_token_type_ids", "qwen2_5_vl": "mm_token_type_ids", "qwen3_vl": "mm_token_type_ids",
+    "gemma3": "token_type_ids", "paligemma": "token_type_ids",
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("family", sorted(TOKEN_TYPES))
+def test_token_types_are_rebuilt_exactly_as_the_processor_makes_them(
+    checkpoints: dict[str, Path], family: str
+) -> None:
+    """Sampling and the recompute rebuild token types from the ids (the answer has none from the
+    processor); a family whose types were left out would still match itself, so compare with the
+    processor's own."""
+    loaded = load_vlm(str(checkpoints[family]), device="cpu")
+    encoded = _encode(loaded, frames(3), PROMPTS)
+    key = TOKEN_TYPES[family]
+    rebuilt = _token_extras(loaded, encoded["input_ids"], None)
+    assert key in encoded and key in rebuilt
+    torch.testing.assert_close(rebuilt[key].long(), encoded[key].long(), rtol=0, atol=0)
+    if family != "paligemma":  # PaliGemma's types mark the answer (none here): all 0
+        assert int(rebuilt[key].sum()) >= 3 * 4
 
 
 @pytest.mark.parametrize("family", FAMILIES)
