@@ -64,7 +64,13 @@ def make_policy(config: AgentConfig) -> Policy:
 
     if config.threads:
         torch.set_num_threads(config.threads)
-    loaded = load_vlm(config.model, dtype=config.dtype, device=config.device, adapter=config.adapter)
+    loaded = load_vlm(
+        config.model,
+        dtype=config.dtype,
+        device=config.device,
+        adapter=config.adapter,
+        attn_implementation=config.attn_implementation,
+    )
     return VLMPolicy(
         loaded,
         cot=config.cot,

@@ -21,6 +21,10 @@ class AgentConfig:
         default="auto", metadata={"help": "auto (bf16 on capable GPUs, else fp32), float32, bfloat16"}
     )
     device: str = field(default="auto", metadata={"help": "auto, cpu, cuda, cuda:1, ..."})
+    attn_implementation: str | None = field(
+        default=None,
+        metadata={"help": "attention kernel: sdpa (unset: transformers' default), eager, flash_attention_2"},
+    )
     cot: bool = field(default=True, metadata={"help": "chain-of-thought prompt (--no-cot: action only)"})
     temperature: float = field(default=0.2, metadata={"help": "sampling temperature (paper: 0.2)"})
     max_new_tokens: int = field(default=256, metadata={"help": "longest answer in tokens (paper: 256)"})

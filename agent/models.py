@@ -31,6 +31,8 @@ import hashlib
 import importlib.util
 import inspect
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -43,6 +45,8 @@ __all__ = [
     "ModelLoadError",
     "VLMTraits",
     "base_model_of",
+    "checkpointing_in_eval_mode",
+    "enable_activation_checkpointing",
     "load_vlm",
     "lora_target_modules",
     "resolve_device",
@@ -270,7 +274,15 @@ def load_vlm(
     kwargs: dict[str, Any] = {"dtype": torch_dtype}
     if attn_implementation is not None:
         kwargs["attn_implementation"] = attn_implementation
-    model: Any = AutoModelForImageTextToText.from_pretrained(path, **kwargs)
+    try:
+        model: Any = AutoModelForImageTextToText.from_pretrained(path, **kwargs)
+    except (ImportError, ValueError) as exc:
+        if attn_implementation is None:
+            raise
+        raise ModelLoadError(
+            f"attention implementation {attn_implementation!r} cannot be used for {name!r} here: {exc} "
+            "Leave it unset (sdpa, transformers' default), or give 'eager'."
+        ) from exc
     model.to(resolved_device)
     model.eval()
     stop_ids = _stop_ids(model, tokenizer)
@@ -380,6 +392,50 @@ def _neutral_generation_config(tokenizer: Any, stop_ids: tuple[int, ...]) -> Any
         eos_token_id=list(stop_ids),
         bos_token_id=tokenizer.bos_token_id,
     )
+
+
+# ---------------------------------------------------------------------------------------------
+# Activation checkpointing
+# ---------------------------------------------------------------------------------------------
+
+
+def enable_activation_checkpointing(model: Any) -> None:
+    """Keep only each layer's inputs in the forward pass and recompute the rest in the backward
+    (transformers' own checkpointing, non-reentrant): much less memory for long multimodal
+    prompts, for about one more forward pass of time. Training in train mode (SFT) needs nothing
+    more; training in eval mode (the PPO learner) runs under ``checkpointing_in_eval_mode``."""
+    base = base_model_of(model)
+    if not getattr(base, "supports_gradient_checkpointing", False):
+        raise ModelLoadError(
+            f"{type(base).__name__} does not support activation checkpointing; run without --gradient-checkpointing"
+        )
+    base.activation_checkpointing_enable()
+
+
+@contextmanager
+def checkpointing_in_eval_mode(model: Any) -> Iterator[None]:
+    """Checkpoint while the model stays in eval mode.
+
+    transformers checkpoints a layer only while that layer is in training mode, and the PPO
+    learner runs in eval mode (no dropout, so that it reproduces the sampled log-probs). This
+    sets the training flag of the checkpointed layers alone, not of their submodules, so dropout
+    stays off; the layers of the families visact tests read their own flag for nothing else.
+    """
+    from transformers.modeling_layers import GradientCheckpointingLayer
+
+    layers = [
+        module
+        for module in model.modules()
+        if isinstance(module, GradientCheckpointingLayer) and module.gradient_checkpointing
+    ]
+    flags = [layer.training for layer in layers]
+    for layer in layers:
+        layer.training = True
+    try:
+        yield
+    finally:
+        for layer, flag in zip(layers, flags, strict=True):
+            layer.training = flag
 
 
 # ---------------------------------------------------------------------------------------------

@@ -30,6 +30,16 @@ class TrainerConfig:
     dtype: str = field(
         default="auto", metadata={"help": "auto (bf16 on capable GPUs, else fp32), float32, bfloat16"}
     )
+    attn_implementation: str | None = field(
+        default=None,
+        metadata={"help": "attention kernel: sdpa (unset: transformers' default), eager, flash_attention_2"},
+    )
+    gradient_checkpointing: bool = field(
+        default=False,
+        metadata={
+            "help": "recompute activations in the backward pass: far less memory, ~1 more forward of time"
+        },
+    )
     init_adapter: Path | None = field(
         default=None, metadata={"help": "start from this adapter (e.g. `trainer sft` output) as version 0"}
     )

@@ -13,7 +13,8 @@ update(episodes), top to bottom:
      first minibatch is scored by the weights it starts from, its KL is 0 up to rounding);
   5. one scheduler step; the version goes up by one.
 The math itself is in ``trainer.ppo``; this file wires it to the model.
-Dropout stays off (eval mode) so the ratio starts at exactly 1 on the first minibatch.
+Dropout stays off (eval mode) so the ratio starts at exactly 1 on the first minibatch; with
+``gradient_checkpointing`` the layers recompute their activations in the backward pass all the same.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import math
 import time
 from collections import defaultdict
 from collections.abc import Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,7 +33,13 @@ from torch import Tensor, nn
 
 from agent.adapters import apply_adapter, attach_lora, lora_config, peft_config_from_dict, read_adapter
 from agent.generation import teacher_forced_log_probs
-from agent.models import LoadedVLM, lora_target_modules, weights_fingerprint
+from agent.models import (
+    LoadedVLM,
+    checkpointing_in_eval_mode,
+    enable_activation_checkpointing,
+    lora_target_modules,
+    weights_fingerprint,
+)
 from trainer import ppo
 from trainer.config import TrainerConfig
 from trainer.episodes import EpisodeData, Sample
@@ -103,6 +111,8 @@ class Learner:
         else:
             targets = lora_target_modules(loaded.model, loaded.traits, include_vision=config.lora_vision)
             lora = lora_config(targets, r=config.lora_r, alpha=config.lora_alpha, dropout=config.lora_dropout)
+        if config.gradient_checkpointing:
+            enable_activation_checkpointing(loaded.model)
         model = attach_lora(loaded.model, lora)
         if initial is not None:
             apply_adapter(model, initial[0])
@@ -134,14 +144,16 @@ class Learner:
     # ------------------------------------------------------------------ forward passes
     def _forward(self, samples: Sequence[Sample]) -> tuple[Tensor, Tensor]:
         """(action log-prob (B,), value (B,)) of samples under the current weights."""
-        forced = teacher_forced_log_probs(
-            self.loaded,
-            [s.image for s in samples],
-            [s.prompt_ids for s in samples],
-            [s.generated_ids for s in samples],
-            temperature=samples[0].temperature,
-            return_hidden=True,
-        )
+        checkpointing = self.config.gradient_checkpointing
+        with checkpointing_in_eval_mode(self.loaded.model) if checkpointing else nullcontext():
+            forced = teacher_forced_log_probs(
+                self.loaded,
+                [s.image for s in samples],
+                [s.prompt_ids for s in samples],
+                [s.generated_ids for s in samples],
+                temperature=samples[0].temperature,
+                return_hidden=True,
+            )
         starts = torch.tensor([s.action_start for s in samples], device=forced.log_probs.device)
         action = ppo.action_log_prob(forced.log_probs, forced.mask, starts, self.config.lambda_cot)
         assert forced.last_prompt_hidden is not None

@@ -170,7 +170,12 @@ def build_learner(config: TrainerConfig) -> tuple[Learner, dict[str, Any]]:
         cpu=not torch.cuda.is_available(),
         kwargs_handlers=[InitProcessGroupKwargs(timeout=timedelta(hours=24))],
     )
-    loaded = load_vlm(config.model, dtype=config.dtype, device=accelerator.device)
+    loaded = load_vlm(
+        config.model,
+        dtype=config.dtype,
+        device=accelerator.device,
+        attn_implementation=config.attn_implementation,
+    )
     learner = Learner(config, loaded, accelerator)
     state: dict[str, Any] = {}
     if config.resume is not None:

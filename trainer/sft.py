@@ -84,6 +84,16 @@ class SFTConfig:
     eval_every: int = field(default=100, metadata={"help": "measure held-out fact accuracy every N steps"})
     dtype: str = field(default="auto", metadata={"help": "auto, float32, bfloat16"})
     device: str = field(default="auto", metadata={"help": "auto, cpu, cuda, ..."})
+    attn_implementation: str | None = field(
+        default=None,
+        metadata={"help": "attention kernel: sdpa (unset: transformers' default), eager, flash_attention_2"},
+    )
+    gradient_checkpointing: bool = field(
+        default=False,
+        metadata={
+            "help": "recompute activations in the backward pass: far less memory, ~1 more forward of time"
+        },
+    )
     seed: int = field(default=0, metadata={"help": "seed of the shuffle and the heads"})
     progress: bool = field(default=True, metadata={"help": "show a progress bar"})
     log_format: str = field(default="text", metadata={"help": "json or text", "choices": ["json", "text"]})
@@ -304,7 +314,7 @@ def run_sft(config: SFTConfig) -> int:
 def train_sft(config: SFTConfig) -> dict[str, Any]:
     """Warm-start a VLM on demonstrations; writes the result under ``config.out`` and returns a summary."""
     from agent.generation import teacher_forced_log_probs
-    from agent.models import load_vlm
+    from agent.models import enable_activation_checkpointing, load_vlm
 
     started = time.monotonic()
     torch.manual_seed(config.seed)
@@ -313,7 +323,11 @@ def train_sft(config: SFTConfig) -> dict[str, Any]:
     rng.shuffle(demos)
     held = int(len(demos) * config.eval_fraction)
     eval_demos, train_demos = demos[:held], demos[held:]
-    loaded = load_vlm(config.model, dtype=config.dtype, device=config.device)
+    loaded = load_vlm(
+        config.model, dtype=config.dtype, device=config.device, attn_implementation=config.attn_implementation
+    )
+    if config.gradient_checkpointing:
+        enable_activation_checkpointing(loaded.model)
     summary: dict[str, Any] = {"config": {k: str(v) for k, v in asdict(config).items()}, "demos": len(demos)}
     if config.mode == "lora":
         # before the warm-up, so that what it learns lands in the adapter (the base stays as is)

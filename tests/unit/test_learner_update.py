@@ -1,4 +1,5 @@
-"""Learner.update on the tiny VLM: how many optimizer steps an update takes, and the KL early stop.
+"""Learner.update on the tiny VLM: how many optimizer steps an update takes, the KL early stop,
+and activation checkpointing.
 
 Samples are real: answers the tiny model generated for NumberLine frames, one-step
 episodes with rewards of both signs (so the advantages are not all zero).
@@ -134,3 +135,61 @@ def test_a_target_kl_never_reached_changes_nothing(episodes: list[EpisodeData]) 
 def test_a_negative_target_kl_is_refused_with_its_meaning() -> None:
     with pytest.raises(ValueError, match="--target-kl must be >= 0"):
         TrainerConfig(target_kl=-0.01)
+
+
+def test_gradient_checkpointing_recomputes_layers_and_updates_the_same_weights(
+    episodes: list[EpisodeData], checkpoint_calls: list[int]
+) -> None:
+    learners = {}
+    for checkpointing in (False, True):
+        config = TrainerConfig(
+            ppo_epochs=1, minibatch_size=4, micro_batch_size=2, lora_r=8, lora_alpha=16, lr=1e-3,
+            max_grad_norm=1.0, gradient_checkpointing=checkpointing,
+        )  # fmt: skip
+        torch.manual_seed(0)  # the same LoRA initialization for both
+        learners[checkpointing] = learner = Learner(config, fresh_tiny(), Accelerator(cpu=True))
+        learner.metrics = learner.update(episodes)  # type: ignore[attr-defined]
+    plain, checkpointed = learners[False], learners[True]
+
+    assert checkpoint_calls[0] > 0  # layers were recomputed, in eval mode
+    for key in ("losses/policy", "losses/value", "losses/approx_kl", "losses/grad_norm"):
+        assert checkpointed.metrics[key] == pytest.approx(plain.metrics[key], rel=1e-4, abs=1e-7)  # type: ignore[attr-defined]
+    for a, b in zip(plain.lora_parameters, checkpointed.lora_parameters, strict=True):
+        torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-5)
+
+
+def test_in_eval_mode_layers_are_checkpointed_only_under_the_learners_context(
+    episodes: list[EpisodeData], checkpoint_calls: list[int]
+) -> None:
+    """transformers checkpoints only layers in training mode; the learner stays in eval mode (no
+    dropout), so without ``checkpointing_in_eval_mode`` nothing would be recomputed. What the
+    forward keeps for the backward (every tensor saved outside a checkpointed layer) shrinks."""
+    from agent.generation import teacher_forced_log_probs
+    from agent.models import checkpointing_in_eval_mode
+
+    config = TrainerConfig(lora_r=8, lora_alpha=16, gradient_checkpointing=True)
+    learner = Learner(config, fresh_tiny(), Accelerator(cpu=True))
+    model = learner.loaded.model
+    steps = [episode.steps[0] for episode in episodes[:4]]
+
+    def bytes_kept_for_backward() -> int:
+        kept = [0]
+
+        def pack(tensor: torch.Tensor) -> torch.Tensor:
+            kept[0] += tensor.numel() * tensor.element_size()
+            return tensor
+
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
+            teacher_forced_log_probs(
+                learner.loaded, [s.image for s in steps], [s.prompt_ids for s in steps],
+                [s.generated_ids for s in steps], 1.0,
+            )  # fmt: skip
+        return kept[0]
+
+    kept_plain = bytes_kept_for_backward()
+    assert checkpoint_calls[0] == 0
+    with checkpointing_in_eval_mode(model):
+        kept_checkpointed = bytes_kept_for_backward()
+    assert checkpoint_calls[0] > 0
+    assert kept_checkpointed < kept_plain / 3  # 1/7 here (LoRA on the tiny VLM, 4 samples)
+    assert not any(m.training for m in model.modules())  # every flag restored: dropout never came on

@@ -244,3 +244,18 @@ def test_sft_warm_starts_each_family_and_its_result_loads(
     assert loaded.traits.family == family
     answers = generate_batch(loaded, frames(1), ["Go"], 4, 1.0, generator=torch.Generator().manual_seed(0))
     assert len(answers[0].generated_ids) >= 1
+
+
+def test_sft_with_gradient_checkpointing_recomputes_layers_and_learns_the_same(
+    checkpoints: dict[str, Path], demos: Path, tmp_path: Path, checkpoint_calls: list[int]
+) -> None:
+    losses = {}
+    for checkpointing in (False, True):
+        config = SFTConfig(
+            data=demos, model=str(checkpoints["qwen2_vl"]), out=tmp_path / str(checkpointing), steps=3,
+            batch_size=2, warmup_steps=0, vision_warmup_steps=2, eval_fraction=0.3, device="cpu", progress=False,
+            gradient_checkpointing=checkpointing,
+        )  # fmt: skip
+        losses[checkpointing] = train_sft(config)["curve"][-1]["loss"]
+        assert (checkpoint_calls[0] > 0) == checkpointing
+    assert losses[True] == pytest.approx(losses[False], abs=2e-4)  # the curve rounds to 4 decimals

@@ -217,6 +217,18 @@ def test_load_in_bfloat16(cache_dir: Path) -> None:
     assert len(sample.generated_ids) == len(sample.log_probs) >= 1
 
 
+def test_attention_implementations_give_the_same_log_probs(tiny: LoadedVLM) -> None:
+    eager = load_vlm("tiny", dtype="float32", device="cpu", attn_implementation="eager")
+    images = images_for(3)
+    samples = generate_batch(tiny, images, PROMPTS[:3], 10, 1.0, generator=torch.Generator().manual_seed(3))
+    assert_log_probs_match(eager, images, samples, 1.0)  # sampled with sdpa, recomputed with eager
+
+
+def test_an_unusable_attention_implementation_is_refused_with_the_fix(cache_dir: Path) -> None:
+    with pytest.raises(ModelLoadError, match="Leave it unset"):
+        load_vlm("tiny", device="cpu", attn_implementation="no_such_kernel")
+
+
 def test_load_errors_say_what_to_do(tmp_path: Path) -> None:
     with pytest.raises(ModelLoadError, match="save_pretrained"):
         load_vlm(str(tmp_path / "missing"), device="cpu")
