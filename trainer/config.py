@@ -36,9 +36,7 @@ class TrainerConfig:
     )
     gradient_checkpointing: bool = field(
         default=False,
-        metadata={
-            "help": "recompute activations in the backward pass: far less memory, ~1 more forward of time"
-        },
+        metadata={"help": "recompute activations in the backward pass: far less memory, some more time"},
     )
     init_adapter: Path | None = field(
         default=None, metadata={"help": "start from this adapter (e.g. `trainer sft` output) as version 0"}

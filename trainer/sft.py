@@ -90,9 +90,7 @@ class SFTConfig:
     )
     gradient_checkpointing: bool = field(
         default=False,
-        metadata={
-            "help": "recompute activations in the backward pass: far less memory, ~1 more forward of time"
-        },
+        metadata={"help": "recompute activations in the backward pass: far less memory, some more time"},
     )
     seed: int = field(default=0, metadata={"help": "seed of the shuffle and the heads"})
     progress: bool = field(default=True, metadata={"help": "show a progress bar"})
