@@ -15,6 +15,7 @@ from safetensors.torch import load as load_safetensors
 
 from tests.processes import TRAINER_ARGS as FAST_TRAINER_ARGS
 from tests.processes import Process, command, start, start_env, wait_for
+from tests.vlm_families import build_tiny_qwen2_vl
 
 pytestmark = pytest.mark.slow
 
@@ -165,5 +166,42 @@ def test_two_agents_train_with_a_trainer_that_is_killed_and_resumed(tmp_path: Pa
     finally:
         for agent in agents:
             agent.stop(timeout=30)
+        trainer.stop(timeout=60)
+        env.stop(timeout=30)
+
+
+def test_a_qwen2_vl_checkpoint_trains_across_processes(tmp_path: Path) -> None:
+    """Another family by path, as a user brings one: `trainer serve --model DIR` (with activation
+    checkpointing) and `agent-client --model DIR`; the agent runs every version it is sent,
+    LoRA on Qwen's vision tower included."""
+    model = str(build_tiny_qwen2_vl(tmp_path / "qwen2_vl"))
+    run = tmp_path / "run"
+    trainer_args = [
+        "serve", *TRAINER_ARGS, "--model", model, "--gradient-checkpointing", "--port", "0",
+        "--checkpoint-dir", str(run), "--max-updates", "2", "--ready-file", str(tmp_path / "trainer.port"),
+    ]  # fmt: skip
+    env = start_env(tmp_path, "env")
+    trainer = start(
+        "trainer",
+        [*command("trainer"), *trainer_args],
+        tmp_path,
+        ready_file=tmp_path / "trainer.port",
+        timeout=180,
+    )
+    agent_args = ["--server", env.address, "--trainer", trainer.address, "--model", model, "--sessions", "3"]
+    agent = start("agent", [*command("agent-client"), *agent_args, "--threads", "1"], tmp_path)
+    try:
+        # it trains to --max-updates, waits for the agent to run its newest version, and exits
+        assert trainer.popen.wait(timeout=600) == 0, trainer.text()[-3000:]
+        assert "agents on the newest version" in trainer.text(), trainer.text()[-3000:]
+        assert [int(row["update"]) for row in metrics(run)] == [1, 2]
+        first, last = adapter_tensors(run, 0), adapter_tensors(run, 2)
+        assert any(".visual." in key for key in last), sorted(last)[:5]
+        assert any(not (last[k] == first[k]).all() for k in first), "the adapter never changed"
+        final = status(run)
+        assert [a["version"] for a in final["agents"].values()] == [final["latest_version"]], final
+        assert agent.alive(), agent.text()[-2000:]
+    finally:
+        agent.stop(timeout=30)
         trainer.stop(timeout=60)
         env.stop(timeout=30)
