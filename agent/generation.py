@@ -131,11 +131,12 @@ def _forward_parameters(loaded: LoadedVLM) -> set[str]:
 def image_inputs(loaded: LoadedVLM, images: Sequence[ImageLike]) -> dict[str, Tensor]:
     """The image processor's tensors for one image per prompt, as the model's forward takes them.
 
-    Both sampling and the teacher-forced recompute take their pixels from the image processor
-    (here, or within the processor call of :func:`_encode`), so both see the same pixels.
+    Made by the same processor call as sampling's (:func:`_encode`, with an empty text), so the
+    recompute sees the very pixels the sample was drawn from: calling the image processor alone
+    would miss the settings the processor passes it (InternVL's processor tiles each frame into
+    crops, its image processor alone does not).
     """
-    out = loaded.processor.image_processor(_images_argument(loaded, images), return_tensors="pt")
-    return _model_image_tensors(loaded, out)
+    return _model_image_tensors(loaded, _encode(loaded, images, [""] * len(images)))
 
 
 def _model_image_tensors(loaded: LoadedVLM, processed: Mapping[str, Any]) -> dict[str, Tensor]:

@@ -4,7 +4,7 @@ Each builder saves a model, its image processor and a tokenizer (the tiny model'
 BPE with the family's special tokens) into ``out`` and returns it, for ``load_vlm(out)``. Sizes
 are the smallest that run: 32-wide layers, one of each, 32x32 images, 4 image tokens a frame.
 
-The Qwen2-VL and SmolVLM families save their parts one by one rather than through their
+Qwen-VL, SmolVLM and InternVL checkpoints are saved part by part rather than through their
 processor: those processors also take videos, and without torchvision they cannot be built
 (``agent.models`` builds them without the video part at load time; a hub checkpoint has the
 same files).
@@ -321,6 +321,44 @@ def build_tiny_gemma3(out: Path) -> Path:
     return out
 
 
+def build_tiny_internvl(out: Path) -> Path:
+    """InternVL (2.5/3): pixel-shuffled vision features between <img> and </img>."""
+    from transformers import InternVLConfig, InternVLForConditionalGeneration, Qwen2Config
+    from transformers.models.got_ocr2.image_processing_pil_got_ocr2 import GotOcr2ImageProcessorPil
+    from transformers.models.internvl.configuration_internvl import InternVLVisionConfig
+
+    template = tiny_vlm.CHAT_TEMPLATE.replace("<image>", "<IMG_CONTEXT>")
+    extra = ("<img>", "</img>", "<IMG_CONTEXT>", "<video>")
+    names = {
+        "start_image_token": "<img>", "end_image_token": "</img>", "context_image_token": "<IMG_CONTEXT>",
+        "video_token": "<video>",
+    }  # fmt: skip
+    tokenizer = tiny_vlm.build_tokenizer(
+        32, extra_special_tokens=extra, chat_template=template, named_tokens=names
+    )
+    vision = InternVLVisionConfig(
+        hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2, image_size=32,
+        patch_size=8,
+    )  # fmt: skip
+    text = Qwen2Config(
+        vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+        num_attention_heads=2, num_key_value_heads=2, pad_token_id=0, eos_token_id=2, bos_token_id=None,
+    )  # fmt: skip
+    config = InternVLConfig(
+        vision_config=vision, text_config=text, image_token_id=tokenizer.convert_tokens_to_ids("<IMG_CONTEXT>"),
+        image_seq_length=4,
+    )  # fmt: skip
+    torch.manual_seed(0)
+    InternVLForConditionalGeneration(config).save_pretrained(out)
+    image_processor = GotOcr2ImageProcessorPil(size={"height": 32, "width": 32}, crop_to_patches=False)
+    image_processor.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    (out / "processor_config.json").write_text(
+        '{"image_seq_length": 4, "processor_class": "InternVLProcessor"}\n'
+    )
+    return out
+
+
 #: family (``config.model_type``) -> (builder, the vision tower's module name)
 FAMILY_BUILDERS: dict[str, tuple[Callable[[Path], Path], str]] = {
     "idefics3": (build_tiny_idefics3, "vision_model"),
@@ -331,4 +369,5 @@ FAMILY_BUILDERS: dict[str, tuple[Callable[[Path], Path], str]] = {
     "qwen3_vl": (build_tiny_qwen3_vl, "visual"),
     "llava_next": (build_tiny_llava_next, "vision_tower"),
     "gemma3": (build_tiny_gemma3, "vision_tower"),
+    "internvl": (build_tiny_internvl, "vision_tower"),
 }

@@ -37,11 +37,11 @@ from visact.demos import DemosConfig, write_demos
 FAMILIES = sorted(FAMILY_BUILDERS)
 PROMPTS = ["Read the numbers.", "What is the target number? Answer in json.", "Go"]
 NO_TORCHVISION = importlib.util.find_spec("torchvision") is None
+#: the families whose processors also take videos, and their processor classes
 PROCESSOR_CLASS = {
-    "qwen2_vl": "Qwen2VLProcessor",
-    "qwen2_5_vl": "Qwen2_5_VLProcessor",
-    "smolvlm": "SmolVLMProcessor",
-}
+    "qwen2_vl": "Qwen2VLProcessor", "qwen2_5_vl": "Qwen2_5_VLProcessor", "qwen3_vl": "Qwen3VLProcessor",
+    "smolvlm": "SmolVLMProcessor", "internvl": "InternVLProcessor",
+}  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -141,7 +141,7 @@ def test_lora_targets_include_or_exclude_each_familys_vision_tower(
 
 
 @pytest.mark.skipif(not NO_TORCHVISION, reason="with torchvision the processors are built whole")
-@pytest.mark.parametrize("family", ["qwen2_vl", "qwen2_5_vl", "smolvlm"])
+@pytest.mark.parametrize("family", sorted(PROCESSOR_CLASS))
 def test_without_torchvision_video_processors_are_left_out_and_the_rest_kept(
     checkpoints: dict[str, Path], family: str, tmp_path: Path
 ) -> None:
@@ -151,6 +151,8 @@ def test_without_torchvision_video_processors_are_left_out_and_the_rest_kept(
     assert "{% for message in messages %}" in processor.chat_template  # the checkpoint's template
     if family == "smolvlm":
         assert processor.image_seq_len == 4  # from processor_config.json, not the class default 169
+    if family == "internvl":
+        assert processor.image_seq_length == 4  # likewise, not 256
     with pytest.raises(ModelLoadError, match="torchvision"):
         processor.video_processor([np.zeros((2, 32, 32, 3), np.uint8)])
 
@@ -162,6 +164,8 @@ def test_without_torchvision_video_processors_are_left_out_and_the_rest_kept(
     assert "video_processor" not in written
     if family == "smolvlm":
         assert written["image_seq_len"] == 4
+    if family == "internvl":
+        assert written["image_seq_length"] == 4
 
 
 def one_step_episodes(loaded: LoadedVLM, count: int) -> list[EpisodeData]:
