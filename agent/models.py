@@ -1,13 +1,14 @@
 """Load any Hugging Face image-text-to-text VLM the same way, and fingerprint its base weights.
 
 ``load_vlm(name_or_path)`` goes through ``AutoModelForImageTextToText`` and ``AutoProcessor``
-for every family (LLaVA, LLaVA-NeXT, Qwen2/2.5/3-VL, Gemma 3, InternVL, Idefics3/SmolVLM,
-PaliGemma, ...). What differs between families is data in one small table, ``FAMILIES``, keyed
-by ``config.model_type``: the names of the vision tower and projector modules (LoRA targets with
-or without the vision tower), whether the processor wants images nested per prompt, whether it
-has a chat template, and which per-token types the model's forward wants (Qwen's multimodal
-RoPE, Gemma 3's image blocks, PaliGemma's prefix). Unknown families get a generic entry that
-guesses the module names. ``"tiny"`` is the project's built-in model (see ``agent.tiny_vlm``).
+for every family (LLaVA, LLaVA-NeXT/OneVision, Qwen2/2.5/3-VL, Gemma 3, InternVL,
+Idefics3/SmolVLM, PaliGemma, ...). What differs between families is data in one small table,
+``FAMILIES``, keyed by ``config.model_type``: the names of the vision tower and projector
+modules (LoRA targets with or without the vision tower), whether the processor wants images
+nested per prompt, whether it has a chat template, and which per-token types the model's forward
+wants (Qwen's multimodal RoPE, Gemma 3's image blocks, PaliGemma's prefix). Unknown families get
+a generic entry that guesses the module names. ``"tiny"`` is the project's built-in model (see
+``agent.tiny_vlm``).
 
 Every loaded model is set up for batched sampling the way ``agent.generation`` does it:
 padding on the left, a pad token, and a neutral ``generation_config`` (a checkpoint's own

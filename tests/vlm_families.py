@@ -359,6 +359,47 @@ def build_tiny_internvl(out: Path) -> Path:
     return out
 
 
+def build_tiny_llava_onevision(out: Path) -> Path:
+    """LLaVA-OneVision: a SigLIP tower, "anyres" crops pooled to at most 9, a Qwen2 language model."""
+    from transformers import (
+        LlavaOnevisionConfig,
+        LlavaOnevisionForConditionalGeneration,
+        Qwen2Config,
+        SiglipVisionConfig,
+    )
+    from transformers.models.llava_onevision.image_processing_pil_llava_onevision import (
+        LlavaOnevisionImageProcessorPil,
+    )
+
+    tokenizer = tiny_vlm.build_tokenizer(
+        32, extra_special_tokens=("<video>",), named_tokens={"video_token": "<video>"}
+    )
+    vision = SiglipVisionConfig(
+        hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2, image_size=32,
+        patch_size=16,
+    )  # fmt: skip
+    text = Qwen2Config(
+        vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+        num_attention_heads=2, num_key_value_heads=2, pad_token_id=0, eos_token_id=2, bos_token_id=None,
+    )  # fmt: skip
+    pinpoints = [[32, 32], [32, 64], [64, 32]]
+    config = LlavaOnevisionConfig(
+        vision_config=vision, text_config=text, image_token_index=3,
+        video_token_index=tokenizer.convert_tokens_to_ids("<video>"), image_grid_pinpoints=pinpoints,
+        vision_feature_layer=-1, vision_feature_select_strategy="full",
+    )  # fmt: skip
+    torch.manual_seed(0)
+    LlavaOnevisionForConditionalGeneration(config).save_pretrained(out)
+    LlavaOnevisionImageProcessorPil(
+        size={"height": 32, "width": 32}, image_grid_pinpoints=pinpoints
+    ).save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    (out / "processor_config.json").write_text(
+        '{"num_image_tokens": 4, "vision_feature_select_strategy": "full", "processor_class": "LlavaOnevisionProcessor"}\n'
+    )
+    return out
+
+
 #: family (``config.model_type``) -> (builder, the vision tower's module name)
 FAMILY_BUILDERS: dict[str, tuple[Callable[[Path], Path], str]] = {
     "idefics3": (build_tiny_idefics3, "vision_model"),
@@ -370,4 +411,5 @@ FAMILY_BUILDERS: dict[str, tuple[Callable[[Path], Path], str]] = {
     "llava_next": (build_tiny_llava_next, "vision_tower"),
     "gemma3": (build_tiny_gemma3, "vision_tower"),
     "internvl": (build_tiny_internvl, "vision_tower"),
+    "llava_onevision": (build_tiny_llava_onevision, "vision_tower"),
 }

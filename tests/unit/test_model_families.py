@@ -40,7 +40,7 @@ NO_TORCHVISION = importlib.util.find_spec("torchvision") is None
 #: the families whose processors also take videos, and their processor classes
 PROCESSOR_CLASS = {
     "qwen2_vl": "Qwen2VLProcessor", "qwen2_5_vl": "Qwen2_5_VLProcessor", "qwen3_vl": "Qwen3VLProcessor",
-    "smolvlm": "SmolVLMProcessor", "internvl": "InternVLProcessor",
+    "smolvlm": "SmolVLMProcessor", "internvl": "InternVLProcessor", "llava_onevision": "LlavaOnevisionProcessor",
 }  # fmt: skip
 
 
