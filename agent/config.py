@@ -5,6 +5,20 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
+
+ATTN_IMPLEMENTATION_HELP = "attention kernel: sdpa (unset: transformers' default), eager, flash_attention_2"
+GRADIENT_CHECKPOINTING_HELP = "recompute activations in the backward pass: far less memory, some more time"
+
+
+def attn_implementation_field() -> Any:
+    """``--attn-implementation``, the same in every process that loads a model."""
+    return field(default=None, metadata={"help": ATTN_IMPLEMENTATION_HELP})
+
+
+def gradient_checkpointing_field() -> Any:
+    """``--gradient-checkpointing``, the same in every process that trains."""
+    return field(default=False, metadata={"help": GRADIENT_CHECKPOINTING_HELP})
 
 
 @dataclass
@@ -21,10 +35,7 @@ class AgentConfig:
         default="auto", metadata={"help": "auto (bf16 on capable GPUs, else fp32), float32, bfloat16"}
     )
     device: str = field(default="auto", metadata={"help": "auto, cpu, cuda, cuda:1, ..."})
-    attn_implementation: str | None = field(
-        default=None,
-        metadata={"help": "attention kernel: sdpa (unset: transformers' default), eager, flash_attention_2"},
-    )
+    attn_implementation: str | None = attn_implementation_field()
     cot: bool = field(default=True, metadata={"help": "chain-of-thought prompt (--no-cot: action only)"})
     temperature: float = field(default=0.2, metadata={"help": "sampling temperature (paper: 0.2)"})
     max_new_tokens: int = field(default=256, metadata={"help": "longest answer in tokens (paper: 256)"})

@@ -6,6 +6,8 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from agent.config import attn_implementation_field, gradient_checkpointing_field
+
 
 @dataclass
 class TrainerConfig:
@@ -30,14 +32,8 @@ class TrainerConfig:
     dtype: str = field(
         default="auto", metadata={"help": "auto (bf16 on capable GPUs, else fp32), float32, bfloat16"}
     )
-    attn_implementation: str | None = field(
-        default=None,
-        metadata={"help": "attention kernel: sdpa (unset: transformers' default), eager, flash_attention_2"},
-    )
-    gradient_checkpointing: bool = field(
-        default=False,
-        metadata={"help": "recompute activations in the backward pass: far less memory, some more time"},
-    )
+    attn_implementation: str | None = attn_implementation_field()
+    gradient_checkpointing: bool = gradient_checkpointing_field()
     init_adapter: Path | None = field(
         default=None, metadata={"help": "start from this adapter (e.g. `trainer sft` output) as version 0"}
     )

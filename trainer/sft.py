@@ -40,6 +40,8 @@ import torch
 from PIL import Image
 from torch import Tensor, nn
 
+from agent.config import attn_implementation_field, gradient_checkpointing_field
+
 log = logging.getLogger("trainer.sft")
 
 
@@ -84,14 +86,8 @@ class SFTConfig:
     eval_every: int = field(default=100, metadata={"help": "measure held-out fact accuracy every N steps"})
     dtype: str = field(default="auto", metadata={"help": "auto, float32, bfloat16"})
     device: str = field(default="auto", metadata={"help": "auto, cpu, cuda, ..."})
-    attn_implementation: str | None = field(
-        default=None,
-        metadata={"help": "attention kernel: sdpa (unset: transformers' default), eager, flash_attention_2"},
-    )
-    gradient_checkpointing: bool = field(
-        default=False,
-        metadata={"help": "recompute activations in the backward pass: far less memory, some more time"},
-    )
+    attn_implementation: str | None = attn_implementation_field()
+    gradient_checkpointing: bool = gradient_checkpointing_field()
     seed: int = field(default=0, metadata={"help": "seed of the shuffle and the heads"})
     progress: bool = field(default=True, metadata={"help": "show a progress bar"})
     log_format: str = field(default="text", metadata={"help": "json or text", "choices": ["json", "text"]})

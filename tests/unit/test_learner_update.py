@@ -10,28 +10,19 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pytest
 import torch
 from accelerate import Accelerator
 
-from agent.generation import generate_batch
 from agent.models import LoadedVLM, load_vlm
-from env_server.games.numberline import NumberLine
+from tests.episodes import answered_episodes
 from trainer import ppo
 from trainer.config import TrainerConfig
-from trainer.episodes import EpisodeData, Sample
+from trainer.episodes import EpisodeData
 from trainer.learner import Learner
 
 EPISODES = 8
 TEMPERATURE = 1.0
-
-
-def numberline_frame(seed: int) -> np.ndarray:
-    """A real NumberLine observation."""
-    env = NumberLine()
-    env.reset(seed=seed)
-    return env.render()
 
 
 def fresh_tiny() -> LoadedVLM:
@@ -41,35 +32,7 @@ def fresh_tiny() -> LoadedVLM:
 
 @pytest.fixture(scope="module")
 def episodes(cache_dir: Path) -> list[EpisodeData]:
-    images = [numberline_frame(i) for i in range(EPISODES)]
-    answers = generate_batch(
-        fresh_tiny(),
-        images,
-        ["What are the numbers? Answer in json."] * EPISODES,
-        max_new_tokens=12,
-        temperature=TEMPERATURE,
-        generator=torch.Generator().manual_seed(0),
-    )
-    out = []
-    for i, (picture, answer) in enumerate(zip(images, answers, strict=True)):
-        reward = 1.0 if i % 2 else -1.0
-        sample = Sample(
-            image=picture,
-            prompt_ids=answer.prompt_ids,
-            generated_ids=answer.generated_ids,
-            behavior_log_probs=answer.log_probs,
-            action_start=len(answer.generated_ids) // 2,
-            reward=reward,
-            terminated=True,
-            truncated=False,
-            version=0,
-            temperature=TEMPERATURE,
-            valid=True,
-            success=reward > 0,
-            env_reward=reward,
-        )
-        out.append(EpisodeData(agent_id="a", env="numberline", steps=[sample], episode_id=f"e{i}"))
-    return out
+    return answered_episodes(fresh_tiny(), EPISODES, temperature=TEMPERATURE)
 
 
 def update(episodes: list[EpisodeData], **overrides: float) -> dict[str, float]:

@@ -26,10 +26,9 @@ from agent.generation import (
     teacher_forced_log_probs,
 )
 from agent.models import LoadedVLM, ModelLoadError, load_vlm, lora_target_modules
-from env_server.games.numberline import NumberLine
+from tests.episodes import answered_episodes, numberline_frames
 from tests.vlm_families import FAMILY_BUILDERS
 from trainer.config import TrainerConfig
-from trainer.episodes import EpisodeData, Sample
 from trainer.learner import Learner
 from trainer.sft import SFTConfig, train_sft
 from visact.demos import DemosConfig, write_demos
@@ -48,16 +47,6 @@ PROCESSOR_CLASS = {
 def checkpoints(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("families")
     return {family: builder(root / family) for family, (builder, _) in FAMILY_BUILDERS.items()}
-
-
-def frames(count: int) -> list[np.ndarray]:
-    """Real NumberLine observations (300x300), different ones."""
-    out = []
-    for seed in range(count):
-        env = NumberLine()
-        env.reset(seed=seed)
-        out.append(env.render())
-    return out
 
 
 def assert_recomputed_log_probs_match(loaded: LoadedVLM, images: list[np.ndarray], samples: list) -> None:
@@ -80,7 +69,7 @@ def test_each_family_loads_samples_and_recomputes_the_same_log_probs(
     loaded = load_vlm(str(checkpoints[family]), device="cpu")
     assert loaded.traits.family == family
     assert loaded.tokenizer.padding_side == "left"
-    images = frames(3)  # prompts of three lengths: left padding differs per row
+    images = numberline_frames(3)  # prompts of three lengths: left padding differs per row
     samples = generate_batch(loaded, images, PROMPTS, 10, 0.7, generator=torch.Generator().manual_seed(7))
     assert all(len(s.generated_ids) == len(s.log_probs) >= 1 for s in samples)
     image_tokens = set(
@@ -95,7 +84,7 @@ def test_each_familys_answers_depend_on_the_image(checkpoints: dict[str, Path], 
     """The same prompt and answer scored under two frames: the image must reach the language model
     (a tiny checkpoint with a zero projector, or an image token left out, would not)."""
     loaded = load_vlm(str(checkpoints[family]), device="cpu")
-    images = frames(2)
+    images = numberline_frames(2)
     prompt = prompt_token_ids(loaded, images[:1], ["Answer in json."])[0]
     answer = loaded.tokenizer("the target is 3", add_special_tokens=False)["input_ids"]
     with torch.no_grad():
@@ -118,7 +107,7 @@ def test_token_types_are_rebuilt_exactly_as_the_processor_makes_them(
     processor); a family whose types were left out would still match itself, so compare with the
     processor's own."""
     loaded = load_vlm(str(checkpoints[family]), device="cpu")
-    encoded = _encode(loaded, frames(3), PROMPTS)
+    encoded = _encode(loaded, numberline_frames(3), PROMPTS)
     key = TOKEN_TYPES[family]
     rebuilt = _token_extras(loaded, encoded["input_ids"], None)
     assert key in encoded and key in rebuilt
@@ -168,39 +157,14 @@ def test_without_torchvision_video_processors_are_left_out_and_the_rest_kept(
         assert written["image_seq_length"] == 4
 
 
-def one_step_episodes(loaded: LoadedVLM, count: int) -> list[EpisodeData]:
-    """``count`` one-step episodes the model answered itself, rewards of both signs."""
-    images = frames(count)
-    answers = generate_batch(
-        loaded, images, ["Answer in json."] * count, 8, 1.0, generator=torch.Generator().manual_seed(0)
-    )
-    episodes = []
-    for i, (image, answer) in enumerate(zip(images, answers, strict=True)):
-        reward = 1.0 if i % 2 else -1.0
-        step = Sample(
-            image=image,
-            prompt_ids=answer.prompt_ids,
-            generated_ids=answer.generated_ids,
-            behavior_log_probs=answer.log_probs,
-            action_start=0,
-            reward=reward,
-            terminated=True,
-            truncated=False,
-            version=0,
-            temperature=1.0,
-            valid=True,
-            success=reward > 0,
-            env_reward=reward,
-        )
-        episodes.append(EpisodeData(agent_id="a", env="numberline", steps=[step], episode_id=f"e{i}"))
-    return episodes
-
-
 @pytest.mark.parametrize("family", FAMILIES)
 def test_a_ppo_update_trains_each_familys_lora_and_value_head(
     checkpoints: dict[str, Path], family: str
 ) -> None:
-    episodes = one_step_episodes(load_vlm(str(checkpoints[family]), device="cpu"), 4)
+    loaded = load_vlm(str(checkpoints[family]), device="cpu")
+    episodes = answered_episodes(
+        loaded, 4, prompt="Answer in json.", max_new_tokens=8, action_start=lambda _: 0
+    )
     config = TrainerConfig(
         ppo_epochs=1, minibatch_size=2, micro_batch_size=2, lora_r=4, lora_alpha=8, lr=1e-2
     )
@@ -246,7 +210,9 @@ def test_sft_warm_starts_each_family_and_its_result_loads(
     else:
         loaded = load_vlm(str(checkpoints[family]), device="cpu", adapter=summary["output"])
     assert loaded.traits.family == family
-    answers = generate_batch(loaded, frames(1), ["Go"], 4, 1.0, generator=torch.Generator().manual_seed(0))
+    answers = generate_batch(
+        loaded, numberline_frames(1), ["Go"], 4, 1.0, generator=torch.Generator().manual_seed(0)
+    )
     assert len(answers[0].generated_ids) >= 1
 
 
