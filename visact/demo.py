@@ -6,7 +6,10 @@
 2. SFT of the tiny VLM on them (`trainer sft`);
 3. env servers for the game (`env-server`), and a held-out evaluation of the SFT model;
 4. PPO: `trainer serve` and two `agent-client`s until --ppo-updates;
-5. the held-out evaluation again, with the PPO adapter;
+5. the held-out evaluation again, with the PPO adapter.
+Each held-out evaluation runs twice on the same seeds: ~greedy (--eval-temperature), and
+sampled at the PPO temperature, as the agents play in training (RL4VLM reports the running
+success of training episodes, at that temperature; the summary has it too);
 6. ``learning_curve.png`` and ``summary.json`` in the work directory.
 Every stage is a separate process, as on a cluster; the demo only wires and watches them.
 """
@@ -94,7 +97,10 @@ class DemoConfig:
     env_servers: int = field(default=2, metadata={"help": "env-server processes"})
     eval_episodes: int = field(default=200, metadata={"help": "held-out episodes per evaluation"})
     eval_temperature: float = field(
-        default=0.01, metadata={"help": "sampling temperature of the held-out evaluations (~greedy)"}
+        default=0.01,
+        metadata={
+            "help": "sampling temperature of the held-out evaluations (~greedy; each also runs at --temperature)"
+        },
     )
     threads: int = field(default=1, metadata={"help": "torch threads per process"})
     seed: int = field(default=0, metadata={"help": "seed of every stage"})
@@ -166,8 +172,10 @@ def evaluate(
     adapter: Path | None,
     out: Path,
     extra_args: Sequence[str] = (),
+    temperature: float | None = None,
 ) -> dict[str, Any]:
-    """`agent-client eval` on the held-out seeds; ``extra_args`` e.g. ``["--random-policy"]``."""
+    """`agent-client eval` on the held-out seeds, at ``--eval-temperature`` unless ``temperature``
+    is given; ``extra_args`` e.g. ``["--random-policy"]``."""
     argv = [
         script("agent-client"),
         "eval",
@@ -178,7 +186,7 @@ def evaluate(
         "--sessions",
         "32",
         "--temperature",
-        str(config.eval_temperature),
+        str(config.eval_temperature if temperature is None else temperature),
         "--max-new-tokens",
         str(config.max_new_tokens),
         "--json",
@@ -195,6 +203,14 @@ def evaluate(
         argv += ["--adapter", str(adapter)]
     run_checked([*argv, *extra_args])
     return dict(json.loads(out.read_text()))
+
+
+def held_out(config: DemoConfig, greedy: dict[str, Any], sampled: dict[str, Any]) -> str:
+    """Both held-out results in one line: ~greedy answers, and sampled as in training."""
+    return (
+        f"{greedy['success_rate']:.1%} (temperature {config.eval_temperature:g}), "
+        f"{sampled['success_rate']:.1%} sampling at {config.temperature:g} as in training"
+    )
 
 
 def start_env_servers(
@@ -290,11 +306,16 @@ def run_demo(config: DemoConfig) -> dict[str, Any]:
         with Stage(f"3. env servers ({config.env}) and the held-out evaluation after SFT") as stage:
             servers = start_env_servers(config.env, config.env_servers, work, processes)
             before_file = work / "eval_after_sft.json"
-            if config.keep and before_file.exists():  # the SFT model was kept too
+            sampled_file = work / "eval_after_sft_sampled.json"
+            if config.keep and before_file.exists() and sampled_file.exists():  # the SFT model was kept too
                 before = dict(json.loads(before_file.read_text()))
+                before_sampled = dict(json.loads(sampled_file.read_text()))
             else:
                 before = evaluate(config, servers, str(model), None, before_file)
-            print(f"   held-out success after SFT: {before['success_rate']:.1%}", flush=True)
+                before_sampled = evaluate(
+                    config, servers, str(model), None, sampled_file, temperature=config.temperature
+                )
+            print(f"   held-out success after SFT: {held_out(config, before, before_sampled)}", flush=True)
         timings["eval_sft"] = time.monotonic() - stage.started
 
         with Stage("4. PPO: trainer serve and agent clients") as stage:
@@ -304,7 +325,11 @@ def run_demo(config: DemoConfig) -> dict[str, Any]:
 
         with Stage("5. the held-out evaluation after PPO") as stage:
             after = evaluate(config, servers, str(model), adapter, work / "eval_after_ppo.json")
-            print(f"   held-out success after PPO: {after['success_rate']:.1%}", flush=True)
+            after_sampled = evaluate(
+                config, servers, str(model), adapter, work / "eval_after_ppo_sampled.json",
+                temperature=config.temperature,
+            )  # fmt: skip
+            print(f"   held-out success after PPO: {held_out(config, after, after_sampled)}", flush=True)
         timings["eval_ppo"] = time.monotonic() - stage.started
     finally:
         stop_processes(processes)
@@ -323,6 +348,11 @@ def run_demo(config: DemoConfig) -> dict[str, Any]:
         "success_after_ppo": after["success_rate"],
         "success_after_ppo_ci95": after["success_ci95"],
         "valid_action_rate_after_ppo": after["valid_action_rate"],
+        # the same held-out seeds, sampled at the PPO temperature (what the agents trained with)
+        "sampling_temperature": config.temperature,
+        "success_after_sft_sampled": before_sampled["success_rate"],
+        "success_after_ppo_sampled": after_sampled["success_rate"],
+        "success_after_ppo_sampled_ci95": after_sampled["success_ci95"],
         "ppo_updates": len(rows),
         "training_success_last_update": rows[-1]["charts/success_rate"] if rows else None,
         "training_success_last_200_episodes": trailing_success(rows, 200),

@@ -59,7 +59,13 @@ def test_demo_runs_every_stage_and_changes_the_adapter(tmp_path: Path) -> None:
 
     summary = json.loads((work / "summary.json").read_text())
     assert summary["ppo_updates"] == UPDATES
-    for key in ("success_after_sft", "success_after_ppo", "training_success_last_200_episodes"):
+    keys = (
+        "success_after_sft",
+        "success_after_ppo",
+        "success_after_sft_sampled",
+        "success_after_ppo_sampled",
+    )
+    for key in (*keys, "training_success_last_200_episodes"):
         assert 0.0 <= summary[key] <= 1.0, (key, summary[key])
     assert (work / "learning_curve.png").stat().st_size > 1000
 
@@ -76,3 +82,5 @@ def test_demo_runs_every_stage_and_changes_the_adapter(tmp_path: Path) -> None:
     assert first.keys() == last.keys()
     assert any(not (first[k] == last[k]).all() for k in first), "PPO never changed the adapter"
     assert "held-out success after PPO" in result.stdout
+    assert summary["sampling_temperature"] == 0.7  # the PPO temperature: both evaluations ran
+    assert "sampling at 0.7 as in training" in result.stdout
