@@ -504,6 +504,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"held-out success after SFT: {summary['success_after_sft']:.1%}   "
         f"after PPO: {summary['success_after_ppo']:.1%}   ({summary['minutes']} min)"
     )
+    print(
+        f"sampling at {summary['sampling_temperature']:g} as in training: "
+        f"{summary['success_after_sft_sampled']:.1%} -> {summary['success_after_ppo_sampled']:.1%}"
+    )
     print(f"learning curve: {summary['learning_curve']}")
     print(f"summary: {config.workdir / 'summary.json'}")
     return 0
