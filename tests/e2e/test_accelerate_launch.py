@@ -2,7 +2,8 @@
 (gloo), the same code path as `accelerate launch --multi_gpu trainer serve` on GPUs.
 
 With a tiny --target-kl each update ends after its first minibatch: both processes must agree
-on that (a process stepping on alone would hang in DDP's gradient all-reduce)."""
+on that (a process stepping on alone would hang in DDP's gradient all-reduce). Both run with
+--gradient-checkpointing, as a 7B model on several GPUs would."""
 
 from __future__ import annotations
 
@@ -45,6 +46,7 @@ def test_two_learner_processes_share_each_batch(tmp_path: Path) -> None:
             "1",
             "--target-kl",
             "1e-7",
+            "--gradient-checkpointing",  # recomputed layers under DDP's gradient all-reduce
             "--lr",
             "1e-3",
             "--max-new-tokens",
