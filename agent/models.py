@@ -403,7 +403,8 @@ def _neutral_generation_config(tokenizer: Any, stop_ids: tuple[int, ...]) -> Any
 def enable_activation_checkpointing(model: Any) -> None:
     """Keep only each layer's inputs in the forward pass and recompute the rest in the backward
     (transformers' own checkpointing, non-reentrant): much less memory for long multimodal
-    prompts, for about one more forward pass of time. Training in train mode (SFT) needs nothing
+    prompts, for more time (1.23x a PPO update on the tiny VLM, bench/activation_checkpointing.py).
+    Training in train mode (SFT) needs nothing
     more; training in eval mode (the PPO learner) runs under ``checkpointing_in_eval_mode``."""
     base = base_model_of(model)
     if not getattr(base, "supports_gradient_checkpointing", False):

@@ -25,11 +25,11 @@ from accelerate import Accelerator
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from agent.generation import generate_batch, teacher_forced_log_probs
+from agent.generation import teacher_forced_log_probs
 from agent.models import checkpointing_in_eval_mode, load_vlm
-from env_server.games.numberline import NumberLine
+from tests.episodes import answered_episodes  # the learner tests' input, made the same way
 from trainer.config import TrainerConfig
-from trainer.episodes import EpisodeData, Sample
+from trainer.episodes import EpisodeData
 from trainer.learner import Learner
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -41,26 +41,9 @@ PROMPT = (
 
 def episodes_for(model: str, count: int, max_new_tokens: int) -> list[EpisodeData]:
     """``count`` one-step episodes whose answers the model wrote itself, rewards of both signs."""
-    loaded = load_vlm(model, device="cpu")
-    images = []
-    for seed in range(count):
-        env = NumberLine()
-        env.reset(seed=seed)
-        images.append(env.render())
-    answers = generate_batch(
-        loaded, images, [PROMPT] * count, max_new_tokens, 1.0, generator=torch.Generator().manual_seed(0)
+    return answered_episodes(
+        load_vlm(model, device="cpu"), count, prompt=PROMPT, max_new_tokens=max_new_tokens
     )
-    out = []
-    for i, (image, answer) in enumerate(zip(images, answers, strict=True)):
-        reward = 1.0 if i % 2 else -1.0
-        step = Sample(
-            image=image, prompt_ids=answer.prompt_ids, generated_ids=answer.generated_ids,
-            behavior_log_probs=answer.log_probs, action_start=len(answer.generated_ids) // 2, reward=reward,
-            terminated=True, truncated=False, version=0, temperature=1.0, valid=True, success=reward > 0,
-            env_reward=reward,
-        )  # fmt: skip
-        out.append(EpisodeData(agent_id="bench", env="numberline", steps=[step], episode_id=f"e{i}"))
-    return out
 
 
 def learner_for(model: str, checkpointing: bool, micro_batch: int) -> Learner:

@@ -205,6 +205,22 @@ def evaluate(
     return dict(json.loads(out.read_text()))
 
 
+def evaluate_both(
+    config: DemoConfig, servers: list[str], model: str, adapter: Path | None, out: Path
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The held-out evaluation ~greedy (into ``out``) and sampled at the PPO temperature (into
+    ``sampled_path(out)``), on the same seeds."""
+    greedy = evaluate(config, servers, model, adapter, out)
+    return greedy, evaluate(
+        config, servers, model, adapter, sampled_path(out), temperature=config.temperature
+    )
+
+
+def sampled_path(out: Path) -> Path:
+    """Where ``evaluate_both`` writes the sampled evaluation beside ``out``."""
+    return out.with_name(f"{out.stem}_sampled{out.suffix}")
+
+
 def held_out(config: DemoConfig, greedy: dict[str, Any], sampled: dict[str, Any]) -> str:
     """Both held-out results in one line: ~greedy answers, and sampled as in training."""
     return (
@@ -306,15 +322,12 @@ def run_demo(config: DemoConfig) -> dict[str, Any]:
         with Stage(f"3. env servers ({config.env}) and the held-out evaluation after SFT") as stage:
             servers = start_env_servers(config.env, config.env_servers, work, processes)
             before_file = work / "eval_after_sft.json"
-            sampled_file = work / "eval_after_sft_sampled.json"
+            sampled_file = sampled_path(before_file)
             if config.keep and before_file.exists() and sampled_file.exists():  # the SFT model was kept too
                 before = dict(json.loads(before_file.read_text()))
                 before_sampled = dict(json.loads(sampled_file.read_text()))
             else:
-                before = evaluate(config, servers, str(model), None, before_file)
-                before_sampled = evaluate(
-                    config, servers, str(model), None, sampled_file, temperature=config.temperature
-                )
+                before, before_sampled = evaluate_both(config, servers, str(model), None, before_file)
             print(f"   held-out success after SFT: {held_out(config, before, before_sampled)}", flush=True)
         timings["eval_sft"] = time.monotonic() - stage.started
 
@@ -324,11 +337,9 @@ def run_demo(config: DemoConfig) -> dict[str, Any]:
         timings["ppo"] = time.monotonic() - stage.started
 
         with Stage("5. the held-out evaluation after PPO") as stage:
-            after = evaluate(config, servers, str(model), adapter, work / "eval_after_ppo.json")
-            after_sampled = evaluate(
-                config, servers, str(model), adapter, work / "eval_after_ppo_sampled.json",
-                temperature=config.temperature,
-            )  # fmt: skip
+            after, after_sampled = evaluate_both(
+                config, servers, str(model), adapter, work / "eval_after_ppo.json"
+            )
             print(f"   held-out success after PPO: {held_out(config, after, after_sampled)}", flush=True)
         timings["eval_ppo"] = time.monotonic() - stage.started
     finally:
