@@ -17,7 +17,12 @@ no environment, no session and no protobuf message on either side:
   child, the action goes over as bytes, reward and flags come back as numbers, each new
   frame is copied once into a shared slot and then handed back by its slot number (a
   read-only view, no copy), task and legal actions only when they change. No protocol, no
-  checks, no session: the most any design that keeps the game in another process reaches.
+  checks, no session: about the most any design that keeps the game in another process reaches.
+- ``floor_1_raw_spin_game_bare``: the same channel and game with nothing marshalled: the
+  action goes over as the index of a legal action, the child steps and observes exactly as
+  the in-process loop does (frame, task, legal actions) and hands back the done flag alone.
+  The handover by itself; the gap to ``spin_game`` is what passing the least a step must
+  return costs in Python (the action's text, the frame's slot, the reward, the texts).
 - ``floor_1_*_pipe``: an OS pipe to a child process that writes the frame's bytes as soon as
   it reads a request byte: the least any transport pays that crosses a process boundary and
   waits (blocks) for the answer.
@@ -112,8 +117,8 @@ def _counters(path: Path, size: int = 16) -> memoryview:
 
 
 # The spin-game block: int64 fields, then the action's bytes, then the frame slots.
-REQUEST, ANSWER, OP, ACTION_LENGTH, FRAME_SLOT, DONE, TEXTS_ID, TEXTS_LENGTH = range(8)
-REWARD_OFFSET, ACTION_OFFSET, TEXTS_OFFSET, SLOTS_OFFSET = 64, 128, 1024, 16384
+REQUEST, ANSWER, OP, ACTION_LENGTH, FRAME_SLOT, DONE, TEXTS_ID, TEXTS_LENGTH, ACTION_INDEX = range(9)
+REWARD_OFFSET, ACTION_OFFSET, TEXTS_OFFSET, SLOTS_OFFSET = 128, 192, 1024, 16384
 RESET, STEP = 1, 2
 FRAME_SLOTS = 64
 FRAME_BYTES = harness.IMAGE_SIDE * harness.IMAGE_SIDE * 3
@@ -124,7 +129,7 @@ def _spin_game_block(path: Path) -> tuple[mmap.mmap, memoryview, memoryview]:
     """The spin-game block mapped, with its int64 fields and its reward (float64) as views."""
     with path.open("r+b") as file:
         block = mmap.mmap(file.fileno(), SPIN_GAME_BYTES)
-    fields = memoryview(block)[:64].cast("q")
+    fields = memoryview(block)[:REWARD_OFFSET].cast("q")
     return block, fields, memoryview(block)[REWARD_OFFSET : REWARD_OFFSET + 8].cast("d")
 
 
@@ -157,6 +162,24 @@ def spin_game(path: Path) -> None:
             block[TEXTS_OFFSET : TEXTS_OFFSET + len(data)] = data
             fields[TEXTS_LENGTH] = len(data)
         fields[TEXTS_ID] = texts_id
+        last = fields[ANSWER] = request
+
+
+def spin_game_bare(path: Path) -> None:
+    """Step NumberLine for the requests in ``path`` with nothing marshalled (``SpinGameSession(bare=True)``)."""
+    _block, fields, _reward = _spin_game_block(path)
+    env = NumberLine()
+    actions = tuple(env.legal_actions())  # NumberLine's never change
+    last = 0
+    while (request := _spin_for_request(fields, last)) >= 0:
+        if fields[OP] == RESET:
+            env.reset(seed=request)
+            done = False
+        else:
+            outcome = env.step(actions[fields[ACTION_INDEX]])
+            done = outcome.terminated or outcome.truncated
+        env.render(), env.task_text(), env.legal_actions()  # what the in-process loop does per step
+        fields[DONE] = done
         last = fields[ANSWER] = request
 
 
@@ -225,13 +248,16 @@ class SpinSession:
 
 class SpinGameSession:
     """One NumberLine session in a child process over shared memory (``spin_game``): write the
-    action, bump the request counter, spin until it is answered, read the answer in place."""
+    action, bump the request counter, spin until it is answered, read the answer in place.
+    ``bare`` (for ``spin_game_bare``): the action as its index, the done flag alone read back."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, bare: bool = False) -> None:
         self.block, self.fields, self.reward = _spin_game_block(path)
         self.frames: dict[int, np.ndarray] = {}
         self.texts: dict[int, tuple[str, tuple[str, ...]]] = {}
         self.sent = 0
+        self.bare = bare
+        self.legal = tuple(NumberLine().legal_actions())  # what bare hands back: NumberLine's never change
 
     def _call(self, op: int) -> tuple[list[str] | tuple[str, ...], bool]:
         fields = self.fields
@@ -240,6 +266,8 @@ class SpinGameSession:
         fields[REQUEST] = sent
         while fields[ANSWER] != sent:
             pass
+        if self.bare:
+            return self.legal, bool(fields[DONE])
         slot = fields[FRAME_SLOT]
         if (image := self.frames.get(slot)) is None:
             image = np.frombuffer(self.block, np.uint8, FRAME_BYTES, SLOTS_OFFSET + slot * FRAME_BYTES)
@@ -258,6 +286,9 @@ class SpinGameSession:
         return self._call(RESET)[0]
 
     def step(self, action: str) -> tuple[Sequence[str], bool]:
+        if self.bare:
+            self.fields[ACTION_INDEX] = self.legal.index(action)
+            return self._call(STEP)
         data = action.encode()
         self.block[ACTION_OFFSET : ACTION_OFFSET + len(data)] = data
         self.fields[ACTION_LENGTH] = len(data)
@@ -319,7 +350,7 @@ def main() -> None:
         "role",
         nargs="?",
         default="worker",
-        choices=["worker", "pipe-echo", "spin-echo", "spin-game", "grpc-echo"],
+        choices=["worker", "pipe-echo", "spin-echo", "spin-game", "spin-game-bare", "grpc-echo"],
     )
     parser.add_argument("--port-file", type=Path)
     parser.add_argument("--shared", type=Path, help="spin-echo, spin-game: the shared-memory file")
@@ -332,6 +363,9 @@ def main() -> None:
         return
     if args.role == "spin-game":
         spin_game(args.shared)
+        return
+    if args.role == "spin-game-bare":
+        spin_game_bare(args.shared)
         return
     if args.role == "grpc-echo":
         grpc_echo(args.port_file)
@@ -346,6 +380,9 @@ def main() -> None:
     game_block = scratch / "game"
     game_block.write_bytes(bytes(SPIN_GAME_BYTES))
     game_child = subprocess.Popen([*me, "spin-game", "--shared", str(game_block)])
+    bare_block = scratch / "bare-game"
+    bare_block.write_bytes(bytes(SPIN_GAME_BYTES))
+    bare_child = subprocess.Popen([*me, "spin-game-bare", "--shared", str(bare_block)])
     grpc_child = subprocess.Popen([*me, "grpc-echo", "--port-file", str(port_file)])
     port = harness.wait_for_port_file(port_file, lambda: grpc_child.poll() is None)
     address = f"127.0.0.1:{port}"
@@ -354,6 +391,7 @@ def main() -> None:
         "floor_1_raw_wakeup": harness.one_session(PipeSession(pipe_child, "raw", image=False)),
         "floor_1_raw_spin": harness.one_session(SpinSession(shared)),
         "floor_1_raw_spin_game": harness.one_session(SpinGameSession(game_block)),
+        "floor_1_raw_spin_game_bare": harness.one_session(SpinGameSession(bare_block, bare=True)),
     }
     for encoding in ("raw", "png"):
         configs[f"floor_1_{encoding}_pipe"] = harness.one_session(PipeSession(pipe_child, encoding))
@@ -361,8 +399,8 @@ def main() -> None:
         configs[f"floor_1_{encoding}_servicer"] = harness.one_session(ServicerSession(encoding))
 
     def close() -> None:
-        _counters(shared)[0] = _counters(game_block)[REQUEST] = -1
-        for child in (pipe_child, grpc_child, spin_child, game_child):
+        _counters(shared)[0] = _counters(game_block)[REQUEST] = _counters(bare_block)[REQUEST] = -1
+        for child in (pipe_child, grpc_child, spin_child, game_child, bare_child):
             child.terminate()
             child.wait(timeout=10)
         shutil.rmtree(scratch, ignore_errors=True)

@@ -78,6 +78,8 @@ HOW = {  # (system, mode) -> what the client does
     ("floor", "spin"): "no game, no image: a counter in shared memory, both processes busy-waiting",
     ("floor", "spin_game"): "the game in a child process over that shared memory: frames by reference, "
     "new texts only, no protocol, no checks",
+    ("floor", "spin_game_bare"): "the same with nothing marshalled: the action as an index, the done flag "
+    "back, frame and texts left in the child: the handover alone",
     ("floor", "pipe"): "no game: 1 byte to a child process over a pipe, the frame's bytes back",
     ("floor", "grpc"): "no game: a bare Python gRPC unary call returning the frame's bytes",
     ("floor", "servicer"): "no transport: visact's servicer and client conversions in one process",
@@ -105,6 +107,7 @@ SHORT = {  # (system, mode) -> the plot's label
     ("floor", "wakeup"): "floor: pipe, 1 byte",
     ("floor", "spin"): "floor: shared memory, spin",
     ("floor", "spin_game"): "floor: game over shared memory, spin",
+    ("floor", "spin_game_bare"): "floor: game over shared memory, nothing marshalled",
     ("floor", "pipe"): "floor: pipe + frame",
     ("floor", "grpc"): "floor: bare gRPC + frame",
     ("floor", "servicer"): "floor: visact servicer, no transport",
@@ -570,8 +573,8 @@ def generated_section(data: dict[str, Any]) -> str:
         "",
         markdown_goals(data["summary"]),
         "What a round trip alone allows, in the same run (no session, no protocol message: the "
-        'frame\'s bytes back, made into a numpy image; only the "game over shared memory" row '
-        "steps a game; `bench/peers/floor_worker.py`):",
+        "frame's bytes back, made into a numpy image; only the two rows with the game in a child "
+        "process step a game; `bench/peers/floor_worker.py`):",
         "",
         markdown_bounds(data["summary"]),
         "### Environment steps per second",
