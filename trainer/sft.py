@@ -229,7 +229,7 @@ def vision_warmup(
         return {}
     width = image_features(loaded, [demos[0].image]).shape[1]
     heads = nn.ModuleDict({_safe(k): nn.Linear(width, len(v)) for k, v in classes.items()}).to(loaded.device)
-    vision_params = vision_parameters(loaded.model)
+    vision_params = vision_parameters(loaded)
     optimizer = torch.optim.AdamW([*vision_params, *heads.parameters()], lr=config.vision_warmup_lr)
     loaded.model.train()
     correct: Counter[str] = Counter()
@@ -255,20 +255,15 @@ def vision_warmup(
     return {f"vision_warmup/{k}": correct[k] / seen[k] for k in seen}
 
 
-def vision_parameters(model: nn.Module) -> list[nn.Parameter]:
-    """The trainable parameters of the vision tower and the projector (LoRA's only, under LoRA)."""
-    return [p for n, p in model.named_parameters() if p.requires_grad and _is_vision(n)]
+def vision_parameters(loaded: Any) -> list[nn.Parameter]:
+    """The trainable parameters of the vision tower and the projector (LoRA's only, under LoRA),
+    found by the module names in the family's traits."""
+    parts = set(loaded.traits.vision_modules) | set(loaded.traits.projector_modules)
+    return [p for n, p in loaded.model.named_parameters() if p.requires_grad and parts & set(n.split("."))]
 
 
 def _safe(key: str) -> str:
     return re.sub(r"\W", "_", key)
-
-
-def _is_vision(name: str) -> bool:
-    return any(
-        part in name
-        for part in ("vision_tower", "vision_model", "multi_modal_projector", "connector", "visual")
-    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -335,7 +330,7 @@ def train_sft(config: SFTConfig) -> dict[str, Any]:
         )
     summary.update(vision_warmup(loaded, train_demos, config, rng))
 
-    vision = {id(p) for p in vision_parameters(loaded.model)}
+    vision = {id(p) for p in vision_parameters(loaded)}
     parameters = [p for p in loaded.model.parameters() if p.requires_grad]
     language = [p for p in parameters if id(p) not in vision]
     groups: list[dict[str, Any]] = [{"params": language, "lr": config.lr}]

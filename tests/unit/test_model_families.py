@@ -30,7 +30,7 @@ from tests.episodes import answered_episodes, numberline_frames
 from tests.vlm_families import FAMILY_BUILDERS
 from trainer.config import TrainerConfig
 from trainer.learner import Learner
-from trainer.sft import SFTConfig, train_sft
+from trainer.sft import SFTConfig, train_sft, vision_parameters
 from visact.demos import DemosConfig, write_demos
 
 FAMILIES = sorted(FAMILY_BUILDERS)
@@ -127,6 +127,21 @@ def test_lora_targets_include_or_exclude_each_familys_vision_tower(
     assert any(vision in name.split(".") for name in every)
     assert not any(vision in name.split(".") for name in text_only)
     assert any(".layers.0." in name for name in text_only)  # the language model stays
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_sft_vision_warmup_trains_each_familys_tower_and_projector_alone(
+    checkpoints: dict[str, Path], family: str
+) -> None:
+    loaded = load_vlm(str(checkpoints[family]), device="cpu")
+    tower, projector = FAMILY_BUILDERS[family][1], set(loaded.traits.projector_modules)
+    chosen = {id(p) for p in vision_parameters(loaded)}
+    names = {n: id(p) in chosen for n, p in loaded.model.named_parameters()}
+    in_tower = [n for n in names if tower in n.split(".")]
+    assert in_tower and all(names[n] for n in in_tower)  # the whole tower
+    assert any(names[n] for n in names if projector & set(n.split(".")))  # the projector
+    outside = [n for n in names if tower not in n.split(".") and not projector & set(n.split("."))]
+    assert outside and not any(names[n] for n in outside)  # nothing of the language model
 
 
 @pytest.mark.skipif(not NO_TORCHVISION, reason="with torchvision the processors are built whole")
