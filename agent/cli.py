@@ -178,9 +178,9 @@ def run_agent(config: AgentConfig) -> int:
 def _progress(total: int, desc: str, enabled: bool) -> Any:
     if not enabled:
         return None
-    from tqdm import tqdm
+    from visact.progress import progress_bar
 
-    return tqdm(total=total, desc=desc, unit="ep", dynamic_ncols=True)
+    return progress_bar(total, desc, "ep")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

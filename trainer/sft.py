@@ -447,6 +447,6 @@ def _pad(rows: Sequence[Sequence[float]], width: int) -> Tensor:
 def _progress(config: SFTConfig) -> Any:
     if not config.progress:
         return None
-    from tqdm import tqdm
+    from visact.progress import progress_bar
 
-    return tqdm(total=config.steps, desc="sft", unit="step", dynamic_ncols=True)
+    return progress_bar(config.steps, "sft", "step")

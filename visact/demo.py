@@ -385,7 +385,7 @@ def ppo(
     processes: list[subprocess.Popen[bytes]],
 ) -> Path:
     """Run trainer serve + agents to --ppo-updates with a progress bar; returns the final adapter."""
-    from tqdm import tqdm
+    from visact.progress import progress_bar
 
     assert config.ppo_lr is not None, "with_game_settings fills it in"
 
@@ -478,7 +478,7 @@ def ppo(
         )
         processes.append(agent)
     deadline = time.monotonic() + config.ppo_minutes * 60 if config.ppo_minutes else None
-    with tqdm(total=config.ppo_updates, desc="PPO updates", unit="update", dynamic_ncols=True) as bar:
+    with progress_bar(config.ppo_updates, "PPO updates", "update") as bar:
         while trainer.poll() is None:
             if deadline is not None and time.monotonic() > deadline:
                 print(f"\n   --ppo-minutes {config.ppo_minutes} reached: stopping the trainer", flush=True)

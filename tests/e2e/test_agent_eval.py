@@ -43,19 +43,27 @@ def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Proc
         assert process.stop(timeout=30) == 0
 
 
-def run_eval(tmp_path: Path, *args: str) -> dict:
+def run_eval(tmp_path: Path, *args: str, progress: bool = False) -> tuple[dict, str]:
+    """Run ``agent-client eval``; its summary and its output (a file: not a terminal)."""
     out = tmp_path / "summary.json"
-    process = start(
-        "eval", [*command("agent-client"), "eval", "--no-progress", "--json", str(out), *args], tmp_path
-    )
+    flags = [] if progress else ["--no-progress"]
+    process = start("eval", [*command("agent-client"), "eval", *flags, "--json", str(out), *args], tmp_path)
     assert process.popen.wait(timeout=600) == 0, process.text()[-3000:]
     assert "success rate" in process.text()
-    return json.loads(out.read_text())
+    return json.loads(out.read_text()), process.text()
+
+
+def test_progress_in_a_log_file_is_whole_lines(servers: dict[str, Process], tmp_path: Path) -> None:
+    _, output = run_eval(
+        tmp_path, "--server", servers["numberline"].address, "--oracle", "--episodes", "20", progress=True
+    )
+    assert "\r" not in output
+    assert any(line.startswith("eval episodes: 20/20 (100%)") for line in output.splitlines()), output
 
 
 @pytest.mark.parametrize("game", GAMES)
 def test_oracle_eval_scores_near_perfect(servers: dict[str, Process], tmp_path: Path, game: str) -> None:
-    summary = run_eval(tmp_path, "--server", servers[game].address, "--oracle", "--episodes", "40")
+    summary, _ = run_eval(tmp_path, "--server", servers[game].address, "--oracle", "--episodes", "40")
     assert summary["episodes"] == 40 and summary["env"] == game
     assert summary["success_rate"] >= ORACLE_FLOOR[game], summary
     assert summary["valid_action_rate"] == 1.0
@@ -68,7 +76,7 @@ def test_oracle_eval_scores_near_perfect(servers: dict[str, Process], tmp_path: 
 def test_tiny_vlm_eval_runs_and_reports_answer_health(
     servers: dict[str, Process], tmp_path: Path, game: str
 ) -> None:
-    summary = run_eval(
+    summary, _ = run_eval(
         tmp_path,
         "--server",
         servers[game].address,
@@ -98,7 +106,7 @@ def test_agent_client_runs_a_checkpoint_of_another_family_by_path(
     """``--model PATH``: a checkpoint written the way the hub's are (tiny and random here)."""
     builder, _ = FAMILY_BUILDERS[family]
     model = builder(tmp_path / family)
-    summary = run_eval(
+    summary, _ = run_eval(
         tmp_path,
         "--server", servers["numberline"].address, "--model", str(model), "--episodes", "2",
         "--sessions", "2", "--max-new-tokens", "8", "--threads", "1",
