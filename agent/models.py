@@ -243,6 +243,9 @@ def load_vlm(
     """
     from transformers import AutoConfig, AutoModelForImageTextToText
 
+    from visact.progress import hide_library_bars_off_terminal
+
+    hide_library_bars_off_terminal()  # "Loading weights" and downloads, in a log file
     name = str(name_or_path)
     if name == TINY:
         from agent.tiny_vlm import ensure_tiny_vlm

@@ -74,6 +74,20 @@ class ProgressLines:
         print(line, file=self.stream, flush=True)
 
 
+def hide_library_bars_off_terminal(stream: TextIO | None = None) -> bool:
+    """Turn off transformers' and the hub's own bars (loading weights, downloads) when ``stream``
+    (default: stderr) is not a terminal. Returns whether it did."""
+    stream = sys.stderr if stream is None else stream
+    if stream.isatty():
+        return False
+    from huggingface_hub.utils import disable_progress_bars
+    from transformers.utils import logging as transformers_logging
+
+    transformers_logging.disable_progress_bar()
+    disable_progress_bars()
+    return True
+
+
 def progress_bar(total: int, desc: str, unit: str, stream: TextIO | None = None) -> Any:
     """A tqdm bar when ``stream`` (default: stderr) is a terminal, else ``ProgressLines``."""
     stream = sys.stderr if stream is None else stream

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import io
+from collections.abc import Iterator
 
+import pytest
+from huggingface_hub.utils import are_progress_bars_disabled, enable_progress_bars
 from tqdm import tqdm
+from transformers.utils import logging as transformers_logging
 
-from visact.progress import ProgressLines, progress_bar
+from visact.progress import ProgressLines, hide_library_bars_off_terminal, progress_bar
 
 
 class Clock:
@@ -55,3 +59,20 @@ def test_closing_twice_writes_one_final_line_and_nothing_done_says_so() -> None:
     bar.close()
     bar.close()
     assert out.getvalue() == "PPO updates: 0/3 (0%)\n"
+
+
+@pytest.fixture
+def library_bars_restored() -> Iterator[None]:
+    yield
+    transformers_logging.enable_progress_bar()
+    enable_progress_bars()
+
+
+@pytest.mark.usefixtures("library_bars_restored")
+def test_library_bars_are_hidden_only_off_a_terminal() -> None:
+    transformers_logging.enable_progress_bar()
+    enable_progress_bars()
+    assert not hide_library_bars_off_terminal(Terminal())
+    assert transformers_logging.is_progress_bar_enabled() and not are_progress_bars_disabled()
+    assert hide_library_bars_off_terminal(io.StringIO())
+    assert not transformers_logging.is_progress_bar_enabled() and are_progress_bars_disabled()
