@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -98,6 +99,15 @@ class TrainerConfig:
     threads: int = field(default=0, metadata={"help": "torch CPU threads (0: torch's default)"})
     log_format: str = field(default="text", metadata={"help": "json or text", "choices": ["json", "text"]})
     log_level: str = field(default="INFO", metadata={"help": "DEBUG, INFO, WARNING, ERROR"})
+    # -- experiment tracking (metrics.jsonl and TensorBoard are always written)
+    wandb_project: str | None = field(
+        default=None,
+        metadata={
+            "help": "also log every update and this config to Weights & Biases in this project "
+            "(pip install 'visact[wandb]'; WANDB_MODE=offline keeps it on disk)"
+        },
+    )
+    wandb_entity: str | None = field(default=None, metadata={"help": "W&B team or user (default: yours)"})
 
     @property
     def max_message_bytes(self) -> int:
@@ -138,6 +148,13 @@ class TrainerConfig:
             raise ValueError("--tls-cert and --tls-key go together")
         if self.max_message_mb <= 0:
             raise ValueError(f"--max-message-mb must be positive, got {self.max_message_mb}")
+        if self.wandb_entity and not self.wandb_project:
+            raise ValueError("--wandb-entity needs --wandb-project")
+        if self.wandb_project and importlib.util.find_spec("wandb") is None:
+            raise ValueError(
+                "--wandb-project needs the wandb package: pip install 'visact[wandb]' (or leave "
+                "--wandb-project out: metrics.jsonl and TensorBoard are written either way)"
+            )
         if self.keep_versions < 1:
             raise ValueError(
                 f"--keep-versions must be >= 1 (agents fetch the newest), got {self.keep_versions}"

@@ -31,10 +31,12 @@ CONSOLE = (
 
 
 class MetricsLogger:
-    """Writes each update's metrics to ``run_dir/tb`` (TensorBoard) and ``run_dir/metrics.jsonl``."""
+    """Writes each update's metrics to ``run_dir/tb`` (TensorBoard), ``run_dir/metrics.jsonl`` and,
+    given one, a Weights & Biases run (``open_wandb``)."""
 
-    def __init__(self, run_dir: Path) -> None:
+    def __init__(self, run_dir: Path, wandb_run: Any = None) -> None:
         run_dir.mkdir(parents=True, exist_ok=True)
+        self.wandb_run = wandb_run
         self.jsonl = run_dir / "metrics.jsonl"
         self._writer: Any = None
         try:
@@ -52,6 +54,8 @@ class MetricsLogger:
             for key, value in clean.items():
                 self._writer.add_scalar(key, value, step)
             self._writer.flush()
+        if self.wandb_run is not None:
+            self.wandb_run.log(clean, step=step)
         parts = [f"update {step}"]
         for key, short, fmt in CONSOLE:
             if key in clean:
@@ -61,6 +65,35 @@ class MetricsLogger:
     def close(self) -> None:
         if self._writer is not None:
             self._writer.close()
+        if self.wandb_run is not None:
+            self.wandb_run.finish()
+            self.wandb_run = None
+
+
+def open_wandb(
+    project: str | None, entity: str | None, run_id: str, run_dir: Path, config: Mapping[str, Any]
+) -> Any:
+    """The Weights & Biases run of this trainer run, or None without a project. The W&B run id is
+    the trainer's run id, which a checkpoint keeps: a resumed trainer logs on into the same run.
+    Its files go under ``run_dir/wandb``."""
+    if not project:
+        return None
+    import wandb
+
+    run_dir.mkdir(parents=True, exist_ok=True)
+    return wandb.init(
+        project=project,
+        entity=entity,
+        id=run_id,
+        name=run_id,
+        resume="allow",
+        dir=str(run_dir),
+        job_type="ppo",
+        config={
+            key: value if isinstance(value, int | float | bool | None) else str(value)
+            for key, value in config.items()
+        },
+    )
 
 
 def read_metrics(run_dir: Path) -> list[dict[str, float]]:

@@ -16,7 +16,7 @@ import signal
 import threading
 import time
 from concurrent import futures
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +31,7 @@ from trainer.config import TrainerConfig
 from trainer.distributed import share_batch
 from trainer.hub import Hub, PublishedVersion
 from trainer.learner import Learner
-from trainer.metrics import MetricsLogger
+from trainer.metrics import MetricsLogger, open_wandb
 from trainer.service import SERVICE_NAME, ModelIdentity, TrainerServicer
 from visact.auth import BearerTokenInterceptor, server_credentials
 from visact.decoding import DecodeGuardInterceptor
@@ -219,7 +219,12 @@ def build_trainer(config: TrainerConfig, learner: Learner, state: dict[str, Any]
         server,
         port,
         health_servicer,
-        MetricsLogger(config.checkpoint_dir),
+        MetricsLogger(
+            config.checkpoint_dir,
+            open_wandb(
+                config.wandb_project, config.wandb_entity, run_id, config.checkpoint_dir, asdict(config)
+            ),
+        ),
         run_id,
         threading.Event(),
     )

@@ -2,7 +2,8 @@
 
 After a few PPO updates the adapter has changed, both agents run the newest version, the
 publish latency and bytes are in the metrics; the trainer is then killed (SIGKILL) and
-resumed from its checkpoint, and the agents carry on with it.
+resumed from its checkpoint, and the agents carry on with it. Both trainers log to an
+offline Weights & Biases run, the resumed one into the same run id.
 """
 
 from __future__ import annotations
@@ -16,10 +17,13 @@ from safetensors.torch import load as load_safetensors
 from tests.processes import TRAINER_ARGS as FAST_TRAINER_ARGS
 from tests.processes import Process, command, start, start_env, wait_for
 from tests.vlm_families import build_tiny_qwen2_vl
+from tests.wandb_records import offline_runs
 
 pytestmark = pytest.mark.slow
 
 TRAINER_ARGS = [*FAST_TRAINER_ARGS, "--agent-timeout", "120"]
+#: W&B on disk only, nothing asked of the user
+WANDB_OFFLINE = {"WANDB_MODE": "offline", "WANDB_SILENT": "true", "WANDB_DISABLE_CODE": "true"}
 
 
 def metrics(run: Path) -> list[dict[str, float]]:
@@ -54,10 +58,13 @@ def test_two_agents_train_with_a_trainer_that_is_killed_and_resumed(tmp_path: Pa
             str(run),
             "--ready-file",
             str(tmp_path / "trainer.port"),
+            "--wandb-project",
+            "visact-tests",
         ],
         tmp_path,
         ready_file=tmp_path / "trainer.port",
         timeout=180,
+        env=WANDB_OFFLINE,
     )
     agents: list[Process] = []
     try:
@@ -140,10 +147,13 @@ def test_two_agents_train_with_a_trainer_that_is_killed_and_resumed(tmp_path: Pa
                 str(resume_updates),
                 "--ready-file",
                 str(tmp_path / "trainer.port"),
+                "--wandb-project",
+                "visact-tests",
             ],
             tmp_path,
             ready_file=tmp_path / "trainer.port",
             timeout=180,
+            env=WANDB_OFFLINE,
         )
         # it trains to --max-updates, waits for both agents to run its newest version, and exits
         assert trainer.popen.wait(timeout=900) == 0, trainer.text()[-3000:]
@@ -154,6 +164,19 @@ def test_two_agents_train_with_a_trainer_that_is_killed_and_resumed(tmp_path: Pa
             "the update count did not continue"
         )
         assert resumed_rows[-1]["update"] == resume_updates
+        # W&B: the resumed trainer logged its updates into the killed one's run, config included
+        killed, resumed = offline_runs(run / "wandb")
+        assert killed.run_id == resumed.run_id == checkpoint_state["run_id"]
+        assert (
+            resumed.exited
+            and resumed.config["lr"] == 1e-3
+            and resumed.config["wandb_project"] == "visact-tests"
+        )
+        logged = [row for row in resumed.history if "charts/success_rate" in row]
+        assert [row["_step"] for row in logged] == [row["update"] for row in resumed_rows]
+        assert [row["losses/policy"] for row in logged] == pytest.approx(
+            [row["losses/policy"] for row in resumed_rows]
+        )
         final = status(run)
         assert final["latest_version"] > latest, "versions went backwards or stood still"
         # every agent registered with the resumed trainer runs its newest version; an agent still
