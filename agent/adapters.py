@@ -8,9 +8,11 @@ apply a version only after its sha256 matches, between batches, in one step
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
-from collections.abc import Sequence
+import warnings
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +41,19 @@ def attach_lora(model: Any, config: Any) -> Any:
     """``model`` wrapped with a fresh, trainable LoRA adapter (peft's default initialization: B = 0)."""
     from peft import get_peft_model
 
-    return get_peft_model(model, config)
+    with quiet_peft_checkpointing_probe():
+        return get_peft_model(model, config)
+
+
+@contextlib.contextmanager
+def quiet_peft_checkpointing_probe() -> Iterator[None]:
+    """peft reads ``model.is_gradient_checkpointing``, which transformers 5 deprecated with a
+    FutureWarning on every read: a warning about peft's code, not the user's, on every load."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings(
+            "ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning
+        )
+        yield
 
 
 def adapter_bytes(peft_model: Any) -> bytes:

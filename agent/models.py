@@ -303,7 +303,10 @@ def load_vlm(
         else:  # a peft adapter directory
             from peft import PeftModel
 
-            model = PeftModel.from_pretrained(model, adapter_path, is_trainable=adapter_trainable)
+            from agent.adapters import quiet_peft_checkpointing_probe
+
+            with quiet_peft_checkpointing_probe():
+                model = PeftModel.from_pretrained(model, adapter_path, is_trainable=adapter_trainable)
         model.to(resolved_device)
         if not adapter_trainable:
             model.eval()

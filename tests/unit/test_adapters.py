@@ -7,6 +7,7 @@ pickle), a damaged transfer is refused, and applying a file that does not fit ch
 from __future__ import annotations
 
 import json
+import warnings
 from typing import Any
 
 import pytest
@@ -233,3 +234,15 @@ def test_a_refused_file_from_the_wire_leaves_the_model_unchanged(donor_bytes: by
     with pytest.raises(AdapterError):
         apply_adapter(model, read_adapter(damaged, expected_sha256=sha256_hex(donor_bytes))[0])
     assert_same_tensors(lora_state(model), before)
+
+
+def test_attaching_lora_to_a_transformers_vlm_warns_nothing_about_peft_internals() -> None:
+    from agent.models import load_vlm, lora_target_modules
+
+    loaded = load_vlm("tiny", device="cpu")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        attach_lora(loaded.model, lora_config(lora_target_modules(loaded.model), r=2, alpha=4, dropout=0.0))
+    assert not [w for w in caught if "is_gradient_checkpointing" in str(w.message)], [
+        str(w.message) for w in caught
+    ]
