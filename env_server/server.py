@@ -39,7 +39,10 @@ log = logging.getLogger("env_server")
 class ServerConfig:
     """Configuration of one env-server process (every field is a command-line option)."""
 
-    env: str = field(default="numberline", metadata={"help": "built-in game to serve (see --list)"})
+    env: str = field(
+        default="numberline",
+        metadata={"help": "built-in game to serve (see --list), or module:Class for an Env of your own"},
+    )
     gym: str | None = field(
         default=None, metadata={"help": "serve this installed Gymnasium env id instead of --env"}
     )
@@ -123,7 +126,7 @@ def env_factory_for(config: ServerConfig) -> Callable[[], Env]:
         return gym_env_factory(config.gym)
     from env_server import games
 
-    games.make(config.env)  # fail early with the list of games
+    games.make(config.env)  # fail early: with the list of games, or why an import failed
     return lambda: games.make(config.env)
 
 

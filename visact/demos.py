@@ -45,7 +45,10 @@ from env_server.client import EnvClient
 class DemosConfig:
     """Configuration of `visact demos` (every field is a command-line option)."""
 
-    env: str = field(default="numberline", metadata={"help": "built-in game to serve in process"})
+    env: str = field(
+        default="numberline",
+        metadata={"help": "game to serve in process: built-in, or module:Class for an Env of your own"},
+    )
     server: str | None = field(default=None, metadata={"help": "use this env server instead of --env"})
     episodes: int = field(default=500, metadata={"help": "expert episodes to record"})
     out: Path = field(
