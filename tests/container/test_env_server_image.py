@@ -34,6 +34,7 @@ from tests.container.podman_util import (
     podman_environment,
     timed_build,
 )
+from tests.own_env import write_my_games
 
 pytestmark = [pytest.mark.container, pytest.mark.slow]
 
@@ -235,3 +236,17 @@ def test_serves_a_gymnasium_env_by_name(podman_env: dict[str, str], image: str) 
             reset = client.reset(session, seed=0)
             assert reset.observation.image.shape[-1] == 3
             assert client.step(session, "1").reward == 1.0
+
+
+def test_serves_an_env_of_ones_own_mounted_into_the_image(
+    podman_env: dict[str, str], image: str, tmp_path: Path
+) -> None:
+    """docs/deploy.md's recipe: the package mounted read-only, PYTHONPATH, --env module:Class."""
+    write_my_games(tmp_path)
+    mount = ("-v", f"{tmp_path / 'my_games'}:/games/my_games:ro", "--env", "PYTHONPATH=/games")
+    for running in run_container(podman_env, image, "--env", "my_games.coin:Coin", run_args=mount):
+        with EnvClient(running.address, timeout=10) as client:
+            assert client.describe().name == "coin"
+            session = client.create_session()
+            client.reset(session, seed=1)
+            assert client.step(session, "heads").terminated

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import subprocess
 from pathlib import Path
 
@@ -14,38 +13,14 @@ import pytest
 
 from env_server import games
 from env_server.core import Env
+from tests.own_env import write_my_games
 from tests.processes import command, start
-
-DOCS = Path(__file__).resolve().parents[2] / "docs" / "protocol.md"
-EXTRAS = """
-from my_games.coin import Coin
-
-def make_coin():
-    return Coin()
-
-def make_a_string():
-    return "coin"
-
-NOT_AN_ENV = 3
-"""
-
-
-def docs_example() -> str:
-    """The Python block under 'Adding an environment in Python' in docs/protocol.md."""
-    section = DOCS.read_text().split("## Adding an environment in Python", 1)[1]
-    found = re.search(r"```python\n(.*?)```", section, re.S)
-    assert found, "docs/protocol.md lost its Python example"
-    return found.group(1)
 
 
 @pytest.fixture
 def games_root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """``tmp_path/my_games`` (coin.py from the docs, extras.py), importable here and in children."""
-    package = tmp_path / "my_games"
-    package.mkdir()
-    (package / "__init__.py").write_text("")
-    (package / "coin.py").write_text(docs_example())
-    (package / "extras.py").write_text(EXTRAS)
+    write_my_games(tmp_path)
     monkeypatch.syspath_prepend(str(tmp_path))
     return tmp_path
 
