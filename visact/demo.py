@@ -57,7 +57,9 @@ def with_game_settings(config: DemoConfig) -> DemoConfig:
 class DemoConfig:
     """Configuration of `visact demo` (every field is a command-line option)."""
 
-    env: str = field(default="numberline", metadata={"help": "built-in game"})
+    env: str = field(
+        default="numberline", metadata={"help": "built-in game, or module:Class for an Env of your own"}
+    )
     workdir: Path = field(default=Path("runs/demo"), metadata={"help": "where everything is written"})
     model: str = field(default="tiny", metadata={"help": "base VLM (Hugging Face name or path, or 'tiny')"})
     demo_episodes: int = field(default=400, metadata={"help": "expert episodes for SFT"})
