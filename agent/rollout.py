@@ -92,6 +92,7 @@ class Slot:
     retry_at: float = 0.0  # when a failed session may be re-created
     backoff: float = 0.5
     finished: bool = False  # no more seeds for it
+    group: int = 0  # slots of a group play each episode from the same seed (``group_size``)
 
     @property
     def name(self) -> str:
@@ -106,6 +107,7 @@ class RolloutStats:
     episodes: int = 0
     rounds: int = 0
     episodes_lost: int = 0  # dropped because a server failed mid-episode
+    groups_dropped: int = 0  # groups not delivered because one of their episodes was lost
     parse: ParseStats = field(default_factory=ParseStats)
     started: float = field(default_factory=time.monotonic)
 
@@ -128,11 +130,17 @@ class Rollout:
         label: str = "agent",
         seed: int = 0,
         bootstrap: bool = False,
+        group_size: int = 1,
     ) -> None:
         if not clients:
             raise ValueError("a rollout needs at least one env server")
         if sessions < 1:
             raise ValueError(f"sessions must be >= 1, got {sessions}")
+        if group_size < 1 or sessions % group_size:
+            raise ValueError(
+                f"--sessions {sessions} is not a multiple of the group size {group_size} (the trainer's "
+                "--group-size): give the agent a multiple of it"
+            )
         self.clients = clients
         self.policy = policy
         self.bad_answer = bad_answer or BadAnswerPolicy()
@@ -151,6 +159,13 @@ class Rollout:
             )
             for i in range(sessions)
         ]
+        #: with ``group_size`` > 1 consecutive slots form groups that start each episode together
+        #: from one seed and whose episodes are delivered together once all of them ended
+        self.group_size = group_size
+        for index, slot in enumerate(self.slots):
+            slot.group = index // group_size
+        self._pending: dict[int, list[Episode]] = {}  # group -> its episodes that ended
+        self._tainted: set[int] = set()  # groups that lost an episode: not delivered
 
     # ------------------------------------------------------------------ the loop
     def run(
@@ -214,6 +229,7 @@ class Rollout:
         ):
             if isinstance(result, EnvCallError):
                 self._lose_episode(slot, result, seeds)
+                self._deliver_group(slot.group, on_episode, target)
                 ended.append(slot)
                 continue
             assert isinstance(result, StepResult)
@@ -249,11 +265,25 @@ class Rollout:
                     episode.bootstrap_image = result.observation.image
                     episode.bootstrap_prompt_ids = self._bootstrap_prompt(slot, result.observation, item)
                 slot.steps, slot.observation = [], None
-                if target is None or self.stats.episodes < target:
-                    self.stats.episodes += 1
-                    on_episode(episode)
+                self._pending.setdefault(slot.group, []).append(episode)
+                self._deliver_group(slot.group, on_episode, target)
                 ended.append(slot)
         return ended
+
+    def _deliver_group(self, group: int, on_episode: Callable[[Episode], None], target: int | None) -> None:
+        """Hand on the group's ended episodes once none of its slots still plays (at once when
+        groups are of one); a group that lost an episode is dropped whole."""
+        if any(s.observation is not None for s in self.slots if s.group == group):
+            return
+        episodes = self._pending.pop(group, [])
+        if group in self._tainted:
+            self._tainted.discard(group)
+            self.stats.groups_dropped += 1
+            return
+        for episode in episodes:
+            if target is None or self.stats.episodes < target:
+                self.stats.episodes += 1
+                on_episode(episode)
 
     # ------------------------------------------------------------------ env calls
     def _step_all(
@@ -275,7 +305,8 @@ class Rollout:
         return [r for r in results if r is not None]
 
     def _start_episodes(self, slots: list[Slot], seeds: SeedSchedule) -> None:
-        """Reset each slot with the next seed (one batched call per server); open sessions as needed."""
+        """Reset each slot with the next seed (one batched call per server); open sessions as
+        needed. Groups (``group_size`` > 1) start only whole, all slots idle, on one seed."""
         now = time.monotonic()
         ready = [s for s in slots if not s.finished and s.retry_at <= now]
         for slot in ready:
@@ -286,13 +317,20 @@ class Rollout:
                     )
                 except EnvCallError as exc:
                     self._back_off(slot, exc)
+        by_group: dict[int, list[Slot]] = {}
+        for slot in ready:
             if slot.session_id:
-                seed = seeds.next()
-                if seed is None:
-                    slot.finished = True
-                else:
-                    slot.seed = seed
-        to_reset = [s for s in ready if s.session_id and not s.finished]
+                by_group.setdefault(slot.group, []).append(slot)
+        to_reset: list[Slot] = []
+        for group, members in by_group.items():
+            if len(members) < self.group_size or any(s.observation is not None for s in members):
+                continue  # the rest of its group still plays, or waits to retry
+            self._tainted.discard(group)  # a fresh start (a group whose every reset failed)
+            seed = seeds.next()
+            for slot in members:
+                slot.finished = seed is None
+                slot.seed = slot.seed if seed is None else seed
+            to_reset += [] if seed is None else members
         by_client: dict[int, list[Slot]] = {}
         for slot in to_reset:
             by_client.setdefault(id(slot.client), []).append(slot)
@@ -304,7 +342,7 @@ class Rollout:
                     slot.observation, slot.steps, slot.backoff = result.observation, [], 0.5
                 else:
                     assert isinstance(result, EnvCallError)
-                    seeds.give_back(slot.seed)
+                    self._give_back_once(slot, seeds)
                     self._back_off(slot, result)
 
         list(self._pool.map(run, by_client.values()))
@@ -316,9 +354,18 @@ class Rollout:
             "episode lost", extra={"session": slot.name, "steps": len(slot.steps), "error": error.code.name}
         )
         self.stats.episodes_lost += 1
-        seeds.give_back(slot.seed)
+        self._give_back_once(slot, seeds)
         slot.steps, slot.observation = [], None
         self._back_off(slot, error)
+
+    def _give_back_once(self, slot: Slot, seeds: SeedSchedule) -> None:
+        """Hand the slot's seed out again; in a group, once, and the group's episodes are dropped
+        (the group is no longer whole: its other episodes have nothing to be compared with)."""
+        if self.group_size == 1:
+            seeds.give_back(slot.seed)
+        elif slot.group not in self._tainted:
+            self._tainted.add(slot.group)
+            seeds.give_back(slot.seed)
 
     def _back_off(self, slot: Slot, error: EnvCallError) -> None:
         if error.code in SERVER_DOWN or error.code == grpc.StatusCode.NOT_FOUND:

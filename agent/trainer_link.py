@@ -100,6 +100,8 @@ class TrainerLink:
         self.agent_id = ""
         self.latest_version = 0
         self.max_policy_lag = 0
+        self.format_penalty = 0.0  # the trainer's, from register()
+        self.group_size = 1  # the trainer's, from register()
         self._pending: tuple[int, dict[str, Any], dict[str, Any]] | None = None
         self._pending_lock = threading.Lock()
         # Small on purpose: when the trainer is the bottleneck, queued episodes only grow stale.
@@ -143,6 +145,7 @@ class TrainerLink:
         self.policy.max_new_tokens = sampling.max_new_tokens
         self.policy.cot = sampling.chain_of_thought
         self.format_penalty = float(sampling.format_penalty)
+        self.group_size = max(1, sampling.group_size)  # 0: a trainer from before groups
         log.info("registered", extra={"agent": self.agent_id, "latest_version": self.latest_version})
 
     def close(self) -> None:
@@ -357,6 +360,7 @@ def run_with_trainer(config: AgentConfig, stop: threading.Event) -> int:
         label=config.name,
         seed=config.seed,
         bootstrap=True,  # the learner bootstraps values of truncated episodes
+        group_size=link.group_size,
     )
     try:
         rollout.run(

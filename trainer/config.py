@@ -65,6 +65,18 @@ class TrainerConfig:
         default=2.0, metadata={"help": "truncation of the importance weight for stale data"}
     )
     normalize_advantages: bool = field(default=True, metadata={"help": "normalize advantages per batch"})
+    advantage: str = field(
+        default="gae",
+        metadata={
+            "help": "gae: the paper's, from the value head; grpo: each episode's return against the "
+            "other episodes of its group (same seed; needs --group-size >= 2), no value loss",
+            "choices": ["gae", "grpo"],
+        },
+    )
+    group_size: int = field(
+        default=1,
+        metadata={"help": "agents' sessions play each episode from one seed in groups of this many"},
+    )
     target_kl: float = field(
         default=0.0,
         metadata={
@@ -148,6 +160,13 @@ class TrainerConfig:
             raise ValueError("--tls-cert and --tls-key go together")
         if self.max_message_mb <= 0:
             raise ValueError(f"--max-message-mb must be positive, got {self.max_message_mb}")
+        if self.group_size < 1:
+            raise ValueError(f"--group-size must be >= 1, got {self.group_size}")
+        if self.advantage == "grpo" and self.group_size < 2:
+            raise ValueError(
+                "--advantage grpo compares each episode with the others of its group: give "
+                "--group-size 2 or more (4-8 are usual), and agents --sessions a multiple of it"
+            )
         if self.wandb_entity and not self.wandb_project:
             raise ValueError("--wandb-entity needs --wandb-project")
         if self.wandb_project and importlib.util.find_spec("wandb") is None:

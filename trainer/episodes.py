@@ -56,6 +56,8 @@ class EpisodeData:
     agent_id: str
     env: str
     steps: list[Sample]
+    #: the reset seed: episodes of one env from one seed start alike (a group, under --group-size)
+    seed: int = 0
     bootstrap_image: np.ndarray | None = None
     bootstrap_prompt_ids: list[int] = field(default_factory=list)
     #: the agent's id of the episode (SubmitEpisode.episode_id), set when the hub takes it
@@ -70,6 +72,11 @@ class EpisodeData:
     @property
     def env_return(self) -> float:
         return float(sum(s.env_reward for s in self.steps))
+
+    @property
+    def total_reward(self) -> float:
+        """The episode's undiscounted return as trained on (format penalties included)."""
+        return float(sum(s.reward for s in self.steps))
 
     @property
     def min_version(self) -> int:
@@ -126,7 +133,7 @@ def decode_episode(
             )
         if index and step.policy_version < message.steps[index - 1].policy_version:
             raise InvalidEpisode(f"{where}: policy versions go backwards within the episode")
-    episode = EpisodeData(agent_id=agent_id, env=message.env, steps=steps, message=message)
+    episode = EpisodeData(agent_id=agent_id, env=message.env, steps=steps, seed=message.seed, message=message)
     final = message.steps[last]
     if final.truncated and not final.terminated:
         if not message.HasField("bootstrap_image") or not message.bootstrap_prompt_ids:

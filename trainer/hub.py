@@ -54,9 +54,19 @@ class Hub:
     """Agents, the episode buffer and the published versions, thread-safe."""
 
     def __init__(
-        self, *, buffer_steps: int, max_policy_lag: int, agent_timeout: float, keep_versions: int
+        self,
+        *,
+        buffer_steps: int,
+        max_policy_lag: int,
+        agent_timeout: float,
+        keep_versions: int,
+        group_size: int = 1,
     ) -> None:
         self.buffer_steps = buffer_steps
+        #: episodes of one env from one seed are batched together, this many to a group
+        self.group_size = group_size
+        self._arrived_steps = 0  # steps ever accepted
+        self._arrival: dict[int, int] = {}  # id(buffered episode) -> _arrived_steps once it came
         self.max_policy_lag = max_policy_lag
         self.agent_timeout = agent_timeout
         self.keep_versions = keep_versions
@@ -150,6 +160,8 @@ class Hub:
                     f"the buffer holds {self._buffered_steps} of {self.buffer_steps} steps; retry soon",
                 )
             self._buffer.append(episode)
+            self._arrived_steps += steps
+            self._arrival[id(episode)] = self._arrived_steps
             self._buffered_steps += steps
             self._seen_episodes[key] = None
             while len(self._seen_episodes) > SEEN_EPISODES:
@@ -159,21 +171,32 @@ class Hub:
             return True, ""
 
     def take_batch(self, steps: int, timeout: float | None = None) -> list[EpisodeData] | None:
-        """Whole episodes totalling at least ``steps`` steps, oldest first; None on timeout or close."""
+        """Whole episodes totalling at least ``steps`` steps, oldest first; None on timeout or close.
+
+        With ``group_size`` > 1 whole groups (the buffered episodes of one env and seed) go into
+        a batch together, once complete; a group still short of members after ``steps`` more
+        steps arrived (a member lost or refused) goes as it is."""
         deadline = None if timeout is None else time.monotonic() + timeout
         with self._lock:
-            while self._buffered_steps < steps and not self.closed:
+            while (ready := self._ready_groups(steps))[1] < steps and not self.closed:
                 remaining = None if deadline is None else deadline - time.monotonic()
                 if remaining is not None and remaining <= 0:
                     return None
                 self._lock.wait(timeout=remaining if remaining is not None else 1.0)
-            if self._buffered_steps < steps:
+            groups, ready_steps = ready
+            if ready_steps < steps:
                 return None
-            batch, total = [], 0
-            while total < steps:
-                episode = self._buffer.pop(0)
-                batch.append(episode)
-                total += len(episode.steps)
+            batch: list[EpisodeData] = []
+            total = 0
+            for group in groups:
+                if total >= steps:
+                    break
+                batch.extend(group)
+                total += sum(len(e.steps) for e in group)
+            taken = {id(e) for e in batch}
+            self._buffer = [e for e in self._buffer if id(e) not in taken]
+            for episode in batch:
+                del self._arrival[id(episode)]
             self._buffered_steps -= total
             for episode in batch:
                 self._trained_episodes[(episode.agent_id, episode.episode_id)] = None
@@ -181,6 +204,20 @@ class Hub:
                 self._trained_episodes.popitem(last=False)
             self._lock.notify_all()
             return batch
+
+    def _ready_groups(self, steps: int) -> tuple[list[list[EpisodeData]], int]:
+        """The buffered groups a batch may take, oldest first, and their steps (under the lock)."""
+        if self.group_size <= 1:
+            return [[e] for e in self._buffer], self._buffered_steps
+        groups: dict[tuple[str, int], list[EpisodeData]] = {}
+        for episode in self._buffer:
+            groups.setdefault((episode.env, episode.seed), []).append(episode)
+        ready = [
+            group
+            for group in groups.values()
+            if len(group) >= self.group_size or self._arrived_steps - self._arrival[id(group[0])] >= steps
+        ]
+        return ready, sum(len(e.steps) for group in ready for e in group)
 
     @property
     def buffered_steps(self) -> int:

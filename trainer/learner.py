@@ -198,6 +198,45 @@ class Learner:
         return out
 
     # ------------------------------------------------------------------ the update
+    def _gae(self, episodes: Sequence[EpisodeData], values: Tensor) -> tuple[Tensor, Tensor]:
+        """GAE per episode (truncated episodes bootstrap from their next observation): the
+        advantage and the value target of every step, in batch order."""
+        config = self.config
+        n = sum(len(e.steps) for e in episodes)
+        bootstrap = self.bootstrap_values(episodes)
+        advantages = torch.zeros(n)
+        returns = torch.zeros(n)
+        start = 0
+        for index, episode in enumerate(episodes):
+            end = start + len(episode.steps)
+            steps = episode.steps
+            next_values = torch.zeros(len(steps))
+            if index in bootstrap:
+                next_values[-1] = bootstrap[index]
+            adv, ret = ppo.compute_gae(
+                torch.tensor([s.reward for s in steps]),
+                values[start:end],
+                torch.tensor([s.terminated for s in steps]),
+                torch.tensor([s.truncated for s in steps]),
+                gamma=config.gamma,
+                lam=config.gae_lambda,
+                next_values=next_values,
+            )
+            advantages[start:end], returns[start:end] = adv, ret
+            start = end
+        return advantages, returns
+
+    def _group_relative_advantages(
+        self, episodes: Sequence[EpisodeData], values: Tensor
+    ) -> tuple[Tensor, Tensor]:
+        """GRPO: every step gets its episode's return against its group's (same env and seed);
+        the value targets are the values themselves (no value loss is taken)."""
+        per_episode = ppo.group_relative_advantages(
+            torch.tensor([e.total_reward for e in episodes]), [(e.env, e.seed) for e in episodes]
+        )
+        advantages = torch.cat([per_episode[i].repeat(len(e.steps)) for i, e in enumerate(episodes)])
+        return advantages.float(), values.detach().float().clone()
+
     def update(self, episodes: Sequence[EpisodeData]) -> dict[str, float]:
         """One PPO update on ``episodes``; returns metrics. Bumps ``version``."""
         config = self.config
@@ -219,30 +258,14 @@ class Learner:
             ]
         )
 
-        # 2.-3. GAE per episode (truncated episodes bootstrap from their next observation)
-        bootstrap = self.bootstrap_values(episodes)
-        advantages = torch.zeros(n)
-        returns = torch.zeros(n)
-        start = 0
-        for index, episode in enumerate(episodes):
-            end = start + len(episode.steps)
-            steps = episode.steps
-            next_values = torch.zeros(len(steps))
-            if index in bootstrap:
-                next_values[-1] = bootstrap[index]
-            adv, ret = ppo.compute_gae(
-                torch.tensor([s.reward for s in steps]),
-                old.values[start:end],
-                torch.tensor([s.terminated for s in steps]),
-                torch.tensor([s.truncated for s in steps]),
-                gamma=config.gamma,
-                lam=config.gae_lambda,
-                next_values=next_values,
-            )
-            advantages[start:end], returns[start:end] = adv, ret
-            start = end
-        if config.normalize_advantages and n > 1:
-            advantages = ppo.normalize_advantages(advantages)
+        # 2.-3. advantages and value targets
+        if config.advantage == "grpo":
+            advantages, returns = self._group_relative_advantages(episodes, old.values)
+        else:
+            advantages, returns = self._gae(episodes, old.values)
+            if config.normalize_advantages and n > 1:
+                advantages = ppo.normalize_advantages(advantages)
+        vf_coef = 0.0 if config.advantage == "grpo" else config.vf_coef
 
         # 4. PPO epochs over minibatches, accumulated from micro batches
         sums: dict[str, float] = defaultdict(float)
@@ -273,7 +296,7 @@ class Learner:
                         returns=returns[rows].to(device),
                         clip_coef=config.clip,
                         value_clip=config.value_clip or None,
-                        vf_coef=config.vf_coef,
+                        vf_coef=vf_coef,
                         is_clip=config.is_clip,
                     )
                     share = real / len(indices)
@@ -308,6 +331,10 @@ class Learner:
         if not math.isnan(stop_kl):
             metrics["losses/stop_kl"] = stop_kl
         metrics["charts/advantage_std"] = float(advantages.std()) if n > 1 else 0.0
+        if config.advantage == "grpo":
+            groups = len({(e.env, e.seed) for e in episodes})
+            metrics["charts/groups"] = float(groups)
+            metrics["charts/group_size_mean"] = len(episodes) / groups
         seconds = time.monotonic() - started
         metrics["perf/update_seconds"] = seconds
         metrics["perf/samples_per_second"] = n * config.ppo_epochs / max(seconds, 1e-9)

@@ -3,7 +3,8 @@
 The learner owns the data, the model and the minibatch/epoch loop; everything it computes
 with lives here, in the order it is used:
 
-1. Advantages: GAE over one session's steps, with terminations and truncations.
+1. Advantages: GAE over one session's steps, with terminations and truncations; or, instead,
+   group-relative advantages (GRPO): each episode's return against its group's.
 2. Log-probs: token log-probs from logits, then the CoT-weighted action log-prob
    ``log pi(a|o) = lambda_cot * sum log p(CoT tokens) + sum log p(action tokens)``.
 3. Advantage normalization.
@@ -19,6 +20,7 @@ in at least fp32 whatever the model's dtype (bf16 log-probs and values are upcas
 
 from __future__ import annotations
 
+from collections.abc import Hashable
 from typing import NamedTuple
 
 import torch
@@ -30,6 +32,7 @@ __all__ = [
     "compute_gae",
     "explained_variance",
     "gather_token_log_probs",
+    "group_relative_advantages",
     "minibatch_indices",
     "normalize_advantages",
     "policy_loss",
@@ -130,6 +133,28 @@ def compute_gae(
     advantages = torch.tensor(adv, dtype=dtype, device=values.device)
     returns = advantages + values.detach().to(dtype)
     return advantages, returns
+
+
+def group_relative_advantages(returns: Tensor, groups: list[Hashable], eps: float = 1e-6) -> Tensor:
+    """GRPO's advantage of each episode: ``(R - mean(R_group)) / (std(R_group) + eps)``.
+
+    ``returns`` holds one undiscounted return per episode, ``groups`` its group (episodes of the
+    same env from the same seed: the same start, played differently). The std is the
+    population std, so a group whose episodes all scored alike, and a group of one, give 0:
+    nothing to prefer. No value function is involved (Shao et al. 2024, DeepSeekMath; used for
+    VLM agents by verl-agent and RAGEN). Every step of an episode gets its episode's advantage.
+    """
+    if len(groups) != len(returns):
+        raise ValueError(f"{len(returns)} returns but {len(groups)} group keys")
+    r = _upcast(returns.detach())
+    advantages = torch.zeros_like(r)
+    members: dict[Hashable, list[int]] = {}
+    for index, key in enumerate(groups):
+        members.setdefault(key, []).append(index)
+    for rows in members.values():
+        group = r[rows]
+        advantages[rows] = (group - group.mean()) / (group.std(correction=0) + eps)
+    return advantages
 
 
 # ---------------------------------------------------------------------------------------------

@@ -194,6 +194,7 @@ def build_trainer(config: TrainerConfig, learner: Learner, state: dict[str, Any]
         max_policy_lag=config.max_policy_lag,
         agent_timeout=config.agent_timeout,
         keep_versions=config.keep_versions,
+        group_size=config.group_size,
     )
     run_id = str(state.get("run_id", secrets.token_hex(6)))
     # episodes the checkpointed weights were trained on: a retry of one after the restart counts once
@@ -208,6 +209,7 @@ def build_trainer(config: TrainerConfig, learner: Learner, state: dict[str, Any]
         max_new_tokens=config.max_new_tokens,
         chain_of_thought=config.cot,
         format_penalty=config.format_penalty,
+        group_size=config.group_size,
     )
     identity = ModelIdentity(config.model, learner.fingerprint, learner.vocab_size, learner.max_tokens)
     servicer = TrainerServicer(hub, identity, sampling, run_id)

@@ -89,6 +89,18 @@ class DemoConfig:
     target_kl: float = field(
         default=0.0, metadata={"help": "end a PPO update early past this approx KL (0: never; trainer serve)"}
     )
+    advantage: str = field(
+        default="gae",
+        metadata={
+            "help": "gae (the paper's, value head) or grpo (each episode against its group's; "
+            "trainer serve --advantage)",
+            "choices": ["gae", "grpo"],
+        },
+    )
+    group_size: int = field(
+        default=1,
+        metadata={"help": "sessions playing each seed together (grpo: 2 or more; a divisor of --sessions)"},
+    )
     ppo_minutes: float = field(
         default=0.0, metadata={"help": "stop PPO after this many minutes (0: after --ppo-updates)"}
     )
@@ -113,6 +125,10 @@ class DemoConfig:
     def __post_init__(self) -> None:
         if self.agents < 1 or self.env_servers < 1:
             raise ValueError("need at least one agent and one env server")
+        if self.group_size < 1 or self.sessions % self.group_size:
+            raise ValueError(f"--group-size {self.group_size} must divide --sessions {self.sessions}")
+        if self.advantage == "grpo" and self.group_size < 2:
+            raise ValueError("--advantage grpo needs --group-size 2 or more (e.g. 4, with --sessions 8)")
 
 
 class Stage:
@@ -442,6 +458,10 @@ def ppo(
             str(config.value_lr_scale),
             "--target-kl",
             str(config.target_kl),
+            "--advantage",
+            config.advantage,
+            "--group-size",
+            str(config.group_size),
             "--temperature",
             str(config.temperature),
             "--max-new-tokens",

@@ -228,3 +228,36 @@ def test_a_qwen2_vl_checkpoint_trains_across_processes(tmp_path: Path) -> None:
         agent.stop(timeout=30)
         trainer.stop(timeout=60)
         env.stop(timeout=30)
+
+
+def test_grpo_trains_on_whole_groups_of_one_seed_across_processes(tmp_path: Path) -> None:
+    """`trainer serve --advantage grpo --group-size 2`: the agent learns the group size from the
+    trainer, plays each seed in a pair of sessions, and every update trains on whole pairs."""
+    run = tmp_path / "run"
+    trainer_args = [
+        "serve", *TRAINER_ARGS, "--advantage", "grpo", "--group-size", "2", "--port", "0",
+        "--checkpoint-dir", str(run), "--max-updates", "2", "--ready-file", str(tmp_path / "trainer.port"),
+    ]  # fmt: skip
+    env = start_env(tmp_path, "env")
+    trainer = start(
+        "trainer",
+        [*command("trainer"), *trainer_args],
+        tmp_path,
+        ready_file=tmp_path / "trainer.port",
+        timeout=180,
+    )
+    agent_args = ["--server", env.address, "--trainer", trainer.address, "--sessions", "4", "--threads", "1"]
+    agent = start("agent", [*command("agent-client"), *agent_args], tmp_path)
+    try:
+        assert trainer.popen.wait(timeout=600) == 0, trainer.text()[-3000:]
+        rows = metrics(run)
+        assert [int(row["update"]) for row in rows] == [1, 2]
+        assert all(row["charts/group_size_mean"] == 2.0 for row in rows), rows
+        assert all(row["charts/groups"] * 2 == row["charts/episodes"] for row in rows), rows
+        first, last = adapter_tensors(run, 0), adapter_tensors(run, 2)
+        assert any(not (last[k] == first[k]).all() for k in first), "the adapter never changed"
+        assert agent.alive(), agent.text()[-2000:]
+    finally:
+        agent.stop(timeout=30)
+        trainer.stop(timeout=60)
+        env.stop(timeout=30)

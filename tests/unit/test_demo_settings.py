@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from visact.configcli import parse_config
 from visact.demo import BASE_SETTINGS, GAME_SETTINGS, DemoConfig, with_game_settings
 
@@ -22,3 +24,12 @@ def test_what_the_user_sets_wins_over_the_game() -> None:
     argv = ["--env", "ezpoints", "--sft-steps", "20", "--format-penalty", "0", "--ppo-lr", "0.001"]
     config = with_game_settings(parse_config(DemoConfig, argv))
     assert (config.sft_steps, config.format_penalty, config.ppo_lr) == (20, 0.0, 0.001)
+
+
+def test_grpo_needs_groups_that_divide_the_sessions() -> None:
+    config = parse_config(DemoConfig, ["--advantage", "grpo", "--group-size", "4"])
+    assert (config.advantage, config.group_size, config.sessions) == ("grpo", 4, 8)
+    with pytest.raises(ValueError, match="--group-size 3 must divide --sessions 8"):
+        DemoConfig(advantage="grpo", group_size=3)
+    with pytest.raises(ValueError, match="--advantage grpo needs --group-size 2 or more"):
+        DemoConfig(advantage="grpo")

@@ -18,6 +18,7 @@ from trainer.ppo import (
     compute_gae,
     explained_variance,
     gather_token_log_probs,
+    group_relative_advantages,
     minibatch_indices,
     normalize_advantages,
     policy_loss,
@@ -41,6 +42,38 @@ def b(values: list[bool]) -> torch.Tensor:
 def assert_close(actual: torch.Tensor, expected: Sequence[Any] | float, atol: float = 1e-9) -> None:
     exp = torch.tensor(expected, dtype=actual.dtype)
     torch.testing.assert_close(actual.detach(), exp, atol=atol, rtol=0)
+
+
+# ---------------------------------------------------------------------------------------------
+# 1b. group-relative advantages (GRPO)
+# ---------------------------------------------------------------------------------------------
+
+
+def test_group_relative_advantages_by_hand() -> None:
+    # group a: returns 1, 3 (mean 2, population std 1); group b: -1, -1, 2 (mean 0, std sqrt 2)
+    returns = t([1.0, -1.0, 3.0, -1.0, 2.0])
+    advantages = group_relative_advantages(returns, ["a", "b", "a", "b", "b"], eps=0.0)
+    root2 = math.sqrt(2.0)
+    assert_close(advantages, [-1.0, -1 / root2, 1.0, -1 / root2, 2 / root2])
+
+
+def test_group_relative_advantages_give_zero_to_groups_with_nothing_to_prefer() -> None:
+    # all alike, or alone: nothing to compare, so nothing to learn (and no division by zero)
+    advantages = group_relative_advantages(t([5.0, 5.0, 7.0]), [("n", 1), ("n", 1), ("n", 2)])
+    assert_close(advantages, [0.0, 0.0, 0.0])
+
+
+def test_group_relative_advantages_are_invariant_to_shift_and_scale_within_a_group() -> None:
+    returns = t([0.0, 1.0, 4.0, 10.0])
+    keys = [1, 1, 1, 1]
+    base = group_relative_advantages(returns, keys)
+    assert_close(group_relative_advantages(returns * 3 + 7, keys), base.tolist(), atol=1e-6)
+    assert abs(float(base.mean())) < 1e-9
+
+
+def test_group_relative_advantages_reject_one_key_per_return_missing() -> None:
+    with pytest.raises(ValueError, match="3 returns but 2 group keys"):
+        group_relative_advantages(t([1.0, 2.0, 3.0]), [1, 2])
 
 
 # ---------------------------------------------------------------------------------------------

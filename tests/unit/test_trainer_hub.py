@@ -36,18 +36,24 @@ def sample(version: int = 0) -> Sample:
     )
 
 
-def episode(steps: int, agent_id: str = "agent-a", env: str = "counter") -> EpisodeData:
-    return EpisodeData(agent_id=agent_id, env=env, steps=[sample() for _ in range(steps)])
+def episode(steps: int, agent_id: str = "agent-a", env: str = "counter", seed: int = 0) -> EpisodeData:
+    return EpisodeData(agent_id=agent_id, env=env, steps=[sample() for _ in range(steps)], seed=seed)
 
 
 def hub(
-    *, buffer_steps: int = 10, max_policy_lag: int = 1, agent_timeout: float = 60.0, keep_versions: int = 3
+    *,
+    buffer_steps: int = 10,
+    max_policy_lag: int = 1,
+    agent_timeout: float = 60.0,
+    keep_versions: int = 3,
+    group_size: int = 1,
 ) -> Hub:
     return Hub(
         buffer_steps=buffer_steps,
         max_policy_lag=max_policy_lag,
         agent_timeout=agent_timeout,
         keep_versions=keep_versions,
+        group_size=group_size,
     )
 
 
@@ -337,3 +343,41 @@ def test_trained_episode_ids_kept_for_checkpoints_are_bounded(monkeypatch: pytes
         h.offer(f"e-{n}", episode(1))
     h.take_batch(5, timeout=0)
     assert [e for _, e in h.trained_episodes()] == ["e-2", "e-3", "e-4"]
+
+
+# ---------------------------------------------------------------------------------------------
+# groups (--group-size): episodes of one env and seed batched together
+# ---------------------------------------------------------------------------------------------
+
+
+def test_a_batch_takes_whole_groups_and_waits_for_a_group_to_be_complete() -> None:
+    h = hub(buffer_steps=100, group_size=2)
+    a1, b1, a2 = episode(3, seed=1), episode(2, seed=2), episode(1, seed=1)
+    for index, item in enumerate((a1, b1, a2)):
+        h.offer(str(index), item)
+    # 6 steps buffered, but seed 2's group has one of its two: only seed 1's (4 steps) is ready
+    assert h.take_batch(5, timeout=0.05) is None
+    assert h.take_batch(4, timeout=0.05) == [a1, a2]
+    b2 = episode(4, seed=2)
+    h.offer("3", b2)
+    assert h.take_batch(1, timeout=0.05) == [b1, b2]  # never half a group, even when 1 step would do
+    assert h.buffered_steps == 0
+
+
+def test_a_group_short_of_members_goes_as_it_is_once_a_batch_more_steps_arrived() -> None:
+    h = hub(buffer_steps=100, group_size=2)
+    lonely = episode(2, seed=7)  # its partner was lost
+    h.offer("0", lonely)
+    assert h.take_batch(2, timeout=0.05) is None
+    later = [episode(1, seed=8), episode(1, seed=8)]
+    h.offer("1", later[0])
+    h.offer("2", later[1])
+    assert h.take_batch(2, timeout=0.05) == [lonely]  # 2 steps arrived after it: it waited long enough
+    assert h.take_batch(2, timeout=0.05) == later
+
+
+def test_the_same_seed_in_another_env_is_another_group() -> None:
+    h = hub(buffer_steps=100, group_size=2)
+    h.offer("0", episode(1, env="numberline", seed=1))
+    h.offer("1", episode(1, env="blackjack", seed=1))
+    assert h.take_batch(2, timeout=0.05) is None
