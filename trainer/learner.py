@@ -331,7 +331,9 @@ class Learner:
         if not math.isnan(stop_kl):
             metrics["losses/stop_kl"] = stop_kl
         metrics["charts/advantage_std"] = float(advantages.std()) if n > 1 else 0.0
-        if config.advantage == "grpo":
+        if config.advantage == "grpo":  # no value loss: its numbers would only mislead
+            metrics.pop("losses/value", None)
+            metrics.pop("losses/explained_variance", None)
             groups = len({(e.env, e.seed) for e in episodes})
             metrics["charts/groups"] = float(groups)
             metrics["charts/group_size_mean"] = len(episodes) / groups

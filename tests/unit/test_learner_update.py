@@ -181,6 +181,7 @@ def test_grpo_updates_the_policy_from_group_relative_advantages_and_leaves_the_v
     metrics = learner.update(grouped)
 
     assert metrics["charts/groups"] == 4 and metrics["charts/group_size_mean"] == 2
+    assert "losses/value" not in metrics and "losses/policy" in metrics
     assert all(torch.equal(a, b) for a, b in zip(value_head, learner.value_head.parameters(), strict=True))
     assert any(not torch.equal(a, b) for a, b in zip(lora, learner.lora_parameters, strict=True))
 
