@@ -354,6 +354,9 @@ def batch_metrics(episodes: Sequence[EpisodeData], *, latest_version: int) -> di
         "charts/episode_return": sum(e.env_return for e in episodes) / max(1, len(episodes)),
         "charts/valid_action_rate": sum(s.valid for s in samples) / max(1, len(samples)),
         "charts/cot_tokens": sum(s.action_start for s in samples) / max(1, len(samples)),
+        # collapse to one repeated thought (RAGEN's "echo trap") shows as this falling toward 1/steps
+        "charts/cot_distinct": len({tuple(s.generated_ids[: s.action_start]) for s in samples})
+        / max(1, len(samples)),
         "charts/answer_tokens": sum(len(s.generated_ids) for s in samples) / max(1, len(samples)),
         "charts/policy_lag_mean": sum(lags) / max(1, len(lags)),
         "charts/policy_lag_max": float(max(lags, default=0)),

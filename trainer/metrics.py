@@ -18,6 +18,7 @@ CONSOLE = (
     ("charts/episode_return", "return", "{:+.2f}"),
     ("charts/valid_action_rate", "valid", "{:.0%}"),
     ("charts/cot_tokens", "cot", "{:.0f}"),
+    ("charts/cot_distinct", "distinct", "{:.0%}"),
     ("losses/policy", "pi", "{:+.4f}"),
     ("losses/value", "v", "{:.4f}"),
     ("losses/approx_kl", "kl", "{:.4f}"),

@@ -146,11 +146,18 @@ def test_batch_metrics_on_a_hand_made_batch() -> None:
             "charts/episode_return": (1.0 + -0.5) / 2,
             "charts/valid_action_rate": 2 / 3,
             "charts/cot_tokens": (1 + 2 + 0) / 3,
+            "charts/cot_distinct": 3 / 3,  # [0], [0, 1] and none
             "charts/answer_tokens": (3 + 4 + 1) / 3,
             "charts/policy_lag_mean": (1 + 0 + 2) / 3,
             "charts/policy_lag_max": 2.0,
         }
     )
+
+
+def test_cot_distinct_falls_when_every_answer_thinks_the_same() -> None:
+    same = [step(version=0, action_start=3, answer=4, valid=True, env_reward=0.0) for _ in range(4)]
+    metrics = batch_metrics([EpisodeData(agent_id="a", env="counter", steps=same)], latest_version=0)
+    assert metrics["charts/cot_distinct"] == 1 / 4
 
 
 def test_batch_metrics_of_an_empty_batch_are_zero() -> None:
