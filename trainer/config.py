@@ -69,8 +69,9 @@ class TrainerConfig:
         default="gae",
         metadata={
             "help": "gae: the paper's, from the value head; grpo: each episode's return against the "
-            "other episodes of its group (same seed; needs --group-size >= 2), no value loss",
-            "choices": ["gae", "grpo"],
+            "other episodes of its group (same seed; needs --group-size >= 2), no value loss; gigpo: "
+            "grpo plus each step's return against the group's steps from the same state",
+            "choices": ["gae", "grpo", "gigpo"],
         },
     )
     group_size: int = field(
@@ -122,6 +123,11 @@ class TrainerConfig:
     wandb_entity: str | None = field(default=None, metadata={"help": "W&B team or user (default: yours)"})
 
     @property
+    def group_relative(self) -> bool:
+        """Advantages from groups of episodes (grpo, gigpo), no value function."""
+        return self.advantage in ("grpo", "gigpo")
+
+    @property
     def max_message_bytes(self) -> int:
         return int(self.max_message_mb * 1024 * 1024)
 
@@ -162,9 +168,9 @@ class TrainerConfig:
             raise ValueError(f"--max-message-mb must be positive, got {self.max_message_mb}")
         if self.group_size < 1:
             raise ValueError(f"--group-size must be >= 1, got {self.group_size}")
-        if self.advantage == "grpo" and self.group_size < 2:
+        if self.group_relative and self.group_size < 2:
             raise ValueError(
-                "--advantage grpo compares each episode with the others of its group: give "
+                f"--advantage {self.advantage} compares each episode with the others of its group: give "
                 "--group-size 2 or more (4-8 are usual), and agents --sessions a multiple of it"
             )
         if self.wandb_entity and not self.wandb_project:

@@ -19,6 +19,7 @@ Dropout stays off (eval mode) so the ratio starts at exactly 1 on the first mini
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import math
 import time
@@ -28,6 +29,7 @@ from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
@@ -226,17 +228,6 @@ class Learner:
             start = end
         return advantages, returns
 
-    def _group_relative_advantages(
-        self, episodes: Sequence[EpisodeData], values: Tensor
-    ) -> tuple[Tensor, Tensor]:
-        """GRPO: every step gets its episode's return against its group's (same env and seed);
-        the value targets are the values themselves (no value loss is taken)."""
-        per_episode = ppo.group_relative_advantages(
-            torch.tensor([e.total_reward for e in episodes]), [(e.env, e.seed) for e in episodes]
-        )
-        advantages = torch.cat([per_episode[i].repeat(len(e.steps)) for i, e in enumerate(episodes)])
-        return advantages.float(), values.detach().float().clone()
-
     def update(self, episodes: Sequence[EpisodeData]) -> dict[str, float]:
         """One PPO update on ``episodes``; returns metrics. Bumps ``version``."""
         config = self.config
@@ -259,13 +250,14 @@ class Learner:
         )
 
         # 2.-3. advantages and value targets
-        if config.advantage == "grpo":
-            advantages, returns = self._group_relative_advantages(episodes, old.values)
+        if config.group_relative:
+            advantages = group_advantages(episodes, gamma=config.gamma, per_state=config.advantage == "gigpo")
+            returns = old.values.detach().float().clone()  # no value target of its own: no value loss
         else:
             advantages, returns = self._gae(episodes, old.values)
             if config.normalize_advantages and n > 1:
                 advantages = ppo.normalize_advantages(advantages)
-        vf_coef = 0.0 if config.advantage == "grpo" else config.vf_coef
+        vf_coef = 0.0 if config.group_relative else config.vf_coef
 
         # 4. PPO epochs over minibatches, accumulated from micro batches
         sums: dict[str, float] = defaultdict(float)
@@ -331,7 +323,7 @@ class Learner:
         if not math.isnan(stop_kl):
             metrics["losses/stop_kl"] = stop_kl
         metrics["charts/advantage_std"] = float(advantages.std()) if n > 1 else 0.0
-        if config.advantage == "grpo":  # no value loss: its numbers would only mislead
+        if config.group_relative:  # no value loss: its numbers would only mislead
             metrics.pop("losses/value", None)
             metrics.pop("losses/explained_variance", None)
             groups = len({(e.env, e.seed) for e in episodes})
@@ -341,6 +333,40 @@ class Learner:
         metrics["perf/update_seconds"] = seconds
         metrics["perf/samples_per_second"] = n * config.ppo_epochs / max(seconds, 1e-9)
         return metrics
+
+
+def group_advantages(episodes: Sequence[EpisodeData], *, gamma: float, per_state: bool) -> Tensor:
+    """Every step's advantage from its group (the batch's episodes of one env and seed), in batch
+    order: GRPO, each step gets its episode's return against its group's; GiGPO (``per_state``,
+    Feng et al. 2025) adds the step's discounted return against those of the group's steps taken
+    from the same state (same image and prompt), so that of two episodes that met one state, the
+    step that did better from it is preferred, whatever else the episodes did."""
+    per_episode = ppo.group_relative_advantages(
+        torch.tensor([e.total_reward for e in episodes]), [(e.env, e.seed) for e in episodes]
+    )
+    advantages = torch.cat([per_episode[i].repeat(len(e.steps)) for i, e in enumerate(episodes)])
+    if not per_state:
+        return advantages.float()
+    step_returns: list[float] = []
+    anchors: list[tuple[str, int, bytes]] = []
+    for episode in episodes:
+        future = 0.0
+        returns = []
+        for sample in reversed(episode.steps):
+            future = sample.reward + gamma * future
+            returns.append(future)
+        step_returns += reversed(returns)
+        anchors += [(episode.env, episode.seed, _state_key(s)) for s in episode.steps]
+    per_step = ppo.group_relative_advantages(torch.tensor(step_returns), list(anchors))
+    return (advantages + per_step).float()
+
+
+def _state_key(sample: Sample) -> bytes:
+    """What identifies the state a step was taken from: its image and its prompt."""
+    digest = hashlib.blake2b(digest_size=16)
+    digest.update(repr((sample.image.shape, sample.prompt_ids)).encode())
+    digest.update(np.ascontiguousarray(sample.image).tobytes())
+    return digest.digest()
 
 
 def batch_metrics(episodes: Sequence[EpisodeData], *, latest_version: int) -> dict[str, float]:

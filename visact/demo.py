@@ -92,9 +92,9 @@ class DemoConfig:
     advantage: str = field(
         default="gae",
         metadata={
-            "help": "gae (the paper's, value head) or grpo (each episode against its group's; "
-            "trainer serve --advantage)",
-            "choices": ["gae", "grpo"],
+            "help": "gae (the paper's, value head), grpo (each episode against its group's) or gigpo "
+            "(grpo plus each step against the group's steps from the same state); trainer serve --advantage",
+            "choices": ["gae", "grpo", "gigpo"],
         },
     )
     group_size: int = field(
@@ -127,8 +127,10 @@ class DemoConfig:
             raise ValueError("need at least one agent and one env server")
         if self.group_size < 1 or self.sessions % self.group_size:
             raise ValueError(f"--group-size {self.group_size} must divide --sessions {self.sessions}")
-        if self.advantage == "grpo" and self.group_size < 2:
-            raise ValueError("--advantage grpo needs --group-size 2 or more (e.g. 4, with --sessions 8)")
+        if self.advantage != "gae" and self.group_size < 2:
+            raise ValueError(
+                f"--advantage {self.advantage} needs --group-size 2 or more (e.g. 4, with --sessions 8)"
+            )
 
 
 class Stage:

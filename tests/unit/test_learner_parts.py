@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from trainer.episodes import EpisodeData, Sample
-from trainer.learner import ValueHead, batch_metrics, lr_factor
+from trainer.learner import ValueHead, batch_metrics, group_advantages, lr_factor
 
 # ---------------------------------------------------------------------------------------------
 # lr_factor
@@ -164,3 +164,32 @@ def test_batch_metrics_of_an_empty_batch_are_zero() -> None:
     metrics = batch_metrics([], latest_version=7)
     assert metrics["charts/episodes"] == 0.0
     assert set(metrics.values()) == {0.0}
+
+
+# ---------------------------------------------------------------------------------------------
+# group advantages: GRPO (per episode) and GiGPO (plus per state)
+# ---------------------------------------------------------------------------------------------
+
+
+def at(state: int, reward: float, *, last: bool = False) -> Sample:
+    """A step taken from ``state`` (its image and prompt) that earned ``reward``."""
+    sample = step(version=0, action_start=0, answer=1, valid=True, env_reward=reward, success=last)
+    sample.image = np.full((2, 2, 3), state, dtype=np.uint8)
+    sample.prompt_ids = [7, state]
+    sample.terminated = last
+    return sample
+
+
+def test_grpo_and_gigpo_advantages_by_hand() -> None:
+    # one group (seed 5): A goes s0 -> s1 and wins (return 1); B goes s0 -> s2 -> s1, a bad move
+    # first (return 0). Another seed's lone episode C has nothing to compare with.
+    a = EpisodeData(agent_id="x", env="n", seed=5, steps=[at(0, 0.0), at(1, 1.0, last=True)])
+    b = EpisodeData(agent_id="x", env="n", seed=5, steps=[at(0, -1.0), at(2, 0.0), at(1, 1.0, last=True)])
+    c = EpisodeData(agent_id="x", env="n", seed=6, steps=[at(0, 1.0, last=True)])
+    # per episode: returns 1 and 0 -> +1, -1 (population std 0.5); C alone -> 0
+    grpo = group_advantages([a, b, c], gamma=0.9, per_state=False)
+    torch.testing.assert_close(grpo, torch.tensor([1.0, 1.0, -1.0, -1.0, -1.0, 0.0]), atol=1e-5, rtol=0)
+    # per state, discounted at 0.9: from s0 A got 0 + 0.9 * 1 = 0.9 and B -1 + 0.81 = -0.19
+    # (+1, -1); from s1 both got 1 (0 each); s2 only B (0); C's s0 is another seed's (0)
+    gigpo = group_advantages([a, b, c], gamma=0.9, per_state=True)
+    torch.testing.assert_close(gigpo, torch.tensor([2.0, 1.0, -2.0, -1.0, -1.0, 0.0]), atol=1e-5, rtol=0)
