@@ -61,12 +61,16 @@ class Hub:
         agent_timeout: float,
         keep_versions: int,
         group_size: int = 1,
+        group_wait_seconds: float = 60.0,
     ) -> None:
         self.buffer_steps = buffer_steps
-        #: episodes of one env from one seed are batched together, this many to a group
+        #: episodes of one env from one seed are batched together, this many to a group; a group
+        #: short of members goes as it is after a batch's worth of later steps or this long
         self.group_size = group_size
+        self.group_wait_seconds = group_wait_seconds
         self._arrived_steps = 0  # steps ever accepted
-        self._arrival: dict[int, int] = {}  # id(buffered episode) -> _arrived_steps once it came
+        #: id(buffered episode) -> (_arrived_steps once it came, time.monotonic() then)
+        self._arrival: dict[int, tuple[int, float]] = {}
         self.max_policy_lag = max_policy_lag
         self.agent_timeout = agent_timeout
         self.keep_versions = keep_versions
@@ -161,7 +165,7 @@ class Hub:
                 )
             self._buffer.append(episode)
             self._arrived_steps += steps
-            self._arrival[id(episode)] = self._arrived_steps
+            self._arrival[id(episode)] = (self._arrived_steps, time.monotonic())
             self._buffered_steps += steps
             self._seen_episodes[key] = None
             while len(self._seen_episodes) > SEEN_EPISODES:
@@ -174,15 +178,18 @@ class Hub:
         """Whole episodes totalling at least ``steps`` steps, oldest first; None on timeout or close.
 
         With ``group_size`` > 1 whole groups (the buffered episodes of one env and seed) go into
-        a batch together, once complete; a group still short of members after ``steps`` more
-        steps arrived (a member lost or refused) goes as it is."""
+        a batch together, once complete; a group still short of members (one lost or refused)
+        goes as it is once ``steps`` more steps arrived after it, or ``group_wait_seconds``
+        passed (a full buffer takes no more steps)."""
         deadline = None if timeout is None else time.monotonic() + timeout
         with self._lock:
             while (ready := self._ready_groups(steps))[1] < steps and not self.closed:
                 remaining = None if deadline is None else deadline - time.monotonic()
                 if remaining is not None and remaining <= 0:
                     return None
-                self._lock.wait(timeout=remaining if remaining is not None else 1.0)
+                # wake at least every second (or group wait): groups also become ready with time
+                tick = min(1.0, self.group_wait_seconds)
+                self._lock.wait(timeout=tick if remaining is None else min(remaining, tick))
             groups, ready_steps = ready
             if ready_steps < steps:
                 return None
@@ -212,11 +219,13 @@ class Hub:
         groups: dict[tuple[str, int], list[EpisodeData]] = {}
         for episode in self._buffer:
             groups.setdefault((episode.env, episode.seed), []).append(episode)
-        ready = [
-            group
-            for group in groups.values()
-            if len(group) >= self.group_size or self._arrived_steps - self._arrival[id(group[0])] >= steps
-        ]
+        now = time.monotonic()
+
+        def ready_as_it_is(first: EpisodeData) -> bool:
+            arrived_steps, arrived_at = self._arrival[id(first)]
+            return self._arrived_steps - arrived_steps >= steps or now - arrived_at >= self.group_wait_seconds
+
+        ready = [g for g in groups.values() if len(g) >= self.group_size or ready_as_it_is(g[0])]
         return ready, sum(len(e.steps) for group in ready for e in group)
 
     @property

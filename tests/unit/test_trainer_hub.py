@@ -47,6 +47,7 @@ def hub(
     agent_timeout: float = 60.0,
     keep_versions: int = 3,
     group_size: int = 1,
+    group_wait_seconds: float = 60.0,
 ) -> Hub:
     return Hub(
         buffer_steps=buffer_steps,
@@ -54,6 +55,7 @@ def hub(
         agent_timeout=agent_timeout,
         keep_versions=keep_versions,
         group_size=group_size,
+        group_wait_seconds=group_wait_seconds,
     )
 
 
@@ -381,3 +383,15 @@ def test_the_same_seed_in_another_env_is_another_group() -> None:
     h.offer("0", episode(1, env="numberline", seed=1))
     h.offer("1", episode(1, env="blackjack", seed=1))
     assert h.take_batch(2, timeout=0.05) is None
+
+
+def test_a_full_buffer_of_incomplete_groups_still_gives_a_batch_after_the_group_wait() -> None:
+    # nothing more can arrive (the buffer is full), so no later steps will ever age these groups
+    h = hub(buffer_steps=4, group_size=2, group_wait_seconds=0.2)
+    h.offer("0", episode(2, seed=1))
+    h.offer("1", episode(2, seed=2))
+    assert h.offer("2", episode(1, seed=1))[0] is False  # full: the partner must wait
+    started = time.monotonic()
+    batch = h.take_batch(4, timeout=5.0)
+    assert batch is not None and [e.seed for e in batch] == [1, 2]
+    assert time.monotonic() - started >= 0.15
