@@ -84,6 +84,19 @@ def start(
     return process
 
 
+def run_conformance(address: str, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    """``env-conformance --server address ...`` to the end, its output captured (no token in its
+    environment)."""
+    environment = {k: v for k, v in os.environ.items() if k != "VISACT_TOKEN"}
+    return subprocess.run(
+        [*command("env-conformance"), "--server", address, *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=environment,
+    )
+
+
 def wait_for(
     condition: Callable[[], bool],
     timeout: float,

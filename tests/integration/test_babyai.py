@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.processes import command, start
+from tests.processes import command, run_conformance, start
 
 pytest.importorskip("minigrid")
 pytestmark = pytest.mark.slow
@@ -36,12 +36,7 @@ def test_babyai_is_conformant_and_the_bot_wins(tmp_path: Path) -> None:
         ready_file=tmp_path / "port",
     )
     try:
-        conformance = subprocess.run(
-            [*command("env-conformance"), "--server", server.address],
-            capture_output=True,
-            text=True,
-            timeout=300,
-        )
+        conformance = run_conformance(server.address)
         assert conformance.returncode == 0, conformance.stdout + conformance.stderr
         assert f"'{LEVEL}' at {server.address} is CONFORMANT" in conformance.stdout
 

@@ -14,7 +14,7 @@ import pytest
 from env_server import games
 from env_server.core import Env
 from tests.own_env import write_my_games
-from tests.processes import command, start
+from tests.processes import command, run_conformance, start
 
 
 @pytest.fixture
@@ -75,12 +75,7 @@ def test_env_server_serves_it_conformantly_and_demos_come_from_its_expert(
         env=pythonpath,
     )
     try:
-        result = subprocess.run(
-            [*command("env-conformance"), "--server", server.address],
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
+        result = run_conformance(server.address)
         assert result.returncode == 0, result.stdout + result.stderr
         assert result.stdout.splitlines()[-1].endswith(f"'coin' at {server.address} is CONFORMANT")
     finally:
