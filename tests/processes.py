@@ -84,6 +84,14 @@ def start(
     return process
 
 
+def start_agent(workdir: Path, name: str, env: Process, trainer: Process, *extra: str) -> Process:
+    """A training `agent-client` of ``env``'s server and ``trainer``, one torch thread."""
+    argv = [
+        *command("agent-client"), "--server", env.address, "--trainer", trainer.address, "--threads", "1", *extra,
+    ]  # fmt: skip
+    return start(name, argv, workdir)
+
+
 def run_conformance(address: str, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
     """``env-conformance --server address ...`` to the end, its output captured (no token in its
     environment)."""
@@ -147,14 +155,22 @@ TRAINER_ARGS = [
 ]
 
 
-def start_env(workdir: Path, name: str, port: int = 0, *extra: str) -> Process:
-    """A NumberLine `env-server` on loopback (port 0: a free one), text logs, 1 s grace."""
+def start_env(
+    workdir: Path,
+    name: str,
+    port: int = 0,
+    *extra: str,
+    game: Sequence[str] = ("--env", "numberline"),
+    env: dict[str, str] | None = None,
+) -> Process:
+    """An `env-server` on loopback (port 0: a free one), text logs, 1 s grace: NumberLine, or
+    what ``game`` names (``("--gym", ID)``, ``("--env", "module:Class")``); ``env`` adds to its
+    environment."""
     ready = workdir / f"{name}.port"
     ready.unlink(missing_ok=True)
     argv = [
         *command("env-server"),
-        "--env",
-        "numberline",
+        *game,
         "--host",
         "127.0.0.1",
         "--port",
@@ -167,4 +183,4 @@ def start_env(workdir: Path, name: str, port: int = 0, *extra: str) -> Process:
         "1",
         *extra,
     ]
-    return start(name, argv, workdir, ready_file=ready)
+    return start(name, argv, workdir, ready_file=ready, env=env)

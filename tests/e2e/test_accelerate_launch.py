@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.processes import command, start, start_env
+from tests.processes import command, start, start_agent, start_env
 
 pytestmark = pytest.mark.slow
 
@@ -66,21 +66,7 @@ def test_two_learner_processes_share_each_batch(tmp_path: Path) -> None:
         ready_file=tmp_path / "trainer.port",
         timeout=300,
     )
-    agent = start(
-        "agent",
-        [
-            *command("agent-client"),
-            "--server",
-            env.address,
-            "--trainer",
-            trainer.address,
-            "--sessions",
-            "3",
-            "--threads",
-            "1",
-        ],
-        tmp_path,
-    )
+    agent = start_agent(tmp_path, "agent", env, trainer, "--sessions", "3")
     try:
         assert trainer.popen.wait(timeout=600) == 0, trainer.text()[-4000:]
         log = trainer.text()

@@ -15,7 +15,7 @@ import pytest
 from safetensors.torch import load as load_safetensors
 
 from tests.processes import TRAINER_ARGS as FAST_TRAINER_ARGS
-from tests.processes import Process, command, start, start_env, wait_for
+from tests.processes import Process, command, start, start_agent, start_env, wait_for
 from tests.vlm_families import build_tiny_qwen2_vl
 from tests.wandb_records import offline_runs
 
@@ -70,24 +70,17 @@ def test_two_agents_train_with_a_trainer_that_is_killed_and_resumed(tmp_path: Pa
     try:
         for name in ("a1", "a2"):
             agents.append(
-                start(
-                    name,
-                    [
-                        *command("agent-client"),
-                        "--server",
-                        env.address,
-                        "--trainer",
-                        trainer.address,
-                        "--sessions",
-                        "3",
-                        "--name",
-                        name,
-                        "--threads",
-                        "1",
-                        "--seed",
-                        str(len(agents)),
-                    ],
+                start_agent(
                     tmp_path,
+                    name,
+                    env,
+                    trainer,
+                    "--sessions",
+                    "3",
+                    "--name",
+                    name,
+                    "--seed",
+                    str(len(agents)),
                 )
             )
         first_adapter = adapter_tensors(run, 0)
@@ -212,20 +205,7 @@ def start_two_update_run(
         ready_file=tmp_path / "trainer.port",
         timeout=180,
     )  # fmt: skip
-    agent = start(
-        "agent",
-        [
-            *command("agent-client"),
-            "--server",
-            env.address,
-            "--trainer",
-            trainer.address,
-            "--threads",
-            "1",
-            *agent_args,
-        ],
-        tmp_path,
-    )
+    agent = start_agent(tmp_path, "agent", env, trainer, *agent_args)
     return env, trainer, agent
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.processes import command, run_conformance, start
+from tests.processes import command, run_conformance, start_env
 
 pytest.importorskip("minigrid")
 pytestmark = pytest.mark.slow
@@ -17,24 +17,7 @@ LEVEL = "BabyAI-GoToRedBall-v0"
 
 
 def test_babyai_is_conformant_and_the_bot_wins(tmp_path: Path) -> None:
-    server = start(
-        "babyai",
-        [
-            *command("env-server"),
-            "--gym",
-            LEVEL,
-            "--host",
-            "127.0.0.1",
-            "--port",
-            "0",
-            "--idle-timeout",
-            "2",
-            "--ready-file",
-            str(tmp_path / "port"),
-        ],
-        tmp_path,
-        ready_file=tmp_path / "port",
-    )
+    server = start_env(tmp_path, "babyai", 0, "--idle-timeout", "2", game=("--gym", LEVEL))
     try:
         conformance = run_conformance(server.address)
         assert conformance.returncode == 0, conformance.stdout + conformance.stderr

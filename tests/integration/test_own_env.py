@@ -14,7 +14,7 @@ import pytest
 from env_server import games
 from env_server.core import Env
 from tests.own_env import write_my_games
-from tests.processes import command, run_conformance, start
+from tests.processes import command, run_conformance, start_env
 
 
 @pytest.fixture
@@ -55,24 +55,8 @@ def test_env_server_serves_it_conformantly_and_demos_come_from_its_expert(
     games_root: Path, tmp_path: Path
 ) -> None:
     pythonpath = {"PYTHONPATH": str(games_root)}
-    server = start(
-        "coin",
-        [
-            *command("env-server"),
-            "--env",
-            "my_games.coin:Coin",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            "0",
-            "--idle-timeout",
-            "2",
-            "--ready-file",
-            str(tmp_path / "coin.port"),
-        ],
-        tmp_path,
-        ready_file=tmp_path / "coin.port",
-        env=pythonpath,
+    server = start_env(
+        tmp_path, "coin", 0, "--idle-timeout", "2", game=("--env", "my_games.coin:Coin"), env=pythonpath
     )
     try:
         result = run_conformance(server.address)
