@@ -101,6 +101,17 @@ def png_later(array: np.ndarray) -> Callable[[], bytes]:
     return compress
 
 
+def max_encoded_bytes(shape: tuple[int, int, int]) -> int:
+    """The most bytes one frame of ``shape`` takes in any encoding offered: raw, or PNG at its
+    worst (incompressible pixels: zlib's stored blocks, per-row filter bytes, chunk framing)."""
+    height, width, channels = shape
+    raw = height * width * channels
+    rows = height * (1 + width * channels)
+    deflated = rows + (rows >> 12) + (rows >> 14) + (rows >> 25) + 13  # zlib's compressBound
+    framing = len(_PNG_SIGNATURE) + 13 + 12 * (3 + deflated // 8192)  # IHDR, IEND, IDAT chunks
+    return max(raw, deflated + framing)
+
+
 def _png_chunk(kind: bytes, payload: bytes) -> bytes:
     return b"".join(
         (

@@ -1,10 +1,11 @@
 """The env-server process: ``env-server --env numberline --port 50051``.
 
-Wires the generic servicer to a gRPC server with health (grpc.health.v1),
+Wires the generic servicer to a grpc.aio server (``visact.rpc``) with health (grpc.health.v1),
 reflection (grpcurl can list and call every method), keepalive, message limits
 that fit images, an optional bearer token and TLS, and a graceful drain on
 SIGTERM/SIGINT (also as PID 1): health turns NOT_SERVING, new calls are
-refused, running calls get ``--grace`` seconds to finish.
+refused, running calls get ``--grace`` seconds to finish. Open streams cost
+memory, not threads: ``--workers`` threads step the environments.
 """
 
 from __future__ import annotations
@@ -15,20 +16,13 @@ import signal
 import sys
 import threading
 from collections.abc import Callable, Sequence
-from concurrent import futures
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import grpc
-from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
-
 from env_server.core import Env
-from env_server.service import SERVICE_NAME, EnvironmentServicer, ServiceLimits
-from visact.auth import BearerTokenInterceptor, server_credentials
+from env_server.service import SERVICE, EnvironmentServicer, ServiceLimits
+from visact import rpc
 from visact.configcli import parse_config
-from visact.decoding import DecodeGuardInterceptor
-from visact.env.v1 import env_pb2, env_pb2_grpc
 from visact.logs import setup_logging
 from visact.memory import tune_allocator
 
@@ -65,7 +59,18 @@ class ServerConfig:
             "help": "PNGs of frozen (read-only) frames kept to send again without re-encoding (0: off)"
         },
     )
-    workers: int = field(default=16, metadata={"help": "threads serving calls"})
+    workers: int = field(
+        default=16,
+        metadata={
+            "help": "threads stepping environments and encoding images (not a bound on calls or streams)"
+        },
+    )
+    max_streams: int = field(
+        default=4096, metadata={"help": "BatchStepStream calls held open at once (0: no limit)"}
+    )
+    max_health_watchers: int = field(
+        default=rpc.DEFAULT_MAX_WATCHERS, metadata={"help": "grpc.health.v1 Watch streams held open at once"}
+    )
     grace: float = field(default=10.0, metadata={"help": "seconds running calls get on shutdown"})
     keepalive_seconds: float = field(
         default=30.0, metadata={"help": "ping idle connections this often to find dead peers"}
@@ -104,16 +109,15 @@ class ServerConfig:
 class RunningServer:
     """A started server: the grpc server, its bound port, and its parts."""
 
-    server: grpc.Server
+    server: rpc.Server
     port: int
     servicer: EnvironmentServicer
-    health: health.HealthServicer
+    health: rpc.Health
     config: ServerConfig
 
     def drain(self, grace: float | None = None) -> None:
         """Stop taking calls, let running ones finish within ``grace`` seconds, free sessions."""
-        self.health.enter_graceful_shutdown()
-        self.server.stop(self.config.grace if grace is None else grace).wait()
+        self.server.stop(self.config.grace if grace is None else grace)
         self.servicer.sessions.stop_reaper()
         self.servicer.sessions.close_all()
 
@@ -140,49 +144,24 @@ def start_server(config: ServerConfig, env_factory: Callable[[], Env] | None = N
         max_message_bytes=config.max_message_bytes,
         max_batch_items=config.max_batch_items,
         png_cache_entries=config.png_cache,
+        max_streams=config.max_streams,
     )
-    servicer = EnvironmentServicer(factory, limits)
-    keepalive_ms = int(config.keepalive_seconds * 1000)
-    options = [
-        ("grpc.max_receive_message_length", config.max_message_bytes),
-        ("grpc.max_send_message_length", config.max_message_bytes),
-        ("grpc.keepalive_time_ms", keepalive_ms),
-        ("grpc.keepalive_timeout_ms", 10_000),
-        ("grpc.keepalive_permit_without_calls", 1),
-        ("grpc.http2.min_ping_interval_without_data_ms", 5_000),
-        ("grpc.http2.max_pings_without_data", 0),
-        ("grpc.so_reuseport", 0),
-    ]
-    # The token first: a call without it is UNAUTHENTICATED whatever its bytes.
-    interceptors: list[grpc.ServerInterceptor] = (
-        [BearerTokenInterceptor(config.token)] if config.token else []
+    workers = rpc.Workers(config.workers, "env-work")
+    servicer = EnvironmentServicer(factory, limits, workers)
+    listen = rpc.Listen(
+        host=config.host,
+        port=config.port,
+        max_message_bytes=config.max_message_bytes,
+        token=config.token,
+        tls_cert=config.tls_cert,
+        tls_key=config.tls_key,
+        tls_client_ca=config.tls_client_ca,
+        keepalive_seconds=config.keepalive_seconds,
+        max_health_watchers=config.max_health_watchers,
     )
-    interceptors.append(DecodeGuardInterceptor())  # unparsable request bytes: INVALID_ARGUMENT
-    server = grpc.server(
-        futures.ThreadPoolExecutor(max_workers=config.workers, thread_name_prefix="env-rpc"),
-        options=options,
-        interceptors=interceptors,
-    )
-    env_pb2_grpc.add_EnvironmentServicer_to_server(servicer, server)
-    health_servicer = health.HealthServicer()
-    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    service_names = (
-        SERVICE_NAME,
-        health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
-        reflection.SERVICE_NAME,
-    )
-    reflection.enable_server_reflection(service_names, server)
-    assert env_pb2.DESCRIPTOR.services_by_name["Environment"].full_name == SERVICE_NAME
-    address = f"{config.host}:{config.port}"
-    credentials = server_credentials(config.tls_cert, config.tls_key, config.tls_client_ca)
-    port = server.add_secure_port(address, credentials) if credentials else server.add_insecure_port(address)
-    if port == 0:
-        raise OSError(f"could not bind {address}; is the port in use?")
-    server.start()
-    for name in ("", SERVICE_NAME):
-        health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+    server = rpc.Server(listen, [rpc.Service(SERVICE, servicer)], workers)
     servicer.sessions.start_reaper()
-    return RunningServer(server, port, servicer, health_servicer, config)
+    return RunningServer(server, server.port, servicer, server.health, config)
 
 
 def serve(config: ServerConfig) -> int:

@@ -1,7 +1,11 @@
 """The one generic servicer: serves any ``Env`` class over ``visact.env.v1.Environment``.
 
-Each RPC is a plain method that takes a request message and returns a response
-or raises a typed ``EnvError``; :func:`_unary` maps those to status codes once.
+Each call is a plain synchronous method (``create_session``, ``reset``, ``step``,
+``batch_step``, ``close_session``) that takes a request message and returns a response or
+raises a typed ``EnvError``. The gRPC surface (``Describe``, ``Step``, ...) is ``async``: it
+runs those methods on the server's worker threads (``visact.rpc.Workers``), off the event loop,
+and maps typed errors to status codes once (:meth:`EnvironmentServicer._call`). A
+``BatchStepStream`` costs a coroutine while it waits for its next request, never a thread.
 ``BatchStep`` runs the same methods per item and reports errors in-band.
 """
 
@@ -11,7 +15,7 @@ import dataclasses
 import logging
 import math
 import threading
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -24,20 +28,23 @@ from env_server.core import Env, ExpertMove, StepOutcome
 from env_server.errors import EnvError, InvalidAction, InvalidRequest, ResetNeeded
 from env_server.sessions import EpisodeState, Session, SessionStore
 from visact.env.v1 import env_pb2 as pb
-from visact.env.v1 import env_pb2_grpc as pb_grpc
-from visact.status import abort, bounded
+from visact.rpc import StreamSlots, Workers, abort
+from visact.status import bounded
 
 log = logging.getLogger(__name__)
 
 PROTOCOL_VERSION = "v1"
-SERVICE_NAME = "visact.env.v1.Environment"
+SERVICE = pb.DESCRIPTOR.services_by_name["Environment"]
+SERVICE_NAME = SERVICE.full_name
 
 Req = TypeVar("Req")
 Resp = TypeVar("Resp")
 
 
-#: Bytes a BatchStep result takes beyond its raw image (task text, legal actions, info, framing).
-BATCH_ITEM_OVERHEAD = 16 * 1024
+#: The most bytes a result takes beyond its image (task text, legal actions, expert, info,
+#: framing). An environment that says more fails the call (INTERNAL): every BatchStep of at most
+#: max_batch_items items then fits max_message_bytes, as the .proto promises.
+RESULT_TEXT_BYTES = 64 * 1024
 
 
 @dataclass(frozen=True)
@@ -47,21 +54,49 @@ class ServiceLimits:
     max_sessions: int = 1024
     idle_timeout: float = 300.0
     max_message_bytes: int = 128 * 1024 * 1024
-    max_batch_items: int = 0  # 0: as many raw-image results as fit max_message_bytes
+    max_batch_items: int = 0  # 0: as many results as fit max_message_bytes (fewer are clamped to it)
     png_cache_entries: int = 1024  # PNGs of frozen frames kept to be sent again (0: off)
+    max_streams: int = 4096  # BatchStepStream calls open at once (0: no limit)
 
 
-class EnvironmentServicer(pb_grpc.EnvironmentServicer):
+def fitting_batch_items(image_shape: tuple[int, int, int], max_message_bytes: int) -> int:
+    """How many results fit one message at worst (each image in its largest encoding); raises
+    ValueError when not even one does."""
+    worst = images.max_encoded_bytes(image_shape) + RESULT_TEXT_BYTES
+    fitting = max_message_bytes // worst
+    if fitting < 1:
+        raise ValueError(
+            f"one {image_shape[0]}x{image_shape[1]} observation takes up to {worst} bytes, more than the "
+            f"message limit of {max_message_bytes}; raise --max-message-mb"
+        )
+    return fitting
+
+
+class EnvironmentServicer:
     """Serves sessions of one ``Env`` class."""
 
-    def __init__(self, env_factory: Callable[[], Env], limits: ServiceLimits | None = None) -> None:
+    def __init__(
+        self,
+        env_factory: Callable[[], Env],
+        limits: ServiceLimits | None = None,
+        workers: Workers | None = None,
+    ) -> None:
         limits = limits or ServiceLimits()
         self._probe = env_factory()  # describes the environment; never stepped
-        if not limits.max_batch_items:
-            height, width, channels = self._probe.image_shape
-            fitting = limits.max_message_bytes // (height * width * channels + BATCH_ITEM_OVERHEAD)
-            limits = dataclasses.replace(limits, max_batch_items=max(1, fitting))
+        fitting = fitting_batch_items(self._probe.image_shape, limits.max_message_bytes)
+        if limits.max_batch_items > fitting:
+            log.warning(
+                "max_batch_items lowered to what fits the message limit",
+                extra={
+                    "asked": limits.max_batch_items,
+                    "fits": fitting,
+                    "max_message_bytes": limits.max_message_bytes,
+                },
+            )
+        limits = dataclasses.replace(limits, max_batch_items=min(limits.max_batch_items or fitting, fitting))
         self.limits = limits
+        self.workers = workers or Workers(1)
+        self.streams = StreamSlots(limits.max_streams, "BatchStepStream calls", "--max-streams")
         self.sessions = SessionStore(
             env_factory, max_sessions=self.limits.max_sessions, idle_timeout=self.limits.idle_timeout
         )
@@ -76,33 +111,53 @@ class EnvironmentServicer(pb_grpc.EnvironmentServicer):
         self._has_expert = "expert" in self.spec.capabilities
 
     # ------------------------------------------------------------------ gRPC surface
-    def Describe(self, request: pb.DescribeRequest, context: grpc.ServicerContext) -> pb.DescribeResponse:
-        return _unary(lambda _: pb.DescribeResponse(spec=self.spec), request, context)
+    async def Describe(
+        self, request: pb.DescribeRequest, context: grpc.aio.ServicerContext
+    ) -> pb.DescribeResponse:
+        return pb.DescribeResponse(spec=self.spec)
 
-    def CreateSession(
-        self, request: pb.CreateSessionRequest, context: grpc.ServicerContext
+    async def CreateSession(
+        self, request: pb.CreateSessionRequest, context: grpc.aio.ServicerContext
     ) -> pb.CreateSessionResponse:
-        return _unary(self.create_session, request, context)
+        return await self._call(self.create_session, request, context)
 
-    def Reset(self, request: pb.ResetRequest, context: grpc.ServicerContext) -> pb.ResetResponse:
-        return _unary(lambda r: self.reset(r, pb.ResetResponse()), request, context)
+    async def Reset(self, request: pb.ResetRequest, context: grpc.aio.ServicerContext) -> pb.ResetResponse:
+        return await self._call(self.reset, request, context)
 
-    def Step(self, request: pb.StepRequest, context: grpc.ServicerContext) -> pb.StepResponse:
-        return _unary(lambda r: self.step(r, pb.StepResponse()), request, context)
+    async def Step(self, request: pb.StepRequest, context: grpc.aio.ServicerContext) -> pb.StepResponse:
+        return await self._call(self.step, request, context)
 
-    def BatchStep(self, request: pb.BatchStepRequest, context: grpc.ServicerContext) -> pb.BatchStepResponse:
-        return _unary(self.batch_step, request, context)
+    async def BatchStep(
+        self, request: pb.BatchStepRequest, context: grpc.aio.ServicerContext
+    ) -> pb.BatchStepResponse:
+        return await self._call(self.batch_step, request, context)
 
-    def BatchStepStream(
-        self, request_iterator: Iterator[pb.BatchStepRequest], context: grpc.ServicerContext
-    ) -> Iterator[pb.BatchStepResponse]:
-        for request in request_iterator:
-            yield _unary(self.batch_step, request, context)
+    async def BatchStepStream(
+        self, requests: AsyncIterator[pb.BatchStepRequest], context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[pb.BatchStepResponse]:
+        async with self.streams.slot(context):
+            async for request in requests:
+                yield await self._call(self.batch_step, request, context)
 
-    def CloseSession(
-        self, request: pb.CloseSessionRequest, context: grpc.ServicerContext
+    async def CloseSession(
+        self, request: pb.CloseSessionRequest, context: grpc.aio.ServicerContext
     ) -> pb.CloseSessionResponse:
-        return _unary(self.close_session, request, context)
+        return await self._call(self.close_session, request, context)
+
+    async def _call(
+        self, handler: Callable[[Req], Resp], request: Req, context: grpc.aio.ServicerContext
+    ) -> Resp:
+        """``handler(request)`` on a worker thread; typed errors become their status code, anything
+        else INTERNAL."""
+        try:
+            return await self.workers.run(handler, request)
+        except EnvError as exc:
+            await abort(context, exc.code, str(exc))
+        except Exception as exc:
+            log.exception("unexpected error in %s", getattr(handler, "__name__", "call"))
+            await abort(
+                context, grpc.StatusCode.INTERNAL, f"the environment raised {exc!r}; see the server log"
+            )
 
     # ------------------------------------------------------------------ the calls
     def create_session(self, request: pb.CreateSessionRequest) -> pb.CreateSessionResponse:
@@ -123,8 +178,9 @@ class EnvironmentServicer(pb_grpc.EnvironmentServicer):
         log.debug("session created", extra={"session": session.session_id, "label": session.label})
         return pb.CreateSessionResponse(session_id=session.session_id)
 
-    def reset(self, request: pb.ResetRequest, out: pb.ResetResponse) -> pb.ResetResponse:
+    def reset(self, request: pb.ResetRequest, out: pb.ResetResponse | None = None) -> pb.ResetResponse:
         """Start an episode; fills and returns ``out`` (built in place: images are large)."""
+        out = pb.ResetResponse() if out is None else out
         with self.sessions.use(request.session_id) as session:  # NOT_FOUND before INVALID_ARGUMENT
             options = self._reset_options(request.options) if request.HasField("options") else None
             seed = request.seed if request.HasField("seed") else _fresh_seed()
@@ -142,10 +198,12 @@ class EnvironmentServicer(pb_grpc.EnvironmentServicer):
             session.seed = seed
             self._observe(session, out.observation)
             out.seed, out.episode = seed, session.episode
+            _check_text_bytes(session, out, out.observation)
             return out
 
-    def step(self, request: pb.StepRequest, out: pb.StepResponse) -> pb.StepResponse:
+    def step(self, request: pb.StepRequest, out: pb.StepResponse | None = None) -> pb.StepResponse:
         """Apply one action; fills and returns ``out``."""
+        out = pb.StepResponse() if out is None else out
         with self.sessions.use(request.session_id) as session:
             self._check_can_step(session)
             legal = session.env.legal_actions()
@@ -172,6 +230,7 @@ class EnvironmentServicer(pb_grpc.EnvironmentServicer):
             if outcome.info:
                 out.info.update(_jsonable(dict(outcome.info)))
             out.episode_step = session.episode_step
+            _check_text_bytes(session, out, out.observation)
             return out
 
     def batch_step(self, request: pb.BatchStepRequest) -> pb.BatchStepResponse:
@@ -312,15 +371,20 @@ class EnvironmentServicer(pb_grpc.EnvironmentServicer):
         )
 
 
-def _unary(handler: Callable[[Req], Resp], request: Req, context: grpc.ServicerContext) -> Resp:
-    """Run one call; typed errors become their status code, anything else INTERNAL."""
-    try:
-        return handler(request)
-    except EnvError as exc:
-        abort(context, exc.code, str(exc))
-    except Exception as exc:
-        log.exception("unexpected error in %s", getattr(handler, "__name__", "call"))
-        abort(context, grpc.StatusCode.INTERNAL, f"the environment raised {exc!r}; see the server log")
+def _check_text_bytes(
+    session: Session, out: pb.ResetResponse | pb.StepResponse, observation: pb.Observation
+) -> None:
+    """Fail a result whose text (all but the image) is over RESULT_TEXT_BYTES, ending the episode
+    as any failure of the environment does: it would break the promise that a full BatchStep fits
+    the message limit."""
+    text_bytes = out.ByteSize() - len(observation.image.data)
+    if text_bytes > RESULT_TEXT_BYTES:
+        session.state = EpisodeState.ENDED
+        session.end_reason = f"the environment's result text took {text_bytes} bytes"
+        raise RuntimeError(
+            f"the environment's observation text, legal actions and info take {text_bytes} bytes, over the "
+            f"protocol's {RESULT_TEXT_BYTES} per result; shorten what task_text(), legal_actions() or info return"
+        )
 
 
 def _call(function: Callable[[], bytes]) -> bytes:

@@ -8,6 +8,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from agent.config import attn_implementation_field, gradient_checkpointing_field
+from trainer.hub import DEFAULT_MAX_AGENTS
+from visact.rpc import DEFAULT_MAX_WATCHERS
 
 
 @dataclass
@@ -27,6 +29,19 @@ class TrainerConfig:
     max_message_mb: float = field(
         default=256.0,
         metadata={"help": "largest message in or out, MiB (larger requests: RESOURCE_EXHAUSTED)"},
+    )
+    max_agents: int = field(
+        default=DEFAULT_MAX_AGENTS,
+        metadata={
+            "help": "agents registered at once; each may hold two WatchVersions and FetchWeights streams"
+        },
+    )
+    max_health_watchers: int = field(
+        default=DEFAULT_MAX_WATCHERS, metadata={"help": "grpc.health.v1 Watch streams held open at once"}
+    )
+    workers: int = field(
+        default=4,
+        metadata={"help": "threads checking episodes and reading weights for agents (not a bound on agents)"},
     )
     # -- model
     model: str = field(default="tiny", metadata={"help": "Hugging Face VLM name or path, or 'tiny'"})
@@ -141,6 +156,8 @@ class TrainerConfig:
             "micro_batch_size",
             "lora_r",
             "max_new_tokens",
+            "max_agents",
+            "workers",
         )
         for name in positive:
             if getattr(self, name) < 1:

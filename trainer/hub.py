@@ -12,6 +12,7 @@ import secrets
 import threading
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -24,6 +25,12 @@ SEEN_EPISODES = 100_000
 PERSISTED_EPISODES = 10_000
 #: longest episode id an agent may give (they are kept in memory and in checkpoints)
 MAX_EPISODE_ID_CHARS = 256
+#: agents registered at once by default
+DEFAULT_MAX_AGENTS = 4096
+
+
+class TooManyAgents(Exception):
+    """The hub holds its maximum of agents; the message says what to do."""
 
 
 @dataclass
@@ -62,8 +69,10 @@ class Hub:
         keep_versions: int,
         group_size: int = 1,
         group_wait_seconds: float = 60.0,
+        max_agents: int = DEFAULT_MAX_AGENTS,
     ) -> None:
         self.buffer_steps = buffer_steps
+        self.max_agents = max_agents
         #: episodes of one env from one seed are batched together, this many to a group; a group
         #: short of members goes as it is after a batch's worth of later steps or this long
         self.group_size = group_size
@@ -86,6 +95,8 @@ class Hub:
         self.versions: dict[int, PublishedVersion] = {}
         self.latest: PublishedVersion | None = None
         self.closed = False
+        #: called (on the publishing thread) after each new version and at close
+        self._publish_listeners: list[Callable[[], None]] = []
         #: seconds from a version's publication to each agent reporting it runs it (drained per update)
         self.sync_seconds: list[float] = []
         self.counters: dict[str, int] = {
@@ -98,8 +109,14 @@ class Hub:
 
     # ------------------------------------------------------------------ agents
     def register(self, name: str, environments: list[str], sessions: int, previous_id: str = "") -> AgentInfo:
+        """A new agent, or a known one again; raises TooManyAgents when ``max_agents`` are registered."""
         with self._lock:
             known = previous_id in self.agents or previous_id in self._earlier_agent_ids
+            if previous_id not in self.agents and len(self.agents) >= self.max_agents:
+                raise TooManyAgents(
+                    f"the trainer holds its maximum of {self.max_agents} agents; agents silent for "
+                    f"agent_timeout are forgotten, or start the trainer with a larger --max-agents"
+                )
             agent_id = previous_id if known else f"{name[:40]}-{secrets.token_hex(4)}"
             agent = AgentInfo(agent_id, name, environments, sessions)
             self.agents[agent_id] = agent
@@ -270,7 +287,16 @@ class Hub:
             )
             dropped = [self.versions.pop(v) for v in old]
             self._lock.notify_all()
-            return dropped
+        self._tell_listeners()
+        return dropped
+
+    def add_publish_listener(self, listener: Callable[[], None]) -> None:
+        """Call ``listener()`` after every new version and at close (from the thread that did it)."""
+        self._publish_listeners.append(listener)
+
+    def _tell_listeners(self) -> None:
+        for listener in self._publish_listeners:
+            listener()
 
     def wait_for_version_after(self, version: int, timeout: float) -> PublishedVersion | None:
         """The newest version once it is newer than ``version`` (None on timeout or close)."""
@@ -313,3 +339,4 @@ class Hub:
         with self._lock:
             self.closed = True
             self._lock.notify_all()
+        self._tell_listeners()

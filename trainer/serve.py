@@ -1,8 +1,9 @@
 """`trainer serve`: wire the learner, the hub and the gRPC service, then learn until stopped.
 
 The main thread runs the learning loop: take a batch of whole episodes from the hub, update,
-publish the adapter as the next version, log, checkpoint every N updates. gRPC threads serve
-the agents meanwhile. SIGTERM/SIGINT: checkpoint, stop taking calls, exit.
+publish the adapter as the next version, log, checkpoint every N updates. The gRPC service
+serves the agents meanwhile, as coroutines on the process's event loop (``visact.rpc``).
+SIGTERM/SIGINT: checkpoint, stop taking calls, exit.
 Runs the same on CPU, on one GPU, and under `accelerate launch` (the main process serves).
 """
 
@@ -15,15 +16,11 @@ import secrets
 import signal
 import threading
 import time
-from concurrent import futures
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-import grpc
 import torch
-from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
 
 from agent.adapters import ADAPTER_FILE, save_adapter_file
 from trainer.checkpoint import highest_published_version, load_checkpoint, save_checkpoint, weights_dir
@@ -32,12 +29,10 @@ from trainer.distributed import share_batch
 from trainer.hub import Hub, PublishedVersion
 from trainer.learner import Learner
 from trainer.metrics import MetricsLogger, open_wandb
-from trainer.service import SERVICE_NAME, ModelIdentity, TrainerServicer
-from visact.auth import BearerTokenInterceptor, server_credentials
-from visact.decoding import DecodeGuardInterceptor
+from trainer.service import SERVICE, ModelIdentity, TrainerServicer
+from visact import rpc
 from visact.memory import tune_allocator
 from visact.trainer.v1 import trainer_pb2 as pb
-from visact.trainer.v1 import trainer_pb2_grpc as pb_grpc
 
 log = logging.getLogger("trainer")
 
@@ -49,9 +44,8 @@ class Trainer:
     config: TrainerConfig
     learner: Learner
     hub: Hub
-    server: grpc.Server
+    server: rpc.Server
     port: int
-    health: health.HealthServicer
     metrics: MetricsLogger
     run_id: str
     stop: threading.Event
@@ -145,10 +139,10 @@ class Trainer:
 
     def shutdown(self, grace: float = 5.0) -> None:
         """Checkpoint, refuse new calls, let running ones finish."""
-        self.health.enter_graceful_shutdown()
+        self.server.health.enter_graceful_shutdown()
         self.checkpoint()
         self.hub.close()
-        self.server.stop(grace).wait()
+        self.server.stop(grace)
         self.metrics.close()
 
 
@@ -195,6 +189,7 @@ def build_trainer(config: TrainerConfig, learner: Learner, state: dict[str, Any]
         agent_timeout=config.agent_timeout,
         keep_versions=config.keep_versions,
         group_size=config.group_size,
+        max_agents=config.max_agents,
     )
     run_id = str(state.get("run_id", secrets.token_hex(6)))
     # episodes the checkpointed weights were trained on: a retry of one after the restart counts once
@@ -212,15 +207,14 @@ def build_trainer(config: TrainerConfig, learner: Learner, state: dict[str, Any]
         group_size=config.group_size,
     )
     identity = ModelIdentity(config.model, learner.fingerprint, learner.vocab_size, learner.max_tokens)
-    servicer = TrainerServicer(hub, identity, sampling, run_id)
-    server, port, health_servicer = _start_server(config, servicer)
+    servicer = TrainerServicer(hub, identity, sampling, run_id, rpc.Workers(config.workers, "trainer-work"))
+    server = start_server(config, servicer)
     trainer = Trainer(
         config,
         learner,
         hub,
         server,
-        port,
-        health_servicer,
+        server.port,
         MetricsLogger(
             config.checkpoint_dir,
             open_wandb(
@@ -234,41 +228,19 @@ def build_trainer(config: TrainerConfig, learner: Learner, state: dict[str, Any]
     return trainer
 
 
-def _start_server(config: TrainerConfig, servicer: TrainerServicer) -> tuple[grpc.Server, int, Any]:
-    options = [
-        ("grpc.max_receive_message_length", config.max_message_bytes),
-        ("grpc.max_send_message_length", config.max_message_bytes),
-        ("grpc.keepalive_time_ms", 30_000),
-        ("grpc.keepalive_timeout_ms", 10_000),
-        ("grpc.keepalive_permit_without_calls", 1),
-        ("grpc.http2.min_ping_interval_without_data_ms", 5_000),
-        ("grpc.so_reuseport", 0),
-    ]
-    interceptors: list[grpc.ServerInterceptor] = (
-        [BearerTokenInterceptor(config.token)] if config.token else []
+def start_server(config: TrainerConfig, servicer: TrainerServicer) -> rpc.Server:
+    """The Trainer service (with health and reflection) listening as ``config`` says."""
+    listen = rpc.Listen(
+        host=config.host,
+        port=config.port,
+        max_message_bytes=config.max_message_bytes,
+        token=config.token,
+        tls_cert=config.tls_cert,
+        tls_key=config.tls_key,
+        tls_client_ca=config.tls_client_ca,
+        max_health_watchers=config.max_health_watchers,
     )
-    interceptors.append(DecodeGuardInterceptor())  # unparsable request bytes: INVALID_ARGUMENT
-    server = grpc.server(
-        futures.ThreadPoolExecutor(max_workers=64, thread_name_prefix="trainer-rpc"),
-        options=options,
-        interceptors=interceptors,
-    )
-    pb_grpc.add_TrainerServicer_to_server(servicer, server)
-    health_servicer = health.HealthServicer()
-    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    reflection.enable_server_reflection(
-        (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME),
-        server,
-    )
-    credentials = server_credentials(config.tls_cert, config.tls_key, config.tls_client_ca)
-    address = f"{config.host}:{config.port}"
-    port = server.add_secure_port(address, credentials) if credentials else server.add_insecure_port(address)
-    if port == 0:
-        raise OSError(f"could not bind {address}; is the port in use?")
-    server.start()
-    for name in ("", SERVICE_NAME):
-        health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
-    return server, port, health_servicer
+    return rpc.Server(listen, [rpc.Service(SERVICE, servicer)], servicer.workers)
 
 
 def follow(learner: Learner) -> None:

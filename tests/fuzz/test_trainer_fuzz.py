@@ -30,7 +30,7 @@ from tests.fuzz.rpc import CLIENT_ERRORS, fuzz_settings, huge_text, odd_text, pa
 from tests.fuzz.trainer_messages import LATEST, TEMPERATURE, png, valid_episode
 from trainer.config import TrainerConfig
 from trainer.hub import Hub, PublishedVersion
-from trainer.serve import _start_server
+from trainer.serve import start_server
 from trainer.service import ModelIdentity, TrainerServicer
 from visact.env.v1 import env_pb2
 from visact.trainer.v1 import trainer_pb2 as pb
@@ -89,7 +89,8 @@ def trainer(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Trainer]:
         "fuzz-run",
     )
     config = TrainerConfig(host="127.0.0.1", port=0, max_message_mb=MAX_MESSAGE_MB)
-    server, port, _health = _start_server(config, servicer)
+    server = start_server(config, servicer)
+    port = server.port
     channel = grpc.insecure_channel(f"127.0.0.1:{port}")
     stub = pb_grpc.TrainerStub(channel)
     agent_id = stub.Register(
@@ -102,7 +103,7 @@ def trainer(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Trainer]:
     fixture.still_serves()
     channel.close()
     hub.close()
-    server.stop(grace=None).wait()
+    server.stop(grace=None)
 
 
 def code_of(call: Callable[[], Any]) -> tuple[grpc.StatusCode, Any]:

@@ -16,10 +16,8 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
-from concurrent import futures
 from pathlib import Path
 
-import grpc
 import numpy as np
 import pytest
 from conftest import CounterEnv
@@ -29,10 +27,10 @@ from env_server.conformance.cli import main as conformance_main
 from env_server.core import Env, StepOutcome
 from env_server.errors import InvalidAction, UnknownSession
 from env_server.server import ServerConfig, start_server
-from env_server.service import EnvironmentServicer, ServiceLimits
+from env_server.service import SERVICE, EnvironmentServicer, ServiceLimits
 from env_server.sessions import Session
+from visact import rpc
 from visact.env.v1 import env_pb2 as pb
-from visact.env.v1 import env_pb2_grpc as pb_grpc
 
 BIN = Path(sys.executable).parent
 
@@ -154,7 +152,7 @@ class ReversedBatch(EnvironmentServicer):
 class ValidatesActionFirst(EnvironmentServicer):
     """Refuses an illegal action before noticing that the session needs a Reset."""
 
-    def step(self, request: pb.StepRequest, out: pb.StepResponse) -> pb.StepResponse:
+    def step(self, request: pb.StepRequest, out: pb.StepResponse | None = None) -> pb.StepResponse:
         with self.sessions.use(request.session_id) as session:
             if request.action not in session.env.legal_actions():
                 raise InvalidAction(f"{request.action!r} is not legal")
@@ -164,7 +162,7 @@ class ValidatesActionFirst(EnvironmentServicer):
 class HungStep(EnvironmentServicer):
     """Step takes longer than the client's deadline."""
 
-    def step(self, request: pb.StepRequest, out: pb.StepResponse) -> pb.StepResponse:
+    def step(self, request: pb.StepRequest, out: pb.StepResponse | None = None) -> pb.StepResponse:
         time.sleep(1.5)
         return super().step(request, out)
 
@@ -174,19 +172,16 @@ ServicerFactory = Callable[[Callable[[], Env], ServiceLimits], EnvironmentServic
 
 def serve_bare(
     servicer_cls: ServicerFactory, env: Callable[[], Env], *, reaper: bool = True
-) -> tuple[grpc.Server, EnvironmentServicer, int]:
+) -> tuple[rpc.Server, EnvironmentServicer, int]:
     """The Environment service alone (no health, no reflection) on a free port."""
     # grpc's default message limit (4 MiB), which this bare server keeps
-    servicer = servicer_cls(
-        env, ServiceLimits(max_sessions=8, idle_timeout=1.0, max_message_bytes=4 * 1024 * 1024)
-    )
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=16))
-    pb_grpc.add_EnvironmentServicer_to_server(servicer, server)
-    port = server.add_insecure_port("127.0.0.1:0")
-    server.start()
+    limits = ServiceLimits(max_sessions=8, idle_timeout=1.0, max_message_bytes=4 * 1024 * 1024)
+    servicer = servicer_cls(env, limits)
+    listen = rpc.Listen("127.0.0.1", 0, limits.max_message_bytes)
+    server = rpc.Server(listen, [rpc.Service(SERVICE, servicer)], servicer.workers, standard_services=False)
     if reaper:
         servicer.sessions.start_reaper()
-    return server, servicer, port
+    return server, servicer, server.port
 
 
 def check_broken(

@@ -9,8 +9,7 @@ import hashlib
 import json
 import threading
 import time
-from collections.abc import Callable, Iterator
-from concurrent import futures
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -21,9 +20,9 @@ from safetensors.torch import save as save_safetensors_bytes
 from agent.adapters import CONFIG_KEY, adapter_bytes, attach_lora, lora_config, read_adapter
 from agent.models import LoadedVLM, load_vlm, lora_target_modules, weights_fingerprint
 from trainer.hub import Hub, PublishedVersion
-from trainer.service import ModelIdentity, TrainerServicer
+from trainer.service import SERVICE, ModelIdentity, TrainerServicer
+from visact import rpc
 from visact.trainer.v1 import trainer_pb2 as pb
-from visact.trainer.v1 import trainer_pb2_grpc as pb_grpc
 
 TEMPERATURE = 1.0
 #: what FetchWeights serves, given the version's good bytes; returns (chunks' data, abort after?)
@@ -57,13 +56,13 @@ class ScriptedServicer(TrainerServicer):
         self.fetches: dict[int, int] = {}
         self.lock = threading.Lock()
 
-    def FetchWeights(
-        self, request: pb.FetchWeightsRequest, context: grpc.ServicerContext
-    ) -> Iterator[pb.WeightsChunk]:
-        self._known_agent(request.agent_id, context)
+    async def FetchWeights(
+        self, request: pb.FetchWeightsRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[pb.WeightsChunk]:
+        await self._known_agent(request.agent_id, context)
         published = self.hub.versions.get(request.version)
         if published is None:
-            context.abort(grpc.StatusCode.NOT_FOUND, f"version {request.version} is not kept")
+            await context.abort(grpc.StatusCode.NOT_FOUND, f"version {request.version} is not kept")
         assert published is not None
         with self.lock:
             attempt = self.fetches.get(request.version, 0)
@@ -83,7 +82,7 @@ class ScriptedServicer(TrainerServicer):
             )
             offset += len(part)
         if abort:
-            context.abort(grpc.StatusCode.UNAVAILABLE, "the connection broke (test)")
+            await context.abort(grpc.StatusCode.UNAVAILABLE, "the connection broke (test)")
 
 
 class FakeTrainer:
@@ -110,10 +109,8 @@ class FakeTrainer:
             temperature=TEMPERATURE, max_new_tokens=6, chain_of_thought=False, format_penalty=0.0
         )
         self.servicer = ScriptedServicer(self.hub, identity, sampling, "fake-run")
-        self.server = grpc.server(futures.ThreadPoolExecutor(max_workers=16))
-        pb_grpc.add_TrainerServicer_to_server(self.servicer, self.server)
-        self.port = self.server.add_insecure_port("127.0.0.1:0")
-        self.server.start()
+        self.server = rpc.Server(rpc.Listen("127.0.0.1", 0, 64 << 20), [rpc.Service(SERVICE, self.servicer)])
+        self.port = self.server.port
         self.address = f"127.0.0.1:{self.port}"
 
     def adapter(self, version: int) -> bytes:
@@ -136,7 +133,7 @@ class FakeTrainer:
 
     def close(self) -> None:
         self.hub.close()
-        self.server.stop(grace=None).wait()
+        self.server.stop(grace=None)
 
 
 def lora_state(loaded: LoadedVLM) -> dict[str, torch.Tensor]:

@@ -2,7 +2,7 @@
 episodes only from registered agents, and no code path that unpickles what comes over the network.
 
 The env server and the trainer are the real server wiring (``start_server``, ``trainer.serve``'s
-``_start_server``) in process on port 0; the Node example runs as a process when it is built.
+``start_server``) in process on port 0; the Node example runs as a process when it is built.
 """
 
 from __future__ import annotations
@@ -32,8 +32,9 @@ from tests.fuzz.trainer_messages import LATEST, TEMPERATURE, valid_episode
 from tests.reliability.certs import Certificates, make_certificates
 from trainer.config import TrainerConfig
 from trainer.hub import Hub, PublishedVersion
-from trainer.serve import _start_server
+from trainer.serve import start_server as start_trainer_server
 from trainer.service import ModelIdentity, TrainerServicer
+from visact import rpc
 from visact.env.v1 import env_pb2
 from visact.trainer.v1 import trainer_pb2 as pb
 from visact.trainer.v1 import trainer_pb2_grpc as pb_grpc
@@ -107,7 +108,7 @@ FINGERPRINT = weights_fingerprint(FAKE_MODEL)
 
 @pytest.fixture
 def trainer_factory(tmp_path: Path) -> Iterator[Any]:
-    started: list[tuple[grpc.Server, Hub]] = []
+    started: list[tuple[rpc.Server, Hub]] = []
 
     def make(**config: Any) -> tuple[str, Hub]:
         hub = Hub(
@@ -127,14 +128,14 @@ def trainer_factory(tmp_path: Path) -> Iterator[Any]:
             pb.SamplingConfig(temperature=TEMPERATURE, max_new_tokens=4),
             "access-run",
         )
-        server, port, _ = _start_server(TrainerConfig(host="127.0.0.1", port=0, **config), servicer)
+        server = start_trainer_server(TrainerConfig(host="127.0.0.1", port=0, **config), servicer)
         started.append((server, hub))
-        return f"127.0.0.1:{port}", hub
+        return f"127.0.0.1:{server.port}", hub
 
     yield make
     for server, hub in started:
         hub.close()
-        server.stop(grace=None).wait()
+        server.stop(grace=None)
 
 
 def fake_policy() -> Any:

@@ -93,7 +93,7 @@ class KillOnce(CountingPolicy):
         time.sleep(0.02)  # a generation takes time: the lost sessions' backoff ends mid-run
         answers = super().act(inputs)
         if self.rounds == 2:
-            self.servers["a"].server.stop(grace=None).wait()
+            self.servers["a"].server.stop(grace=None)
         if self.rounds == 5:
             self.servers["a"] = serve(self.servers["a"].port)
         return answers

@@ -48,7 +48,7 @@ class FaultyWorld(RandomPolicy):
         answers = super().act(inputs)
         self.rounds += 1
         if self.rounds == KILL_AT:
-            self.servers["a"].server.stop(grace=None).wait()  # gone at once, sessions and all
+            self.servers["a"].server.stop(grace=None)  # gone at once, sessions and all
             self.events.append((self.rounds, "a killed"))
         if self.rounds == RESTART_AT:
             self.servers["a"] = serve(self.servers["a"].port)  # a new server on the same port

@@ -16,7 +16,7 @@ import pytest
 
 from trainer import hub as hub_module
 from trainer.episodes import EpisodeData, Sample
-from trainer.hub import Hub, PublishedVersion
+from trainer.hub import Hub, PublishedVersion, TooManyAgents
 
 
 def sample(version: int = 0) -> Sample:
@@ -230,37 +230,25 @@ def test_min_version_follows_the_newest_minus_the_lag() -> None:
     assert strict.min_version() == 4
 
 
-def test_wait_for_version_after_wakes_on_publish() -> None:
+def test_publish_listeners_hear_every_version_and_the_close() -> None:
     h = hub()
+    heard: list[int | None] = []
+    h.add_publish_listener(lambda: heard.append(h.latest.version if h.latest else None))
     h.publish(version(1))
-    publisher = threading.Timer(0.05, h.publish, args=(version(2),))
-    publisher.start()
-    try:
-        started = time.monotonic()
-        got = h.wait_for_version_after(1, timeout=5.0)
-        waited = time.monotonic() - started
-    finally:
-        publisher.join()
-    assert got == version(2)
-    assert waited < 4.0
-
-
-def test_wait_for_version_after_times_out_and_returns_at_once_when_newer_exists() -> None:
-    h = hub()
-    h.publish(version(3))
-    started = time.monotonic()
-    assert h.wait_for_version_after(3, timeout=0.05) is None
-    assert time.monotonic() - started >= 0.05
-    assert h.wait_for_version_after(2, timeout=0) == version(3)
-    assert hub().wait_for_version_after(-1, timeout=0.01) is None  # nothing published yet
-
-
-def test_wait_for_version_after_returns_none_once_closed() -> None:
-    h = hub()
+    h.publish(version(2))
+    assert heard == [1, 2]
     h.close()
-    started = time.monotonic()
-    assert h.wait_for_version_after(0, timeout=5.0) is None
-    assert time.monotonic() - started < 1.0
+    assert heard == [1, 2, 2] and h.closed
+
+
+def test_the_hub_holds_at_most_max_agents_and_a_known_agent_may_always_come_back() -> None:
+    h = Hub(buffer_steps=8, max_policy_lag=1, agent_timeout=60.0, keep_versions=2, max_agents=2)
+    first = h.register("a", ["counter"], 1)
+    h.register("b", ["counter"], 1)
+    with pytest.raises(TooManyAgents, match=r"maximum of 2 agents.*--max-agents"):
+        h.register("c", ["counter"], 1)
+    assert h.register("a", ["counter"], 1, previous_id=first.agent_id).agent_id == first.agent_id
+    assert len(h.agents) == 2
 
 
 # ---------------------------------------------------------------------------------------------

@@ -10,7 +10,6 @@ import hashlib
 import threading
 import time
 from collections.abc import Iterator
-from concurrent import futures
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,6 +22,7 @@ from agent.trainer_link import encode_episode
 from trainer import service
 from trainer.hub import Hub, PublishedVersion
 from trainer.service import ModelIdentity, TrainerServicer
+from visact import rpc
 from visact.trainer.v1 import trainer_pb2 as pb
 from visact.trainer.v1 import trainer_pb2_grpc as pb_grpc
 
@@ -51,17 +51,14 @@ def trainer(tmp_path: Path) -> Iterator[Running]:
         ),
         run_id="run-1",
     )
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
-    pb_grpc.add_TrainerServicer_to_server(servicer, server)
-    port = server.add_insecure_port("127.0.0.1:0")
-    server.start()
-    channel = grpc.insecure_channel(f"127.0.0.1:{port}")
+    server = rpc.Server(rpc.Listen("127.0.0.1", 0, 64 << 20), [rpc.Service(service.SERVICE, servicer)])
+    channel = grpc.insecure_channel(f"127.0.0.1:{server.port}")
     try:
         yield Running(hub, pb_grpc.TrainerStub(channel), tmp_path)
     finally:
         channel.close()
         hub.close()
-        server.stop(grace=None).wait()
+        server.stop(grace=None)
 
 
 def register(running: Running, name: str = "host-1") -> str:

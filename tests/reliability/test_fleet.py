@@ -1,0 +1,212 @@
+"""Servers that hold a fleet: open streams cost no worker, health watchers cannot deny service, a
+trainer follows more agents than it has threads, and a refused BatchStep changes nothing.
+
+Real ``env-server`` and ``trainer serve`` processes on loopback with default flags unless named;
+the clients are protocol-level (``visact.fleet``: grpc.aio, stubs from the .proto) as a stranger's
+would be. Each test reproduces what froze or misled the thread-per-call servers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc
+import pytest
+
+from tests.processes import TRAINER_ARGS, Process, command, start, start_env
+from visact.auth import token_metadata
+from visact.env.v1 import env_pb2 as pb
+from visact.env.v1 import env_pb2_grpc as pb_grpc
+from visact.fleet import (
+    Channels,
+    cancel_all,
+    hold_batch_streams,
+    hold_health_watches,
+    register_watching_agents,
+)
+from visact.rpc import run_async
+from visact.trainer.v1 import trainer_pb2 as tpb
+from visact.trainer.v1 import trainer_pb2_grpc as tpb_grpc
+
+#: what a served call may take while the streams are held (the old servers: DEADLINE_EXCEEDED)
+DEADLINE = 5.0
+TOKEN = "fleet-token"
+
+
+async def _env_still_serves(address: str, token: str | None = None) -> None:
+    """Describe, CreateSession, Reset, Step and CloseSession from a client of its own, each in DEADLINE."""
+    channels = Channels(address)
+    stub = pb_grpc.EnvironmentStub(channels.fresh())
+    metadata = token_metadata(token)
+    try:
+        await stub.Describe(pb.DescribeRequest(), timeout=DEADLINE, metadata=metadata)
+        session = (
+            await stub.CreateSession(pb.CreateSessionRequest(), timeout=DEADLINE, metadata=metadata)
+        ).session_id
+        reset = await stub.Reset(
+            pb.ResetRequest(session_id=session, seed=3), timeout=DEADLINE, metadata=metadata
+        )
+        action = reset.observation.legal_actions[0]
+        step = await stub.Step(
+            pb.StepRequest(session_id=session, action=action), timeout=DEADLINE, metadata=metadata
+        )
+        assert step.episode_step == 1
+        await stub.CloseSession(
+            pb.CloseSessionRequest(session_id=session), timeout=DEADLINE, metadata=metadata
+        )
+    finally:
+        await channels.close()
+
+
+def test_open_batch_streams_hold_no_worker(tmp_path: Path) -> None:
+    """64 agents each keep their BatchStepStream open (one round trip done): every other call is
+    still served at once (the old server froze at 16, its worker count)."""
+    env = start_env(tmp_path, "env")
+
+    async def scenario() -> None:
+        channels = Channels(env.address)
+        held = await hold_batch_streams(channels, 64, timeout=10.0)
+        try:
+            await _env_still_serves(env.address)
+            # and every held stream still answers its next request
+            await asyncio.gather(*(call.write(pb.BatchStepRequest()) for call in held))
+            answers = await asyncio.gather(*(asyncio.wait_for(call.read(), DEADLINE) for call in held))
+            assert all(a is not grpc.aio.EOF and len(a.results) == 0 for a in answers)
+        finally:
+            cancel_all(held)
+            await channels.close()
+
+    try:
+        run_async(scenario())
+    finally:
+        env.stop()
+
+
+def test_unauthenticated_health_watchers_cannot_deny_service(tmp_path: Path) -> None:
+    """64 Health/Watch streams without a token (health is exempt from it) on an env server run
+    with --token: authenticated calls are still served (the old server froze at 16)."""
+    env = start_env(tmp_path, "env", 0, "--token", TOKEN)
+
+    async def scenario() -> None:
+        channels = Channels(env.address)
+        watches = await hold_health_watches(channels, 64, timeout=10.0)
+        try:
+            await _env_still_serves(env.address, TOKEN)
+        finally:
+            cancel_all(watches)
+            await channels.close()
+
+    try:
+        run_async(scenario())
+    finally:
+        env.stop()
+
+
+def test_a_refused_batch_step_leaves_its_sessions_unchanged(tmp_path: Path) -> None:
+    """--max-message-mb 1 with --max-batch-items 16: 16 raw 300x300 results cannot fit 1 MiB. The
+    server advertises what fits, and refuses a bigger batch before applying any item (the old
+    server answered RESOURCE_EXHAUSTED after applying all 16 resets)."""
+    env = start_env(tmp_path, "env", 0, "--max-message-mb", "1", "--max-batch-items", "16")
+    channel = grpc.insecure_channel(env.address)
+    stub = pb_grpc.EnvironmentStub(channel)
+    try:
+        spec = stub.Describe(pb.DescribeRequest(), timeout=DEADLINE).spec
+        raw_result = spec.image_height * spec.image_width * spec.image_channels
+        assert spec.max_batch_items * raw_result < spec.max_message_bytes, spec
+        session = stub.CreateSession(pb.CreateSessionRequest(), timeout=DEADLINE).session_id
+        first = stub.Reset(pb.ResetRequest(session_id=session, seed=1), timeout=DEADLINE)
+        assert first.episode == 1
+        resets = [pb.BatchItem(reset=pb.ResetRequest(session_id=session, seed=2)) for _ in range(16)]
+        with pytest.raises(grpc.RpcError) as refused:
+            stub.BatchStep(pb.BatchStepRequest(items=resets), timeout=DEADLINE)
+        assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT, refused.value.details()
+        assert f"at most {spec.max_batch_items} items" in (refused.value.details() or "")
+        # nothing was applied: the next reset starts the session's second episode
+        assert stub.Reset(pb.ResetRequest(session_id=session, seed=1), timeout=DEADLINE).episode == 2
+        # and a full batch of what the server advertises fits its message limit
+        full = [pb.BatchItem(reset=pb.ResetRequest(session_id=session, seed=2))] * spec.max_batch_items
+        answered = stub.BatchStep(pb.BatchStepRequest(items=full), timeout=DEADLINE)
+        assert [r.WhichOneof("result") for r in answered.results] == ["reset"] * spec.max_batch_items
+    finally:
+        channel.close()
+        env.stop()
+
+
+# ---------------------------------------------------------------------------------------------
+# the trainer
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def trainer(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Process]:
+    """`trainer serve` on the tiny VLM with no learning to do (no agent submits episodes)."""
+    workdir = tmp_path_factory.mktemp("fleet-trainer")
+    ready = workdir / "trainer.port"
+    argv = [
+        *command("trainer"), "serve", *TRAINER_ARGS, "--port", "0", "--ready-file", str(ready),
+        "--checkpoint-dir", str(workdir / "run"),
+    ]  # fmt: skip
+    process = start("trainer", argv, workdir, ready_file=ready, timeout=300)
+    yield process
+    process.stop()
+
+
+@pytest.fixture(scope="module")
+def fingerprint() -> str:
+    from tests.reliability.protocol_agent import tiny_template
+
+    return tiny_template().fingerprint
+
+
+async def _trainer_still_serves(address: str, fingerprint: str) -> None:
+    channels = Channels(address)
+    stub = tpb_grpc.TrainerStub(channels.fresh())
+    try:
+        registered = await stub.Register(
+            tpb.RegisterRequest(agent_name="late", model_name="tiny", base_fingerprint=fingerprint),
+            timeout=DEADLINE,
+        )
+        beat = await stub.Heartbeat(
+            tpb.HeartbeatRequest(agent_id=registered.agent_id, running_version=registered.latest_version),
+            timeout=DEADLINE,
+        )
+        assert beat.latest_version == registered.latest_version
+    finally:
+        await channels.close()
+
+
+def test_the_trainer_follows_more_agents_than_it_has_threads(trainer: Process, fingerprint: str) -> None:
+    """200 agents, each registered and holding WatchVersions: every one gets the first announcement,
+    and Register/Heartbeat are still served (the old trainer announced to 64, then froze)."""
+
+    async def scenario() -> None:
+        channels = Channels(trainer.address)
+        agents = await register_watching_agents(channels, 200, fingerprint=fingerprint, timeout=20.0)
+        try:
+            latest = agents[0].versions[0]
+            assert all(agent.versions == [latest] for agent in agents)
+            await _trainer_still_serves(trainer.address, fingerprint)
+        finally:
+            cancel_all([agent.call for agent in agents])
+            await channels.close()
+
+    run_async(scenario())
+
+
+def test_unauthenticated_health_watchers_cannot_freeze_the_trainer(
+    trainer: Process, fingerprint: str
+) -> None:
+    """128 Health/Watch streams: the trainer still registers and answers agents (the old one froze at 64)."""
+
+    async def scenario() -> None:
+        channels = Channels(trainer.address)
+        watches = await hold_health_watches(channels, 128, timeout=20.0)
+        try:
+            await _trainer_still_serves(trainer.address, fingerprint)
+        finally:
+            cancel_all(watches)
+            await channels.close()
+
+    run_async(scenario())
