@@ -39,11 +39,9 @@ from env_server.client import (
     StepCall,
     StepResult,
 )
+from visact import rpc
 
 log = logging.getLogger(__name__)
-
-#: Status codes that mean "the server (or the way to it) is gone", not "the request was bad".
-SERVER_DOWN = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.CANCELLED}
 
 
 class SeedSchedule:
@@ -368,7 +366,8 @@ class Rollout:
             seeds.give_back(slot.seed)
 
     def _back_off(self, slot: Slot, error: EnvCallError) -> None:
-        if error.code in SERVER_DOWN or error.code == grpc.StatusCode.NOT_FOUND:
+        # the server (or the way to it) is gone, not the request bad; or the session was reaped
+        if error.code in rpc.RETRYABLE or error.code == grpc.StatusCode.NOT_FOUND:
             slot.session_id = ""  # the session is gone with the server (or was reaped): open a new one
         slot.retry_at = time.monotonic() + slot.backoff
         slot.backoff = min(slot.backoff * 2, 30.0)

@@ -31,13 +31,12 @@ from agent.models import weights_fingerprint
 from agent.policy import VLMPolicy
 from agent.records import Episode
 from env_server import images
-from visact.auth import channel_credentials, token_metadata
+from visact import rpc
+from visact.auth import token_metadata
 from visact.trainer.v1 import trainer_pb2 as pb
 from visact.trainer.v1 import trainer_pb2_grpc as pb_grpc
 
 log = logging.getLogger(__name__)
-
-RETRYABLE = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.CANCELLED}
 
 
 def encode_episode(episode: Episode) -> pb.Episode:
@@ -81,19 +80,8 @@ class TrainerLink:
         self.policy = policy
         self.environments = environments
         self.stop = stop
-        options = [
-            ("grpc.max_receive_message_length", 256 << 20),
-            ("grpc.max_send_message_length", 256 << 20),
-            ("grpc.keepalive_time_ms", 30_000),
-            ("grpc.keepalive_permit_without_calls", 1),
-            ("grpc.initial_reconnect_backoff_ms", 500),
-            ("grpc.max_reconnect_backoff_ms", 5000),
-        ]
-        if config.tls_ca is not None or config.tls_cert is not None:
-            credentials = channel_credentials(config.tls_ca, config.tls_cert, config.tls_key)
-            self._channel = grpc.secure_channel(config.trainer, credentials, options=options)
-        else:
-            self._channel = grpc.insecure_channel(config.trainer, options=options)
+        how = rpc.Dial(tls_ca=config.tls_ca, tls_cert=config.tls_cert, tls_key=config.tls_key)
+        self._channel = rpc.dial(config.trainer, how)
         self._stub = pb_grpc.TrainerStub(self._channel)
         self._metadata = token_metadata(config.token)
         self.fingerprint = weights_fingerprint(policy.loaded.model)
@@ -320,7 +308,7 @@ class TrainerLink:
                 if self.agent_id == used_id:
                     self.register()
             return
-        if code not in RETRYABLE:
+        if code not in rpc.RETRYABLE:
             raise exc
         self.stop.wait(1.0)
 
@@ -330,7 +318,7 @@ class TrainerLink:
             try:
                 return call()
             except grpc.RpcError as exc:
-                if exc.code() not in RETRYABLE or self.stop.is_set():
+                if exc.code() not in rpc.RETRYABLE or self.stop.is_set():
                     raise
                 log.warning("trainer unreachable, retrying", extra={"code": exc.code().name, "delay": delay})
                 self.stop.wait(delay)

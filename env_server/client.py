@@ -9,7 +9,6 @@ from __future__ import annotations
 import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import grpc
@@ -19,7 +18,8 @@ from google.protobuf import json_format, struct_pb2
 from env_server import images
 from env_server.core import ExpertMove
 from env_server.stream import BatchStream, StreamBroken
-from visact.auth import channel_credentials, token_metadata
+from visact import rpc
+from visact.auth import token_metadata
 from visact.env.v1 import env_pb2 as pb
 from visact.env.v1 import env_pb2_grpc as pb_grpc
 from visact.memory import tune_allocator
@@ -88,31 +88,6 @@ class StepCall:
 _CODES = {code.value[0]: code for code in grpc.StatusCode}
 
 
-def dial(
-    address: str,
-    *,
-    tls_ca: Path | None = None,
-    tls_cert: Path | None = None,
-    tls_key: Path | None = None,
-    max_message_bytes: int = 256 * 1024 * 1024,
-    keepalive_seconds: float = 30.0,
-) -> grpc.Channel:
-    """A channel to ``address`` with message limits that fit images and keepalive."""
-    options = [
-        ("grpc.max_receive_message_length", max_message_bytes),
-        ("grpc.max_send_message_length", max_message_bytes),
-        ("grpc.keepalive_time_ms", int(keepalive_seconds * 1000)),
-        ("grpc.keepalive_timeout_ms", 10_000),
-        ("grpc.keepalive_permit_without_calls", 1),
-        ("grpc.enable_retries", 1),
-        ("grpc.initial_reconnect_backoff_ms", 500),
-        ("grpc.max_reconnect_backoff_ms", 5000),
-    ]
-    if tls_ca is not None or tls_cert is not None:
-        return grpc.secure_channel(address, channel_credentials(tls_ca, tls_cert, tls_key), options=options)
-    return grpc.insecure_channel(address, options=options)
-
-
 class EnvClient:
     """Calls one environment server. Thread-safe; one channel per client."""
 
@@ -128,11 +103,12 @@ class EnvClient:
         **dial_options: Any,
     ) -> None:
         """``stream``: send batches over one BatchStepStream when the server offers it.
-        ``png_decode_cache_mb``: MiB of PNG files kept decoded, by their bytes (0: decode every one)."""
+        ``png_decode_cache_mb``: MiB of PNG files kept decoded, by their bytes (0: decode every one).
+        ``dial_options``: fields of ``visact.rpc.Dial`` (``tls_ca``, ``tls_cert``, ``tls_key``...)."""
         tune_allocator()
         self.address = address
         self.timeout = timeout
-        self._channel = channel or dial(address, **dial_options)
+        self._channel = channel or rpc.dial(address, rpc.Dial(**dial_options))
         self._stub = pb_grpc.EnvironmentStub(self._channel)
         self._metadata = token_metadata(token)
         self._spec: pb.EnvironmentSpec | None = None

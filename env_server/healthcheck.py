@@ -23,7 +23,7 @@ from pathlib import Path
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from visact.auth import channel_credentials
+from visact import rpc
 from visact.configcli import parse_config
 
 DEFAULT_PORT = 50051
@@ -86,12 +86,10 @@ class HealthcheckConfig:
 def check(config: HealthcheckConfig) -> tuple[bool, str]:
     """(serving, a one-line description) of one health call."""
     assert config.address is not None
-    options = [("grpc.ssl_target_name_override", config.server_name)] if config.server_name else []
-    if config.tls_ca or config.tls_cert:
-        credentials = channel_credentials(config.tls_ca, config.tls_cert, config.tls_key)
-        channel = grpc.secure_channel(config.address, credentials, options=options)
-    else:
-        channel = grpc.insecure_channel(config.address)
+    how = rpc.Dial(
+        tls_ca=config.tls_ca, tls_cert=config.tls_cert, tls_key=config.tls_key, server_name=config.server_name
+    )
+    channel = rpc.dial(config.address, how)
     try:
         stub = health_pb2_grpc.HealthStub(channel)
         request = health_pb2.HealthCheckRequest(service=config.service)

@@ -100,6 +100,7 @@ async def hold_health_watches(channels: Channels, count: int, *, timeout: float 
 
 
 def cancel_all(calls: Sequence[Any]) -> None:
+    """Cancel held calls; on the loop that made them (else :func:`close_calls` through it)."""
     for call in calls:
         call.cancel()
 
@@ -114,7 +115,7 @@ class WatchingAgent:
     task: asyncio.Task[None] | None = None
 
     async def follow(self) -> None:
-        async for announcement in self.call:
+        while (announcement := await self.call.read()) is not grpc.aio.EOF:
             self.versions.append(announcement.version)
 
 
@@ -166,3 +167,17 @@ def percentile(values: Sequence[float], q: float) -> float:
     """The ``q`` quantile (0..1) of ``values``, nearest rank."""
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))]
+
+
+async def close_calls(calls: Sequence[Any]) -> None:
+    """Cancel held calls (on the loop: grpc.aio calls belong to the loop that made them)."""
+    cancel_all(calls)
+
+
+def rss_bytes(pid: int) -> int:
+    """The resident set size of process ``pid`` (Linux /proc)."""
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    raise RuntimeError(f"no VmRSS for process {pid}")

@@ -26,7 +26,7 @@ import hmac
 import inspect
 import logging
 import threading
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from concurrent import futures
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -76,9 +76,14 @@ def event_loop() -> asyncio.AbstractEventLoop:
         return _loop
 
 
-def run_async(coroutine: Coroutine[Any, Any, T], timeout: float | None = None) -> T:
-    """Run ``coroutine`` on the process's event loop and wait for its result (from any other thread)."""
-    return asyncio.run_coroutine_threadsafe(coroutine, event_loop()).result(timeout)
+def run_async(awaitable: Awaitable[T], timeout: float | None = None) -> T:
+    """Await ``awaitable`` (a coroutine, or a grpc.aio call made on the loop) on the process's event
+    loop and wait for its result, from any other thread."""
+    return asyncio.run_coroutine_threadsafe(_awaited(awaitable), event_loop()).result(timeout)
+
+
+async def _awaited(awaitable: Awaitable[T]) -> T:
+    return await awaitable
 
 
 # ---------------------------------------------------------------------------------------------

@@ -14,7 +14,7 @@ from typing import Any
 
 import grpc
 
-from env_server.client import dial
+from visact import rpc
 from visact.auth import token_metadata
 from visact.env.v1 import env_pb2 as pb
 from visact.env.v1 import env_pb2_grpc as pb_grpc
@@ -64,7 +64,7 @@ class Wire:
         self.address = address
         self.timeout = timeout
         self.metadata: Metadata = token_metadata(token)
-        self.channel = dial(address, tls_ca=tls_ca, tls_cert=tls_cert, tls_key=tls_key)
+        self.channel = rpc.dial(address, rpc.Dial(tls_ca=tls_ca, tls_cert=tls_cert, tls_key=tls_key))
         self.stub = pb_grpc.EnvironmentStub(self.channel)
 
     def close(self) -> None:

@@ -15,13 +15,14 @@ from pathlib import Path
 import grpc
 import pytest
 
-from tests.processes import TRAINER_ARGS, Process, command, start, start_env
+from tests.processes import TRAINER_ARGS, Process, command, start, start_env, wait_for
 from visact.auth import token_metadata
 from visact.env.v1 import env_pb2 as pb
 from visact.env.v1 import env_pb2_grpc as pb_grpc
 from visact.fleet import (
     Channels,
     cancel_all,
+    close_calls,
     hold_batch_streams,
     hold_health_watches,
     register_watching_agents,
@@ -210,3 +211,76 @@ def test_unauthenticated_health_watchers_cannot_freeze_the_trainer(
             await channels.close()
 
     run_async(scenario())
+
+
+# ---------------------------------------------------------------------------------------------
+# scale: what one server holds while still answering
+# ---------------------------------------------------------------------------------------------
+
+SCALE_STREAMS = 2000
+SCALE_WATCHERS = 1000
+SCALE_AGENTS = 1000
+
+
+@pytest.mark.slow
+def test_one_env_server_holds_thousands_of_streams_and_keeps_serving(tmp_path: Path) -> None:
+    """2,000 open BatchStepStreams and 1,000 unauthenticated Health.Watch streams on one env server
+    (default flags): another client's Describe/CreateSession/Reset/Step/CloseSession all succeed,
+    and every held stream still answers."""
+    env = start_env(tmp_path, "env")
+
+    async def scenario() -> None:
+        channels = Channels(env.address)
+        streams = await hold_batch_streams(channels, SCALE_STREAMS, timeout=60.0)
+        watches = await hold_health_watches(channels, SCALE_WATCHERS, timeout=60.0)
+        try:
+            for _ in range(3):
+                await _env_still_serves(env.address)
+            await asyncio.gather(*(call.write(pb.BatchStepRequest()) for call in streams))
+            answers = await asyncio.gather(*(asyncio.wait_for(call.read(), 60.0) for call in streams))
+            assert sum(a is not grpc.aio.EOF for a in answers) == SCALE_STREAMS
+        finally:
+            cancel_all(streams + watches)
+            await channels.close()
+
+    try:
+        run_async(scenario())
+    finally:
+        env.stop()
+
+
+@pytest.mark.slow
+def test_one_trainer_holds_a_thousand_agents_and_announces_every_version_to_each(
+    trainer: Process, fingerprint: str
+) -> None:
+    """1,000 registered agents, each holding WatchVersions: while a protocol agent submits episodes
+    and the trainer publishes two more versions, every agent receives every version, in order,
+    and Register/Heartbeat/SubmitEpisode keep succeeding."""
+    from tests.reliability.protocol_agent import ProtocolAgent
+
+    channels = Channels(trainer.address)
+    agents = run_async(
+        register_watching_agents(channels, SCALE_AGENTS, fingerprint=fingerprint, timeout=60.0)
+    )
+    submitter = ProtocolAgent(trainer.address, name="submitter")
+    try:
+        first = agents[0].versions[0]
+        assert all(agent.versions == [first] for agent in agents)
+        submitter.register()
+        n = 0
+        while submitter.heartbeat().latest_version < first + 2:
+            assert submitter.submit_until_accepted(f"scale-{n}", timeout=120) in ("", "already accepted")
+            n += 1
+        expected = list(range(first, first + 3))
+        wait_for(
+            lambda: all(agent.versions[:3] == expected for agent in agents),
+            120,
+            lambda: f"not every agent got {expected}: {sorted({tuple(a.versions) for a in agents})[:5]}",
+            trainer,
+        )
+        run_async(_trainer_still_serves(trainer.address, fingerprint))
+        assert not submitter.calls.errors
+    finally:
+        submitter.close()
+        run_async(close_calls([agent.call for agent in agents]))
+        run_async(channels.close())
