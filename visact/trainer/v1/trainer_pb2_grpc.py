@@ -67,7 +67,8 @@ class TrainerServicer:
     """
 
     def Register(self, request, context):
-        """Announces an agent. FAILED_PRECONDITION when its base model differs.
+        """Announces an agent. FAILED_PRECONDITION when its base model differs;
+        RESOURCE_EXHAUSTED when the trainer holds its maximum of agents.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
