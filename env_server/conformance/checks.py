@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 from env_server.conformance import (
     checks_batch,
+    checks_capacity,
     checks_concurrency,
     checks_describe,
     checks_episode,
@@ -65,6 +66,7 @@ CHECKS: tuple[Check, ...] = (
     Check("sessions.concurrency", checks_concurrency.check_concurrency),
     Check("sessions.one_session", checks_concurrency.check_one_session),
     Check("sessions.idle_reaper", checks_sessions.check_idle_reaper),
+    Check("capacity.held_streams", checks_capacity.check_held_streams),
     Check("auth.token", checks_extras.check_token, needs_spec=False),
     Check("health", checks_extras.check_health, Level.RECOMMENDED, needs_spec=False),
     Check("reflection", checks_extras.check_reflection, Level.RECOMMENDED, needs_spec=False),

@@ -16,8 +16,10 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
+from concurrent import futures
 from pathlib import Path
 
+import grpc
 import numpy as np
 import pytest
 from conftest import CounterEnv
@@ -31,6 +33,7 @@ from env_server.service import SERVICE, EnvironmentServicer, ServiceLimits
 from env_server.sessions import Session
 from visact import rpc
 from visact.env.v1 import env_pb2 as pb
+from visact.env.v1 import env_pb2_grpc as pb_grpc
 
 BIN = Path(sys.executable).parent
 
@@ -251,6 +254,45 @@ def test_a_hung_server_fails_by_deadline_rather_than_hanging() -> None:
     assert result.outcome is Outcome.FAIL
     assert "DEADLINE_EXCEEDED" in result.reason and "did not answer in time" in result.reason
     assert time.monotonic() - started < 5
+
+
+class ThreadPerCall(pb_grpc.EnvironmentServicer):
+    """The servicer's own methods on grpc's thread-per-call server: a held stream keeps a thread."""
+
+    def __init__(self, env: Callable[[], Env]) -> None:
+        self.inner = EnvironmentServicer(env, ServiceLimits(max_sessions=8, idle_timeout=0))
+
+    def Describe(self, request: pb.DescribeRequest, context: object) -> pb.DescribeResponse:
+        return pb.DescribeResponse(spec=self.inner.spec)
+
+    def CreateSession(self, request: pb.CreateSessionRequest, context: object) -> pb.CreateSessionResponse:
+        return self.inner.create_session(request)
+
+    def Reset(self, request: pb.ResetRequest, context: object) -> pb.ResetResponse:
+        return self.inner.reset(request)
+
+    def CloseSession(self, request: pb.CloseSessionRequest, context: object) -> pb.CloseSessionResponse:
+        return self.inner.close_session(request)
+
+    def BatchStepStream(
+        self, requests: Iterator[pb.BatchStepRequest], context: object
+    ) -> Iterator[pb.BatchStepResponse]:
+        for request in requests:
+            yield self.inner.batch_step(request)
+
+
+def test_a_thread_per_call_server_fails_the_held_streams_check() -> None:
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=16))
+    pb_grpc.add_EnvironmentServicer_to_server(ThreadPerCall(CounterEnv), server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    try:
+        report = run_conformance(f"127.0.0.1:{port}", Options(only=["capacity"], timeout=1.0))
+    finally:
+        server.stop(0)
+    result = report.result("capacity.held_streams")
+    assert result.outcome is Outcome.FAIL, report.to_text()
+    assert "BatchStepStream 17 got no answer in 1 s while 16 others were held open" in result.reason
 
 
 def test_an_unreachable_address_is_one_failure() -> None:
