@@ -23,6 +23,7 @@ from typing import Any
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from visact import rpc
 from visact.auth import token_metadata
 from visact.env.v1 import env_pb2, env_pb2_grpc
 from visact.trainer.v1 import trainer_pb2, trainer_pb2_grpc
@@ -37,28 +38,27 @@ class Channels:
     def __init__(self, address: str, per_channel: int = STREAMS_PER_CHANNEL) -> None:
         self.address = address
         self.per_channel = per_channel
-        self._channels: list[grpc.aio.Channel] = []
+        self._channels: list[grpc.aio.Channel] = []  # shared by streams, per_channel each
+        self._own: list[grpc.aio.Channel] = []
         self._used = 0
 
     def next(self) -> grpc.aio.Channel:
         """A channel with room for one more stream."""
         if self._used % self.per_channel == 0:
-            options = [
-                ("grpc.use_local_subchannel_pool", 1),  # a connection of its own
-                ("grpc.max_receive_message_length", 64 << 20),
-                ("grpc.max_send_message_length", 64 << 20),
-            ]
-            self._channels.append(grpc.aio.insecure_channel(self.address, options=options))
+            self._channels.append(rpc.dial_async(self.address, own_connection=True))
         self._used += 1
         return self._channels[-1]
 
     def fresh(self) -> grpc.aio.Channel:
         """A channel of its own, for unary calls that must not queue behind held streams."""
-        return grpc.aio.insecure_channel(self.address, options=[("grpc.use_local_subchannel_pool", 1)])
+        channel = rpc.dial_async(self.address, own_connection=True)
+        self._own.append(channel)
+        return channel
 
     async def close(self) -> None:
-        await asyncio.gather(*(channel.close(grace=None) for channel in self._channels))
+        await asyncio.gather(*(channel.close(grace=None) for channel in self._channels + self._own))
         self._channels.clear()
+        self._own.clear()
 
 
 async def _gather_in_waves(factories: Sequence[Callable[[], Awaitable[Any]]], wave: int = 200) -> list[Any]:

@@ -399,6 +399,27 @@ def dial(address: str, how: Dial | None = None) -> grpc.Channel:
     """A channel to ``address`` with message limits that fit images, keepalive and reconnect backoff;
     TLS when a CA or a client certificate is given."""
     how = how or Dial()
+    options = _channel_options(how)
+    if how.tls_ca is not None or how.tls_cert is not None:
+        credentials = channel_credentials(how.tls_ca, how.tls_cert, how.tls_key)
+        return grpc.secure_channel(address, credentials, options=options)
+    return grpc.insecure_channel(address, options=options)
+
+
+def dial_async(address: str, how: Dial | None = None, *, own_connection: bool = False) -> grpc.aio.Channel:
+    """:func:`dial` for grpc.aio (call it on the loop); ``own_connection``: not shared with other
+    channels to the same address (as separate processes would connect)."""
+    how = how or Dial()
+    options = _channel_options(how)
+    if own_connection:
+        options.append(("grpc.use_local_subchannel_pool", 1))
+    if how.tls_ca is not None or how.tls_cert is not None:
+        credentials = channel_credentials(how.tls_ca, how.tls_cert, how.tls_key)
+        return grpc.aio.secure_channel(address, credentials, options=options)
+    return grpc.aio.insecure_channel(address, options=options)
+
+
+def _channel_options(how: Dial) -> list[tuple[str, Any]]:
     options = [
         ("grpc.max_receive_message_length", how.max_message_bytes),
         ("grpc.max_send_message_length", how.max_message_bytes),
@@ -411,7 +432,4 @@ def dial(address: str, how: Dial | None = None) -> grpc.Channel:
     ]
     if how.server_name:
         options.append(("grpc.ssl_target_name_override", how.server_name))
-    if how.tls_ca is not None or how.tls_cert is not None:
-        credentials = channel_credentials(how.tls_ca, how.tls_cert, how.tls_key)
-        return grpc.secure_channel(address, credentials, options=options)
-    return grpc.insecure_channel(address, options=options)
+    return options
