@@ -9,12 +9,16 @@ would be. Each test reproduces what froze or misled the thread-per-call servers.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import grpc
 import pytest
 
+from env_server.core import StepOutcome
+from env_server.games.numberline import NumberLine
+from env_server.server import ServerConfig, start_server
 from tests.processes import TRAINER_ARGS, Process, command, start, start_env, wait_for
 from visact.auth import token_metadata
 from visact.env.v1 import env_pb2 as pb
@@ -284,3 +288,39 @@ def test_one_trainer_holds_a_thousand_agents_and_announces_every_version_to_each
         submitter.close()
         run_async(close_calls([agent.call for agent in agents]))
         run_async(channels.close())
+
+
+class SlowNumberLine(NumberLine):
+    """NumberLine whose steps take half a second (a heavy game, or one that calls out)."""
+
+    def step(self, action: str) -> StepOutcome:
+        time.sleep(0.5)
+        return super().step(action)
+
+
+def test_slow_environment_work_runs_off_the_event_loop() -> None:
+    """Four sessions each in a half-second step: Describe, CreateSession and CloseSession are all
+    answered before any of the steps ends (the steps run on the server's worker threads, not on
+    its event loop)."""
+    running = start_server(ServerConfig(host="127.0.0.1", port=0, workers=8), env_factory=SlowNumberLine)
+    channel = grpc.insecure_channel(f"127.0.0.1:{running.port}")
+    stub = pb_grpc.EnvironmentStub(channel)
+    try:
+        sessions = [
+            stub.CreateSession(pb.CreateSessionRequest(), timeout=DEADLINE).session_id for _ in range(4)
+        ]
+        for session in sessions:
+            stub.Reset(pb.ResetRequest(session_id=session, seed=1), timeout=DEADLINE)
+        for _ in range(2):  # the second round: the step is known to be slow, and still off the loop
+            steps = [
+                stub.Step.future(pb.StepRequest(session_id=s, action="+"), timeout=DEADLINE) for s in sessions
+            ]
+            time.sleep(0.1)
+            stub.Describe(pb.DescribeRequest(), timeout=DEADLINE)
+            extra = stub.CreateSession(pb.CreateSessionRequest(), timeout=DEADLINE).session_id
+            stub.CloseSession(pb.CloseSessionRequest(session_id=extra), timeout=DEADLINE)
+            assert not any(step.done() for step in steps), "a call waited for the slow steps"
+            assert all(step.result().episode_step >= 1 for step in steps)
+    finally:
+        channel.close()
+        running.drain(grace=0)
