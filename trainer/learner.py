@@ -111,10 +111,16 @@ class Learner:
             initial = read_adapter(_adapter_path(config.init_adapter).read_bytes())
             lora = peft_config_from_dict(initial[1])
         else:
-            targets = lora_target_modules(loaded.model, loaded.traits, include_vision=config.lora_vision)
+            targets = lora_target_modules(
+                loaded.model,
+                loaded.traits,
+                include_vision=config.lora_vision,
+                include_projector=config.lora_projector,
+            )
             lora = lora_config(targets, r=config.lora_r, alpha=config.lora_alpha, dropout=config.lora_dropout)
         if config.gradient_checkpointing:
             enable_activation_checkpointing(loaded.model)
+        self.lora = lora  # the peft LoraConfig of every version (agents learn it at Register)
         model = attach_lora(loaded.model, lora)
         if initial is not None:
             apply_adapter(model, initial[0])

@@ -34,11 +34,19 @@ class ModelIdentity:
 class TrainerServicer(pb_grpc.TrainerServicer):
     """Serves agents from the shared Hub; the learning loop runs elsewhere."""
 
-    def __init__(self, hub: Hub, model: ModelIdentity, sampling: pb.SamplingConfig, run_id: str) -> None:
+    def __init__(
+        self,
+        hub: Hub,
+        model: ModelIdentity,
+        sampling: pb.SamplingConfig,
+        run_id: str,
+        lora: pb.LoraLayout | None = None,
+    ) -> None:
         self.hub = hub
         self.model = model
         self.sampling = sampling
         self.run_id = run_id
+        self.lora = lora or pb.LoraLayout()  # the layout of the published adapters, told at Register
 
     def Register(self, request: pb.RegisterRequest, context: grpc.ServicerContext) -> pb.RegisterResponse:
         if request.base_fingerprint != self.model.fingerprint:
@@ -63,6 +71,7 @@ class TrainerServicer(pb_grpc.TrainerServicer):
             max_policy_lag=self.hub.max_policy_lag,
             sampling=self.sampling,
             run_id=self.run_id,
+            lora=self.lora,
         )
 
     def WatchVersions(
