@@ -54,7 +54,9 @@ UNUSED = ["torchaudio", "torchcodec"]
 #: this checkout, editable: the agent and the trainer (no W&B, no Gymnasium suites)
 PROJECT_EXTRAS = "agent,trainer"
 
-FAKE_REGISTRATION = re.compile(r'^@torch\.library\.register_fake\("torchvision::(?P<op>nms|qnms)"\)', re.MULTILINE)
+FAKE_REGISTRATION = re.compile(
+    r'^@torch\.library\.register_fake\("torchvision::(?P<op>nms|qnms)"\)', re.MULTILINE
+)
 GUARD = (
     "\n\ndef _visact_register_fake(name):  # visact: guarded\n"
     "    # as register_meta does: only when torchvision's C++ ops loaded (CPU torch: they do not)\n"
@@ -101,9 +103,13 @@ def _guard_torchvision(python: Path) -> Path:
     source = path.read_text()
     if "visact: guarded" in source:
         return path
-    guarded, count = FAKE_REGISTRATION.subn(lambda m: f'@_visact_register_fake("torchvision::{m["op"]}")', source)
+    guarded, count = FAKE_REGISTRATION.subn(
+        lambda m: f'@_visact_register_fake("torchvision::{m["op"]}")', source
+    )
     if count != 2 or "\ndef register_meta" not in guarded:
-        raise SystemExit(f"{path}: not the two register_fake('torchvision::nms'/'qnms') expected; the build changed")
+        raise SystemExit(
+            f"{path}: not the two register_fake('torchvision::nms'/'qnms') expected; the build changed"
+        )
     at = guarded.index("\ndef register_meta")
     path.write_text(guarded[:at] + GUARD + guarded[at:])
     return path

@@ -5,7 +5,7 @@ transformers 5 saves a LLaVA's CLIP/SigLIP tower without its ``vision_model.`` l
 tower as ``CLIPVisionModel`` and loads only ``vision_tower.vision_model.*`` names. Hub checkpoints
 saved by older transformers have that level and are used as they are; a checkpoint without it
 (the tiny model, anything saved by ``trainer sft`` here) is copied once into the cache with the
-level put back, every other file linked. Nothing else changes: the tensors are the same bytes.
+level put back, every other file copied as it is. Nothing else changes: the tensors are the same bytes.
 """
 
 from __future__ import annotations
@@ -43,7 +43,8 @@ def needs_export(path: Path) -> bool:
         return False
     for file in _weight_files(path):
         with safe_open(str(file), "pt") as weights:
-            if any(renamed(name) != name for name in weights.keys()):
+            names = list(weights.keys())
+            if any(renamed(name) != name for name in names):
                 return True
     return False
 
@@ -77,7 +78,8 @@ def vllm_checkpoint(name_or_path: str, cache: Path) -> str:
         for file in _weight_files(path):
             with safe_open(str(file), "pt") as weights:
                 metadata = weights.metadata()
-                tensors = {renamed(name): weights.get_tensor(name) for name in weights.keys()}
+                names = list(weights.keys())
+                tensors = {renamed(name): weights.get_tensor(name) for name in names}
             save_file(tensors, str(staging / file.name), metadata=metadata)
         index = path / "model.safetensors.index.json"
         if index.is_file():
