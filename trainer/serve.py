@@ -212,7 +212,7 @@ def build_trainer(config: TrainerConfig, learner: Learner, state: dict[str, Any]
         group_size=config.group_size,
     )
     identity = ModelIdentity(config.model, learner.fingerprint, learner.vocab_size, learner.max_tokens)
-    lora = pb.LoraLayout(target_modules=sorted(learner.lora.target_modules), rank=int(learner.lora.r))
+    lora = pb.LoraLayout(target_modules=learner.lora_modules, rank=int(learner.lora.r))
     servicer = TrainerServicer(hub, identity, sampling, run_id, lora)
     server, port, health_servicer = _start_server(config, servicer)
     trainer = Trainer(

@@ -263,10 +263,9 @@ class VLLMEngine:
 
     def load_version(self, version: int, tensors: dict[str, torch.Tensor], lora: dict[str, Any]) -> None:
         started = time.monotonic()
-        targets = lora.get("target_modules") or []
         rank = int(lora.get("r", 0) or 0)
-        self.check_lora([targets] if isinstance(targets, str) else list(targets), rank)  # EngineError: fatal
-        self._validate(tensors, rank)
+        modules = self._validate(tensors, rank)  # AdapterError: this version is refused
+        self.check_lora(modules, rank)  # EngineError: no version of this run can be loaded
         directory = self._disk / f"v{version:06d}-{next(self._ids)}"
         directory.mkdir()
         from safetensors.torch import save_file
@@ -313,8 +312,9 @@ class VLLMEngine:
         self._engine().llm_engine.remove_lora(request.lora_int_id)
         shutil.rmtree(directory, ignore_errors=True)
 
-    def _validate(self, tensors: dict[str, torch.Tensor], rank: int) -> None:
-        """Every tensor a LoRA A or B of a linear layer of the base model, with its shape; both of each."""
+    def _validate(self, tensors: dict[str, torch.Tensor], rank: int) -> list[str]:
+        """The adapted modules, once every tensor is checked to be the LoRA A or B of a linear layer
+        of the base model with its shape, and each module to have both."""
         parts: dict[str, set[str]] = {}
         for name, tensor in tensors.items():
             match = _LORA_TENSOR.match(name)
@@ -335,6 +335,7 @@ class VLLMEngine:
         half = sorted(m for m, p in parts.items() if p != {"A", "B"})
         if half or not parts:
             raise AdapterError(f"adapter has no LoRA layers or only half of some: {half[:3]}")
+        return sorted(parts)
 
 
 def _read_adapter_path(path: str) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:

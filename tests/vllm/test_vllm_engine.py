@@ -113,7 +113,9 @@ def test_versions_load_pin_and_unload(engine: VLLMEngine) -> None:
     assert [s.version for s in pinned] == [2, 3, 3, 3]  # 1 is gone: the newest answers
     for version in (2, 3):
         mine = [(images[i], s) for i, s in enumerate(pinned) if s.version == version]
-        diff = max_abs_diff(holders[version], [m[0] for m in mine], [m[1] for m in mine], SETTINGS.temperature)
+        diff = max_abs_diff(
+            holders[version], [m[0] for m in mine], [m[1] for m in mine], SETTINGS.temperature
+        )
         print(f"LoRA version {version}: max abs diff {diff:.2e}")
         assert diff < LORA_TOLERANCE
     base_diff = max_abs_diff(learner(), images[1:2], pinned[1:2], SETTINGS.temperature)
