@@ -41,6 +41,7 @@ def log_records(text: str) -> list[dict]:
     return records
 
 
+@pytest.mark.timeout(1200)  # three updates; a busy CI machine is slow
 def test_versions_hot_swap_into_vllm_during_a_run(tmp_path: Path) -> None:
     env = start_env(tmp_path, "env")
     trainer = start_trainer(tmp_path, *LANGUAGE_ONLY, "--max-updates", "3")
