@@ -1,4 +1,4 @@
-"""The engine interface without vLLM (tests/vllm runs vLLM itself): the trainer's LoRA layout
+"""The engine interface without vLLM (tests/vllm_rollouts runs vLLM itself): the trainer's LoRA layout
 reaches the engine at Register, episodes finish under the version they began with, the trainer
 can leave the projector out of LoRA, and the checkpoint export vLLM needs."""
 

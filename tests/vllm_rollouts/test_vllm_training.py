@@ -11,6 +11,9 @@ from pathlib import Path
 import pytest
 
 from tests.processes import TRAINER_ARGS, Process, command, start, start_agent, start_env, wait_for
+from tests.vllm_rollouts.gate import require_vllm
+
+require_vllm()
 
 pytestmark = pytest.mark.slow
 

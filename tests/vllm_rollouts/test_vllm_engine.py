@@ -20,6 +20,9 @@ from agent.generation import teacher_forced_log_probs
 from agent.models import LoadedVLM, load_vlm, lora_target_modules
 from agent.prompts import build_messages
 from env_server import games
+from tests.vllm_rollouts.gate import require_vllm
+
+require_vllm()
 
 #: fp32 on CPU; measured here: ~2e-6 (base) and ~1.3e-5 (LoRA r=4, random B)
 BASE_TOLERANCE = 1e-4
