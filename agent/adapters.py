@@ -68,6 +68,14 @@ def adapter_bytes(peft_model: Any) -> bytes:
     )
 
 
+def adapted_modules(peft_model: Any) -> list[str]:
+    """Full names (as the base model names them) of the modules carrying a LoRA. Unlike the peft
+    config's ``target_modules``, which peft may shorten to suffixes (``"q_proj"``), they say where
+    each adapted layer is: the language model, the vision tower or the projector."""
+    base = peft_model.get_base_model()
+    return sorted(name for name, module in base.named_modules() if hasattr(module, "lora_A"))
+
+
 def sha256_hex(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 

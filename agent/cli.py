@@ -21,6 +21,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from agent.config import AgentConfig
+from agent.engines.base import EngineError
 from agent.evaluation import EVAL_SEED_BASE, EvalSummary, summarize
 from agent.parsing import BadAnswerPolicy
 from agent.policy import OraclePolicy, Policy, RandomPolicy, VLMPolicy
@@ -60,19 +61,12 @@ def make_policy(config: AgentConfig) -> Policy:
         return RandomPolicy(seed=config.seed)
     import torch
 
-    from agent.models import load_vlm
+    from agent.engines import make_engine
 
     if config.threads:
         torch.set_num_threads(config.threads)
-    loaded = load_vlm(
-        config.model,
-        dtype=config.dtype,
-        device=config.device,
-        adapter=config.adapter,
-        attn_implementation=config.attn_implementation,
-    )
     return VLMPolicy(
-        loaded,
+        make_engine(config),
         cot=config.cot,
         temperature=config.temperature,
         max_new_tokens=config.max_new_tokens,
@@ -195,6 +189,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except EnvCallError as exc:
         log.error("env server call failed: %s", exc)
         return 1
+    except EngineError as exc:
+        log.error("the %s engine cannot run this: %s", config.engine, exc)
+        return 2
 
 
 if __name__ == "__main__":

@@ -31,6 +31,14 @@ class AgentConfig:
     sessions: int = field(default=16, metadata={"help": "env sessions driven at once, spread over servers"})
     model: str = field(default="tiny", metadata={"help": "Hugging Face VLM name or path, or 'tiny'"})
     adapter: str | None = field(default=None, metadata={"help": "LoRA adapter directory to apply"})
+    engine: str = field(
+        default="transformers",
+        metadata={
+            "help": "what samples: transformers (any VLM, any LoRA) or vllm (vLLM's engine; LoRA on the "
+            "language model only: the trainer needs --no-lora-vision --no-lora-projector; docs/models.md)",
+            "choices": ["transformers", "vllm"],
+        },
+    )
     dtype: str = field(
         default="auto", metadata={"help": "auto (bf16 on capable GPUs, else fp32), float32, bfloat16"}
     )

@@ -37,6 +37,7 @@ from transformers import LogitsProcessor
 from agent.models import LoadedVLM, base_model_of
 
 __all__ = [
+    "ImageLike",
     "Prompt",
     "Sample",
     "TeacherForced",
@@ -66,6 +67,7 @@ class Sample:
     text: str  # decode of generated_ids, special tokens skipped
     token_spans: list[tuple[int, int]]  # [start, end) chars of ``text`` completed by each token
     finished: bool  # ended on a stop token (False: cut at max_new_tokens)
+    version: int = 0  # the weights version that answered (set by the engine, agent.engines)
 
     def token_at(self, char_index: int) -> int:
         """Index of the generated token that completes character ``char_index`` of ``text``."""

@@ -18,6 +18,7 @@ from agent.prompts import build_messages, format_target
 from env_server.core import ExpertMove
 
 if TYPE_CHECKING:
+    from agent.engines import Engine
     from agent.models import LoadedVLM
 
 
@@ -30,6 +31,7 @@ class PolicyInput:
     legal_actions: tuple[str, ...]
     fact_keys: tuple[str, ...] = ()
     expert: ExpertMove | None = None
+    version: int | None = None  # answer with this weights version if the engine still has it (None: newest)
 
 
 @dataclass
@@ -42,14 +44,19 @@ class Answer:
     generated_ids: list[int] = field(default_factory=list)
     log_probs: list[float] = field(default_factory=list)
     action_start: int = 0  # first generated token of the action part (len(generated_ids) if none)
+    version: int = 0  # the weights version that answered
 
 
 class Policy(Protocol):
     """Anything that answers observations."""
 
     name: str
-    version: int  # the weights version answering (0 for non-learning policies)
     temperature: float
+
+    @property
+    def version(self) -> int:
+        """The newest weights version answering (0 for non-learning policies)."""
+        ...
 
     def act(self, inputs: Sequence[PolicyInput]) -> list[Answer]: ...
 
@@ -59,11 +66,12 @@ class Policy(Protocol):
 
 
 class VLMPolicy:
-    """A vision-language model prompted for the paper's JSON chain of thought."""
+    """A vision-language model prompted for the paper's JSON chain of thought, sampled through an
+    engine (``agent.engines``; a ``LoadedVLM`` is run by the transformers engine)."""
 
     def __init__(
         self,
-        loaded: LoadedVLM,
+        model: Engine | LoadedVLM,
         *,
         cot: bool = True,
         temperature: float = 0.2,
@@ -71,33 +79,41 @@ class VLMPolicy:
         top_p: float = 1.0,
         seed: int | None = None,
     ) -> None:
-        import torch
+        from agent.models import LoadedVLM
 
-        self.loaded = loaded
+        if isinstance(model, LoadedVLM):
+            from agent.engines.transformers_engine import TransformersEngine
+
+            model = TransformersEngine(model, seed=seed)
+        self.engine: Engine = model
         self.cot = cot
         self.temperature = temperature
         self.max_new_tokens = max_new_tokens
         self.top_p = top_p
-        self.version = 0
-        self.name = f"vlm:{loaded.name_or_path}"
-        self._generator = torch.Generator().manual_seed(seed) if seed is not None else None
+        self.name = f"vlm:{model.loaded.name_or_path}"
+
+    @property
+    def loaded(self) -> LoadedVLM:
+        return self.engine.loaded
+
+    @property
+    def version(self) -> int:
+        """The newest weights version the engine holds."""
+        return self.engine.version
 
     def messages(self, item: PolicyInput) -> list[dict[str, object]]:
         return build_messages(item.task, item.legal_actions, item.fact_keys, cot=self.cot)
 
     def act(self, inputs: Sequence[PolicyInput]) -> list[Answer]:
-        from agent.generation import generate_batch
+        from agent.engines import SamplingSettings
 
         if not inputs:
             return []
-        samples = generate_batch(
-            self.loaded,
+        samples = self.engine.sample(
             [item.image for item in inputs],
             [self.messages(item) for item in inputs],
-            max_new_tokens=self.max_new_tokens,
-            temperature=self.temperature,
-            top_p=self.top_p,
-            generator=self._generator,
+            SamplingSettings(self.max_new_tokens, self.temperature, self.top_p),
+            [item.version for item in inputs],
         )
         answers = []
         for item, sample in zip(inputs, samples, strict=True):
@@ -110,14 +126,13 @@ class VLMPolicy:
                     generated_ids=sample.generated_ids,
                     log_probs=sample.log_probs,
                     action_start=action_span_start_token(sample.token_spans, parsed.action_char_start),
+                    version=sample.version,
                 )
             )
         return answers
 
     def prompt_ids(self, inputs: Sequence[PolicyInput]) -> list[list[int]]:
-        from agent.generation import prompt_token_ids
-
-        return prompt_token_ids(self.loaded, [i.image for i in inputs], [self.messages(i) for i in inputs])
+        return self.engine.prompt_ids([i.image for i in inputs], [self.messages(i) for i in inputs])
 
 
 class OraclePolicy:

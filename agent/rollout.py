@@ -91,6 +91,7 @@ class Slot:
     backoff: float = 0.5
     finished: bool = False  # no more seeds for it
     group: int = 0  # slots of a group play each episode from the same seed (``group_size``)
+    version: int | None = None  # weights version of the episode in flight (None: not begun yet)
 
     @property
     def name(self) -> str:
@@ -209,11 +210,11 @@ class Rollout:
                 s.observation.legal_actions,
                 s.fact_keys,
                 s.observation.expert,
+                s.version,  # an episode finishes under the version it began with, while the engine has it
             )
             for s in live
             if s.observation is not None
         ]
-        version = self.policy.version
         answers = self.policy.act(inputs)
         chosen: list[tuple[str, float]] = []
         for item, answer in zip(inputs, answers, strict=True):
@@ -231,6 +232,7 @@ class Rollout:
                 ended.append(slot)
                 continue
             assert isinstance(result, StepResult)
+            slot.version = answer.version
             slot.steps.append(
                 StepRecord(
                     image=item.image,
@@ -245,7 +247,7 @@ class Rollout:
                     reward=result.reward,
                     terminated=result.terminated,
                     truncated=result.truncated,
-                    policy_version=version,
+                    policy_version=answer.version,
                     temperature=self.policy.temperature,
                     session=slot.name,
                     seed=slot.seed,
@@ -262,7 +264,7 @@ class Rollout:
                 if self.bootstrap and result.truncated and not result.terminated:
                     episode.bootstrap_image = result.observation.image
                     episode.bootstrap_prompt_ids = self._bootstrap_prompt(slot, result.observation, item)
-                slot.steps, slot.observation = [], None
+                slot.steps, slot.observation, slot.version = [], None, None
                 self._pending.setdefault(slot.group, []).append(episode)
                 self._deliver_group(slot.group, on_episode, target)
                 ended.append(slot)
@@ -353,7 +355,7 @@ class Rollout:
         )
         self.stats.episodes_lost += 1
         self._give_back_once(slot, seeds)
-        slot.steps, slot.observation = [], None
+        slot.steps, slot.observation, slot.version = [], None, None
         self._back_off(slot, error)
 
     def _give_back_once(self, slot: Slot, seeds: SeedSchedule) -> None:

@@ -25,9 +25,8 @@ from typing import Any
 
 import grpc
 
-from agent.adapters import AdapterError, apply_adapter, attach_lora, peft_config_from_dict, read_adapter
+from agent.adapters import AdapterError, read_adapter
 from agent.config import AgentConfig
-from agent.models import weights_fingerprint
 from agent.policy import VLMPolicy
 from agent.records import Episode
 from env_server import images
@@ -84,7 +83,7 @@ class TrainerLink:
         self._channel = rpc.dial(config.trainer, how)
         self._stub = pb_grpc.TrainerStub(self._channel)
         self._metadata = token_metadata(config.token)
-        self.fingerprint = weights_fingerprint(policy.loaded.model)
+        self.fingerprint = policy.engine.fingerprint
         self.agent_id = ""
         self.latest_version = 0
         self.max_policy_lag = 0
@@ -134,6 +133,10 @@ class TrainerLink:
         self.policy.cot = sampling.chain_of_thought
         self.format_penalty = float(sampling.format_penalty)
         self.group_size = max(1, sampling.group_size)  # 0: a trainer from before groups
+        engine = self.policy.engine
+        engine.keep_versions(self.max_policy_lag + 1)  # an episode may finish under the version it began with
+        if response.lora.target_modules:  # absent from a trainer from before LoraLayout: checked per adapter
+            engine.check_lora(list(response.lora.target_modules), response.lora.rank)  # EngineError: refused
         log.info("registered", extra={"agent": self.agent_id, "latest_version": self.latest_version})
 
     def close(self) -> None:
@@ -167,20 +170,23 @@ class TrainerLink:
         version, tensors, lora = pending
         if self.applied_any and version <= self.policy.version:
             return False
-        loaded = self.policy.loaded
+        started = time.monotonic()
         try:
-            if not hasattr(loaded.model, "peft_config"):
-                loaded.model = attach_lora(loaded.model, peft_config_from_dict(lora))
-                loaded.model.eval()
-            apply_adapter(loaded.model, tensors)  # checks every name and shape before it writes
+            self.policy.engine.load_version(version, tensors, lora)  # validates before it loads
         except (AdapterError, TypeError, ValueError) as exc:
             # hash-true but unfit (another LoRA layout): keep the weights we run and wait for the next
             log.error("weights refused", extra={"version": version, "error": str(exc)})
             return False
-        self.policy.version = version
         self.applied_any = True
         self._beat_now.set()
-        log.info("weights applied", extra={"version": version})
+        log.info(
+            "weights applied",
+            extra={
+                "version": version,
+                "engine": self.policy.engine.name,
+                "seconds": time.monotonic() - started,
+            },
+        )
         return True
 
     def _watch(self) -> None:

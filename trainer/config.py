@@ -57,6 +57,13 @@ class TrainerConfig:
     lora_alpha: int = field(default=256, metadata={"help": "LoRA alpha (paper: 256)"})
     lora_dropout: float = field(default=0.05, metadata={"help": "LoRA dropout (paper: 0.05)"})
     lora_vision: bool = field(default=True, metadata={"help": "adapt the vision tower too (paper: yes)"})
+    lora_projector: bool = field(
+        default=True,
+        metadata={
+            "help": "adapt the vision-to-text projector too (agents on --engine vllm adapt only the language "
+            "model: give them --no-lora-vision --no-lora-projector)"
+        },
+    )
     value_lr_scale: float = field(default=1.0, metadata={"help": "value head learning rate / --lr"})
     # -- PPO (paper, section "method" of ../shared/reference.md)
     steps_per_update: int = field(default=512, metadata={"help": "env steps gathered per PPO update"})

@@ -33,7 +33,14 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from agent.adapters import apply_adapter, attach_lora, lora_config, peft_config_from_dict, read_adapter
+from agent.adapters import (
+    adapted_modules,
+    apply_adapter,
+    attach_lora,
+    lora_config,
+    peft_config_from_dict,
+    read_adapter,
+)
 from agent.generation import teacher_forced_log_probs
 from agent.models import (
     LoadedVLM,
@@ -111,11 +118,18 @@ class Learner:
             initial = read_adapter(_adapter_path(config.init_adapter).read_bytes())
             lora = peft_config_from_dict(initial[1])
         else:
-            targets = lora_target_modules(loaded.model, loaded.traits, include_vision=config.lora_vision)
+            targets = lora_target_modules(
+                loaded.model,
+                loaded.traits,
+                include_vision=config.lora_vision,
+                include_projector=config.lora_projector,
+            )
             lora = lora_config(targets, r=config.lora_r, alpha=config.lora_alpha, dropout=config.lora_dropout)
         if config.gradient_checkpointing:
             enable_activation_checkpointing(loaded.model)
+        self.lora = lora  # the peft LoraConfig of every version
         model = attach_lora(loaded.model, lora)
+        self.lora_modules = adapted_modules(model)  # what every version adapts (agents learn it at Register)
         if initial is not None:
             apply_adapter(model, initial[0])
         model.eval()

@@ -207,7 +207,9 @@ def build_trainer(config: TrainerConfig, learner: Learner, state: dict[str, Any]
         group_size=config.group_size,
     )
     identity = ModelIdentity(config.model, learner.fingerprint, learner.vocab_size, learner.max_tokens)
-    servicer = TrainerServicer(hub, identity, sampling, run_id, rpc.Workers(config.workers, "trainer-work"))
+    lora = pb.LoraLayout(target_modules=learner.lora_modules, rank=int(learner.lora.r))
+    workers = rpc.Workers(config.workers, "trainer-work")
+    servicer = TrainerServicer(hub, identity, sampling, run_id, lora, workers)
     server = start_server(config, servicer)
     trainer = Trainer(
         config,

@@ -72,6 +72,7 @@ class TrainerServicer:
         model: ModelIdentity,
         sampling: pb.SamplingConfig,
         run_id: str,
+        lora: pb.LoraLayout | None = None,
         workers: Workers | None = None,
         max_streams: int = 0,
     ) -> None:
@@ -81,6 +82,7 @@ class TrainerServicer:
         self.model = model
         self.sampling = sampling
         self.run_id = run_id
+        self.lora = lora or pb.LoraLayout()  # the layout of the published adapters, told at Register
         self.workers = workers or Workers(2, "trainer-work")
         self.bell = VersionBell()
         hub.add_publish_listener(self.bell.ring)
@@ -116,6 +118,7 @@ class TrainerServicer:
             max_policy_lag=self.hub.max_policy_lag,
             sampling=self.sampling,
             run_id=self.run_id,
+            lora=self.lora,
         )
 
     async def WatchVersions(

@@ -106,6 +106,14 @@ class DemoConfig:
     )
     max_new_tokens: int = field(default=96, metadata={"help": "longest answer"})
     cot: bool = field(default=True, metadata={"help": "chain-of-thought prompt (--no-cot: action only)"})
+    engine: str = field(
+        default="transformers",
+        metadata={
+            "help": "what the agents sample with (agent-client --engine); vllm: PPO's LoRA then leaves "
+            "the vision tower and the projector out, which vLLM does not adapt",
+            "choices": ["transformers", "vllm"],
+        },
+    )
     agents: int = field(default=2, metadata={"help": "agent-client processes"})
     sessions: int = field(default=8, metadata={"help": "env sessions per agent"})
     env_servers: int = field(default=2, metadata={"help": "env-server processes"})
@@ -215,6 +223,8 @@ def evaluate(
         str(max(2, config.threads)),
         "--seed",
         str(config.seed),
+        "--engine",
+        config.engine,
     ]
     argv += [a for server in servers for a in ("--server", server)]
     if not config.cot:
@@ -452,6 +462,7 @@ def ppo(
             str(config.lora_r),
             "--lora-alpha",
             str(2 * config.lora_r),
+            *(["--no-lora-vision", "--no-lora-projector"] if config.engine == "vllm" else []),
             "--lambda-cot",
             str(config.lambda_cot),
             "--format-penalty",
@@ -496,6 +507,8 @@ def ppo(
                 str(config.threads),
                 "--seed",
                 str(config.seed + index),
+                "--engine",
+                config.engine,
             ]
             + [a for server in servers for a in ("--server", server)],
             logs / f"agent-{index}.log",

@@ -31,6 +31,7 @@ TEMPERATURE = 0.2
 BUFFER_STEPS = 6
 MAX_POLICY_LAG = 1
 CALL_TIMEOUT = 10.0
+LORA = pb.LoraLayout(target_modules=["model.language_model.layers.0.self_attn.q_proj"], rank=4)
 
 
 @dataclass
@@ -50,6 +51,7 @@ def trainer(tmp_path: Path) -> Iterator[Running]:
             temperature=TEMPERATURE, max_new_tokens=16, chain_of_thought=True, format_penalty=-0.1
         ),
         run_id="run-1",
+        lora=LORA,
     )
     server = rpc.Server(rpc.Listen("127.0.0.1", 0, 64 << 20), [rpc.Service(service.SERVICE, servicer)])
     channel = grpc.insecure_channel(f"127.0.0.1:{server.port}")
@@ -162,6 +164,7 @@ def test_register_returns_an_agent_id_and_the_sampling_config(trainer: Running) 
     assert response.sampling.max_new_tokens == 16 and response.sampling.chain_of_thought
     assert response.sampling.format_penalty == pytest.approx(-0.1)
     assert (response.latest_version, response.max_policy_lag, response.run_id) == (3, MAX_POLICY_LAG, "run-1")
+    assert response.lora == LORA  # what the adapters adapt: an agent's engine may refuse it at once
     again = trainer.stub.Register(
         pb.RegisterRequest(agent_name="host-1", base_fingerprint="abc", previous_agent_id=response.agent_id),
         timeout=CALL_TIMEOUT,

@@ -39,18 +39,28 @@ class SamplingConfig(_message.Message):
     def __init__(self, temperature: _Optional[float] = ..., max_new_tokens: _Optional[int] = ..., chain_of_thought: _Optional[bool] = ..., format_penalty: _Optional[float] = ..., group_size: _Optional[int] = ...) -> None: ...
 
 class RegisterResponse(_message.Message):
-    __slots__ = ("agent_id", "latest_version", "max_policy_lag", "sampling", "run_id")
+    __slots__ = ("agent_id", "latest_version", "max_policy_lag", "sampling", "run_id", "lora")
     AGENT_ID_FIELD_NUMBER: _ClassVar[int]
     LATEST_VERSION_FIELD_NUMBER: _ClassVar[int]
     MAX_POLICY_LAG_FIELD_NUMBER: _ClassVar[int]
     SAMPLING_FIELD_NUMBER: _ClassVar[int]
     RUN_ID_FIELD_NUMBER: _ClassVar[int]
+    LORA_FIELD_NUMBER: _ClassVar[int]
     agent_id: str
     latest_version: int
     max_policy_lag: int
     sampling: SamplingConfig
     run_id: str
-    def __init__(self, agent_id: _Optional[str] = ..., latest_version: _Optional[int] = ..., max_policy_lag: _Optional[int] = ..., sampling: _Optional[_Union[SamplingConfig, _Mapping]] = ..., run_id: _Optional[str] = ...) -> None: ...
+    lora: LoraLayout
+    def __init__(self, agent_id: _Optional[str] = ..., latest_version: _Optional[int] = ..., max_policy_lag: _Optional[int] = ..., sampling: _Optional[_Union[SamplingConfig, _Mapping]] = ..., run_id: _Optional[str] = ..., lora: _Optional[_Union[LoraLayout, _Mapping]] = ...) -> None: ...
+
+class LoraLayout(_message.Message):
+    __slots__ = ("target_modules", "rank")
+    TARGET_MODULES_FIELD_NUMBER: _ClassVar[int]
+    RANK_FIELD_NUMBER: _ClassVar[int]
+    target_modules: _containers.RepeatedScalarFieldContainer[str]
+    rank: int
+    def __init__(self, target_modules: _Optional[_Iterable[str]] = ..., rank: _Optional[int] = ...) -> None: ...
 
 class WatchVersionsRequest(_message.Message):
     __slots__ = ("agent_id",)
