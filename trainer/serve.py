@@ -26,6 +26,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from agent.adapters import ADAPTER_FILE, save_adapter_file
+from trainer.admission import model_admission
 from trainer.checkpoint import highest_published_version, load_checkpoint, save_checkpoint, weights_dir
 from trainer.config import TrainerConfig
 from trainer.distributed import share_batch
@@ -191,6 +192,7 @@ def build_trainer(config: TrainerConfig, learner: Learner, state: dict[str, Any]
     """The main process: the hub and the gRPC service around the learner; publishes the first version."""
     hub = Hub(
         buffer_steps=config.buffer_steps,
+        buffer_bytes=config.buffer_bytes,
         max_policy_lag=config.max_policy_lag,
         agent_timeout=config.agent_timeout,
         keep_versions=config.keep_versions,
@@ -211,7 +213,18 @@ def build_trainer(config: TrainerConfig, learner: Learner, state: dict[str, Any]
         format_penalty=config.format_penalty,
         group_size=config.group_size,
     )
-    identity = ModelIdentity(config.model, learner.fingerprint, learner.vocab_size, learner.max_tokens)
+    admission = model_admission(
+        learner.loaded,
+        vocab_size=learner.vocab_size,
+        max_tokens=learner.max_tokens,
+        temperature=config.temperature,
+        max_image_pixels=config.max_image_pixels,
+        buffer_bytes=config.buffer_bytes,
+    )
+    log.info(
+        "episodes", extra={"max_image_pixels": admission.max_image_pixels, "buffer_bytes": hub.buffer_bytes}
+    )
+    identity = ModelIdentity(config.model, learner.fingerprint, admission)
     servicer = TrainerServicer(hub, identity, sampling, run_id)
     server, port, health_servicer = _start_server(config, servicer)
     trainer = Trainer(

@@ -8,7 +8,8 @@ from dataclasses import dataclass
 
 import grpc
 
-from trainer.episodes import InvalidEpisode, decode_episode
+from trainer.admission import Admission
+from trainer.episodes import InvalidEpisode
 from trainer.hub import MAX_EPISODE_ID_CHARS, Hub, PublishedVersion
 from visact.status import abort, shown
 from visact.trainer.v1 import trainer_pb2 as pb
@@ -27,8 +28,8 @@ class ModelIdentity:
 
     name: str
     fingerprint: str
-    vocab_size: int
-    max_tokens: int
+    #: what an episode must be to be accepted: trainable by this model
+    admission: Admission
 
 
 class TrainerServicer(pb_grpc.TrainerServicer):
@@ -117,14 +118,9 @@ class TrainerServicer(pb_grpc.TrainerServicer):
         self._known_agent(request.agent_id, context)
         latest = self.hub.latest.version if self.hub.latest else 0
         try:
-            episode = decode_episode(
-                request.episode,
-                agent_id=request.agent_id,
-                latest_version=latest,
-                vocab_size=self.model.vocab_size,
-                max_tokens=self.model.max_tokens,
+            episode = self.model.admission.episode(
+                request.episode, agent_id=request.agent_id, latest_version=latest
             )
-            self._check_sampling(episode)
         except InvalidEpisode as exc:
             self.hub.count("episodes_refused")
             abort(context, grpc.StatusCode.INVALID_ARGUMENT, f"episode refused: {exc}")
@@ -162,18 +158,6 @@ class TrainerServicer(pb_grpc.TrainerServicer):
                 f"unknown agent id {shown(agent_id)}: register first (the trainer may have restarted or forgotten "
                 "a silent agent); call Register again",
             )
-
-    def _check_sampling(self, episode: object) -> None:
-        from trainer.episodes import EpisodeData
-
-        assert isinstance(episode, EpisodeData)
-        expected = self.sampling.temperature
-        for index, step in enumerate(episode.steps):
-            if abs(step.temperature - expected) > 1e-4:
-                raise InvalidEpisode(
-                    f"step {index} was sampled at temperature {step.temperature}, but this trainer asks for "
-                    f"{expected}: the log-probs would not match the policy it trains"
-                )
 
 
 def _announcement(published: PublishedVersion) -> pb.VersionAnnouncement:

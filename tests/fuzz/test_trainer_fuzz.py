@@ -28,6 +28,7 @@ from PIL import Image
 
 from tests.fuzz.rpc import CLIENT_ERRORS, fuzz_settings, huge_text, odd_text, parses, raw_call
 from tests.fuzz.trainer_messages import LATEST, TEMPERATURE, png, valid_episode
+from trainer.admission import Admission
 from trainer.config import TrainerConfig
 from trainer.hub import Hub, PublishedVersion
 from trainer.serve import _start_server
@@ -84,7 +85,11 @@ def trainer(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Trainer]:
         hub.publish(PublishedVersion(version, path, hashlib.sha256(data).hexdigest(), len(data), time.time()))
     servicer = TrainerServicer(
         hub,
-        ModelIdentity("tiny-fuzz", FINGERPRINT, vocab_size=VOCAB, max_tokens=MAX_TOKENS),
+        ModelIdentity(
+            "tiny-fuzz",
+            FINGERPRINT,
+            Admission(vocab_size=VOCAB, max_tokens=MAX_TOKENS, temperature=TEMPERATURE),
+        ),
         pb.SamplingConfig(temperature=TEMPERATURE, max_new_tokens=16, chain_of_thought=True),
         "fuzz-run",
     )

@@ -11,17 +11,16 @@ import threading
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from trainer import hub as hub_module
-from trainer.episodes import EpisodeData, Sample
+from trainer.episodes import EpisodeData, PngImage, Sample
 from trainer.hub import Hub, PublishedVersion
 
 
 def sample(version: int = 0) -> Sample:
     return Sample(
-        image=np.zeros((2, 2, 3), dtype=np.uint8),
+        image=PngImage(b"PNG bytes", 2, 2),  # the hub never decodes
         prompt_ids=[1, 2],
         generated_ids=[3],
         behavior_log_probs=[-0.5],
