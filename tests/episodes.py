@@ -12,8 +12,15 @@ import numpy as np
 import torch
 
 from agent.generation import generate_batch
+from env_server import images as image_codec
 from env_server.games.numberline import NumberLine
-from trainer.episodes import EpisodeData, Sample
+from trainer.episodes import EpisodeData, PngImage, Sample
+
+
+def png_image(pixels: np.ndarray) -> PngImage:
+    """``pixels`` as a learner sample holds them: a PNG file, as an agent sends it."""
+    message = image_codec.encode(pixels, image_codec.PNG)
+    return PngImage(message.data, message.height, message.width)
 
 
 def numberline_frames(count: int) -> list[np.ndarray]:
@@ -50,7 +57,7 @@ def answered_episodes(
     for i, (image, answer) in enumerate(zip(images, answers, strict=True)):
         reward = 1.0 if i % 2 else -1.0
         step = Sample(
-            image=image,
+            image=png_image(image),
             prompt_ids=answer.prompt_ids,
             generated_ids=answer.generated_ids,
             behavior_log_probs=answer.log_probs,

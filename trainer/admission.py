@@ -28,7 +28,14 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from trainer.episodes import MAX_IMAGE_PIXELS, EpisodeData, InvalidEpisode, PngImage, decode_episode
+from trainer.episodes import (
+    MAX_IMAGE_PIXELS,
+    EpisodeData,
+    InvalidEpisode,
+    PngImage,
+    decode_episode,
+    in_image_thread,
+)
 from trainer.hub import MAX_EPISODE_ID_CHARS
 from visact.trainer.v1 import trainer_pb2 as pb
 
@@ -91,22 +98,23 @@ class ModelRules:
         with self._lock:
             block = self._blocks.get((height, width))
             if block is None:
-                from agent.generation import prompt_token_ids
-
-                blank = np.zeros((height, width, 3), np.uint8)  # the token count depends on the size only
-                ids = prompt_token_ids(self._loaded, [blank], [""])[0]
-                at = [i for i, t in enumerate(ids) if t in self.image_ids]
-                if not at:
-                    raise ValueError(
-                        f"the processor of {self._loaded.name_or_path!r} put no image token in a prompt"
-                    )
-                block = tuple(int(t) for t in ids[at[0] : at[-1] + 1])
+                block = in_image_thread(self._expand, height, width)  # its pixels stay in that thread
                 self._blocks[(height, width)] = block
                 while len(self._blocks) > IMAGE_BLOCKS_KEPT:
                     self._blocks.popitem(last=False)
             else:
                 self._blocks.move_to_end((height, width))
             return block
+
+    def _expand(self, height: int, width: int) -> tuple[int, ...]:
+        from agent.generation import prompt_token_ids
+
+        blank = np.zeros((height, width, 3), np.uint8)  # the token count depends on the size only
+        ids = prompt_token_ids(self._loaded, [blank], [""])[0]
+        at = [i for i, t in enumerate(ids) if t in self.image_ids]
+        if not at:
+            raise ValueError(f"the processor of {self._loaded.name_or_path!r} put no image token in a prompt")
+        return tuple(int(t) for t in ids[at[0] : at[-1] + 1])
 
     def check_prompt(self, prompt_ids: Sequence[int], image: PngImage, what: str) -> None:
         block = self.image_block(image.height, image.width)

@@ -9,18 +9,21 @@ What an episode holds while it waits in the buffer is what came on the wire, no 
 image stays the PNG file it arrived as (:class:`PngImage`; its pixels are decoded when a micro
 batch needs them, and thrown away after), tokens and log-probs are packed 4 bytes each.
 :attr:`EpisodeData.held_bytes` counts that, and the hub's byte budget is in those bytes.
-A PNG is decoded once on arrival, to check it is whole (at most ``DECODE_SLOTS`` at a time,
-whatever the number of server threads), and its pixels dropped.
+A PNG is decoded once on arrival, to check it is whole, and its pixels dropped; that runs in
+one of ``IMAGE_THREADS`` threads (:func:`in_image_thread`), whatever the number of server
+threads: the pixels being checked come and go in those threads' memory only (glibc keeps an
+allocator arena per thread, and what a thread freed stays resident in its arena).
 """
 
 from __future__ import annotations
 
 import io
 import math
-import threading
 from array import array
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 import numpy as np
 from PIL import Image
@@ -36,8 +39,9 @@ MAX_ABS_REWARD = 1e6
 #: the largest image the protocol allows (pixels); a trainer allows at most what its model's
 #: processor can use (``trainer.admission``); a PNG is checked against it before decoding
 MAX_IMAGE_PIXELS = 4096 * 4096
-#: PNG files decoded at once to check them, across all threads: each check's pixels are transient
-DECODE_SLOTS = 2
+#: the threads that decode images to check them, for every server thread: at most this many
+#: images' pixels exist at once, in these threads' allocator arenas only
+IMAGE_THREADS = 2
 #: what a buffered step holds beyond its PNG bytes and its packed tokens: its Python objects
 #: (measured with tracemalloc in tests/unit/test_trainer_episodes.py; rounded up)
 STEP_OVERHEAD_BYTES = 1280
@@ -46,7 +50,14 @@ EPISODE_OVERHEAD_BYTES = 2048
 #: bytes of one packed token id or log-prob
 PACKED_BYTES = 4
 
-_decode_slots = threading.BoundedSemaphore(DECODE_SLOTS)
+_image_threads = ThreadPoolExecutor(max_workers=IMAGE_THREADS, thread_name_prefix="image-check")
+_T = TypeVar("_T")
+
+
+def in_image_thread(work: Callable[..., _T], *args: object) -> _T:
+    """``work(*args)`` run in one of the image threads (waiting for one to be free); its result,
+    or its exception raised here."""
+    return _image_threads.submit(work, *args).result()
 
 
 class InvalidEpisode(ValueError):
@@ -142,8 +153,7 @@ def check_png(message: env_pb2.Image, where: str, max_pixels: int = MAX_IMAGE_PI
             f"{max_pixels} pixels (what this trainer's model can use; see trainer serve --max-image-pixels)"
         )
     image = PngImage(message.data, message.height, message.width)
-    with _decode_slots:  # decoded once to know it is whole; the pixels are dropped
-        _decode(image.data, where, image.height, image.width)
+    in_image_thread(_decode, image.data, where, image.height, image.width)  # whole? (pixels dropped)
     return image
 
 

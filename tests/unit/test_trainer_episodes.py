@@ -145,7 +145,7 @@ def test_a_positive_log_prob_beyond_float_rounding_is_refused(log_prob: float) -
     message = encode_episode(make_records(1))
     message.steps[0].log_probs[0] = log_prob  # (0, 1e-3] was accepted once
 
-    with pytest.raises(InvalidEpisode, match="step 0: log-probs must be finite and <= 0, got e.g."):
+    with pytest.raises(InvalidEpisode, match=r"step 0: log-probs must be finite and <= 0, got e\.g\."):
         decode(message)
 
 
