@@ -25,6 +25,7 @@ Dropout stays off (eval mode) so the ratio starts at exactly 1 on the first mini
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import logging
 import math
@@ -150,6 +151,11 @@ class Learner:
             model, self.value_head, self.optimizer, self.scheduler
         )
         self.loaded.model = model
+        #: the same model and value head without the multi-process wrapper, to score without
+        #: gradients: no collective runs there, so a process that fails on a sample alone leaves no
+        #: other waiting in one (the processes agree on what to drop once, _dropped_everywhere)
+        self._local = dataclasses.replace(loaded, model=accelerator.unwrap_model(model))
+        self._local_value_head = accelerator.unwrap_model(self.value_head)
         self._shuffle = torch.Generator().manual_seed(config.seed)
 
     @property
@@ -157,12 +163,16 @@ class Learner:
         return self.accelerator.unwrap_model(self.loaded.model)
 
     # ------------------------------------------------------------------ forward passes
-    def _forward(self, samples: Sequence[Sample]) -> tuple[Tensor, Tensor]:
-        """(action log-prob (B,), value (B,)) of samples under the current weights."""
+    def _forward(self, samples: Sequence[Sample], *, local: bool = False) -> tuple[Tensor, Tensor]:
+        """(action log-prob (B,), value (B,)) of samples under the current weights (``local``:
+        through the model without its multi-process wrapper, for scoring without gradients)."""
+        loaded, value_head = (
+            (self._local, self._local_value_head) if local else (self.loaded, self.value_head)
+        )
         checkpointing = self.config.gradient_checkpointing
-        with checkpointing_in_eval_mode(self.loaded.model) if checkpointing else nullcontext():
+        with checkpointing_in_eval_mode(loaded.model) if checkpointing else nullcontext():
             forced = teacher_forced_log_probs(
-                self.loaded,
+                loaded,
                 [s.image.pixels() for s in samples],  # decoded for this micro batch only
                 [s.prompt_ids for s in samples],
                 [s.generated_ids for s in samples],
@@ -172,7 +182,7 @@ class Learner:
         starts = torch.tensor([s.action_start for s in samples], device=forced.log_probs.device)
         action = ppo.action_log_prob(forced.log_probs, forced.mask, starts, self.config.lambda_cot)
         assert forced.last_prompt_hidden is not None
-        return action, self.value_head(forced.last_prompt_hidden)
+        return action, value_head(forced.last_prompt_hidden)
 
     def _minibatch_mean(self, local_share_sum: float) -> float:
         """A minibatch's mean of a metric from each process's share-weighted sum (the sum of them
@@ -189,7 +199,7 @@ class Learner:
         failed: dict[int, str] = {}
         for chunk in _chunks(list(range(len(samples))), self.config.micro_batch_size):
             action, value = _each_alone_if_need_be(
-                chunk, lambda rows: self._forward([samples[i] for i in rows]), failed, outputs=2
+                chunk, lambda rows: self._forward([samples[i] for i in rows], local=True), failed, outputs=2
             )
             actions.append(action)
             values.append(value)
@@ -205,7 +215,7 @@ class Learner:
 
         def values_of(rows: list[int]) -> tuple[Tensor]:
             forced = teacher_forced_log_probs(
-                self.loaded,
+                self._local,
                 [episodes[i].bootstrap_image.pixels() for i in rows],  # type: ignore[union-attr]
                 [episodes[i].bootstrap_prompt_ids for i in rows],
                 [dummy for _ in rows],
@@ -213,7 +223,7 @@ class Learner:
                 return_hidden=True,
             )
             assert forced.last_prompt_hidden is not None
-            return (self.value_head(forced.last_prompt_hidden),)
+            return (self._local_value_head(forced.last_prompt_hidden),)
 
         truncated = [i for i, e in enumerate(episodes) if e.bootstrap_image is not None]
         for chunk in _chunks(truncated, self.config.micro_batch_size):
