@@ -2,13 +2,12 @@
 
 update(episodes), top to bottom:
   1. score the batch under the current weights (no grad): per-token log-probs of the answers
-     ("old", the proximal policy) and values at the last prompt token; and the values of the
-     observations after truncated episodes (the bootstrap). A micro batch the model fails on is
-     scored sample by sample; an episode with a sample it cannot score is dropped from the update
-     (counted in ``counters/samples_dropped`` and ``counters/episodes_dropped``, logged with its
-     agent and episode id), and training goes on with the rest. With several processes, every
-     process drops the episodes any of them could not score;
-  2. (the bootstrap values, from step 1);
+     ("old", the proximal policy) and values at the last prompt token;
+  2. values of the observations after truncated episodes (the bootstrap). A micro batch the
+     model fails on (in 1 or 2) is scored sample by sample; an episode with a sample it cannot
+     score is dropped from the update whole (counted in ``counters/samples_dropped`` and
+     ``counters/episodes_dropped``, logged with its agent and episode id), and training goes on
+     with the rest; with several processes, every process drops what any of them could not score;
   3. GAE per episode -> advantages and returns;
   4. PPO epochs over shuffled minibatches, each accumulated from micro batches:
      the CoT-weighted action log-prob, the clipped policy loss with the truncated importance
