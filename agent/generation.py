@@ -44,6 +44,7 @@ __all__ = [
     "chat_messages",
     "generate_batch",
     "image_inputs",
+    "image_token_ids",
     "prompt_token_ids",
     "render_prompt",
     "sampling_log_probs",
@@ -188,7 +189,7 @@ def _token_extras(loaded: LoadedVLM, input_ids: Tensor, answer_mask: Tensor | No
     extras: dict[str, Tensor] = {}
     traits = loaded.traits
     if traits.mm_token_type_ids or traits.image_token_type_ids:
-        on_image = torch.isin(input_ids, torch.tensor(_image_token_ids(loaded), device=input_ids.device))
+        on_image = torch.isin(input_ids, torch.tensor(image_token_ids(loaded), device=input_ids.device))
         if traits.mm_token_type_ids:
             extras["mm_token_type_ids"] = on_image.to(torch.int32)
         if traits.image_token_type_ids:
@@ -199,9 +200,10 @@ def _token_extras(loaded: LoadedVLM, input_ids: Tensor, answer_mask: Tensor | No
     return extras
 
 
-def _image_token_ids(loaded: LoadedVLM) -> list[int]:
+def image_token_ids(loaded: LoadedVLM) -> list[int]:
     """The ids the processor expands an image into (what its own ``mm_token_type_ids`` marks):
-    Gemma 3's soft image tokens, not its begin-of-image token that ``image_token_id`` names."""
+    Gemma 3's soft image tokens, not its begin-of-image token that ``image_token_id`` names.
+    The model matches their count against its image features (the trainer checks it on arrival)."""
     processor = loaded.processor
     ids = getattr(processor, "image_token_ids", None) or [processor.image_token_id]
     return [int(i) for i in ids if i is not None]
@@ -281,7 +283,8 @@ class _SampleAndRecord(LogitsProcessor):
         else:
             choice = log_probs.argmax(dim=-1)
         self.tokens.append(choice)
-        self.log_probs.append(log_probs.gather(1, choice[:, None]).squeeze(1))
+        # log_softmax is <= 0 up to rounding; what is recorded never exceeds 0, the trainer's rule
+        self.log_probs.append(log_probs.gather(1, choice[:, None]).squeeze(1).clamp(max=0.0))
         forced = torch.full_like(scores, float("-inf"))
         return forced.scatter(1, choice[:, None], 0.0)
 

@@ -68,7 +68,7 @@ def bytes_kept_for_backward(learner: Learner, episodes: list[EpisodeData]) -> in
     scope = checkpointing_in_eval_mode(learner.loaded.model) if checkpointing else nullcontext()
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor), scope:
         teacher_forced_log_probs(
-            learner.loaded, [s.image for s in steps], [s.prompt_ids for s in steps],
+            learner.loaded, [s.image.pixels() for s in steps], [s.prompt_ids for s in steps],
             [s.generated_ids for s in steps], 1.0,
         )  # fmt: skip
     return kept[0]

@@ -11,9 +11,18 @@ from typing import Any
 import numpy as np
 import torch
 
+from agent.generation import Sample as Answer
 from agent.generation import generate_batch
+from env_server import images as image_codec
 from env_server.games.numberline import NumberLine
-from trainer.episodes import EpisodeData, Sample
+from trainer.episodes import EpisodeData, PngImage, Sample
+from visact.trainer.v1 import trainer_pb2 as pb
+
+
+def png_image(pixels: np.ndarray) -> PngImage:
+    """``pixels`` as a learner sample holds them: a PNG file, as an agent sends it."""
+    message = image_codec.encode(pixels, image_codec.PNG)
+    return PngImage(message.data, message.height, message.width)
 
 
 def numberline_frames(count: int) -> list[np.ndarray]:
@@ -50,7 +59,7 @@ def answered_episodes(
     for i, (image, answer) in enumerate(zip(images, answers, strict=True)):
         reward = 1.0 if i % 2 else -1.0
         step = Sample(
-            image=image,
+            image=png_image(image),
             prompt_ids=answer.prompt_ids,
             generated_ids=answer.generated_ids,
             behavior_log_probs=answer.log_probs,
@@ -66,3 +75,22 @@ def answered_episodes(
         )
         episodes.append(EpisodeData(agent_id="a", env="numberline", steps=[step], episode_id=f"e{i}"))
     return episodes
+
+
+def one_step_message(image: np.ndarray, answer: Answer, temperature: float) -> pb.Episode:
+    """The wire form of a one-step episode: ``answer``, sampled for ``image``, ended the game."""
+    return pb.Episode(
+        env="numberline",
+        steps=[
+            pb.TrajectoryStep(
+                image=image_codec.encode(image, image_codec.PNG),
+                prompt_ids=answer.prompt_ids,
+                generated_ids=answer.generated_ids,
+                log_probs=answer.log_probs,
+                reward=1.0,
+                terminated=True,
+                temperature=temperature,
+                episode_step=1,
+            )
+        ],
+    )

@@ -121,6 +121,20 @@ class TrainerConfig:
     buffer_steps: int = field(
         default=0, metadata={"help": "steps the buffer holds (0: 2 x --steps-per-update)"}
     )
+    buffer_mb: float = field(
+        default=512.0,
+        metadata={
+            "help": "MiB the buffer holds: images as the PNG files sent, 4 bytes a token, ~1 KiB a step "
+            "(full: agents are told to wait; a larger episode is refused)"
+        },
+    )
+    max_image_pixels: int = field(
+        default=0,
+        metadata={
+            "help": "largest image an episode may carry, in pixels (0: 256 x what the model's processor "
+            "feeds the model, i.e. 16x its width and height, at most the protocol's 4096x4096)"
+        },
+    )
     agent_timeout: float = field(default=60.0, metadata={"help": "forget agents silent this many seconds"})
     # -- run
     checkpoint_dir: Path = field(
@@ -152,6 +166,10 @@ class TrainerConfig:
     @property
     def max_message_bytes(self) -> int:
         return int(self.max_message_mb * 1024 * 1024)
+
+    @property
+    def buffer_bytes(self) -> int:
+        return int(self.buffer_mb * 1024 * 1024)
 
     def __post_init__(self) -> None:
         if self.token is None:
@@ -190,6 +208,13 @@ class TrainerConfig:
             raise ValueError("--tls-cert and --tls-key go together")
         if self.max_message_mb <= 0:
             raise ValueError(f"--max-message-mb must be positive, got {self.max_message_mb}")
+        if self.buffer_mb <= 0:
+            raise ValueError(f"--buffer-mb must be positive, got {self.buffer_mb}")
+        if not 0 <= self.max_image_pixels <= 4096 * 4096:
+            raise ValueError(
+                f"--max-image-pixels must be within 0..{4096 * 4096} (0: from the model; the protocol allows "
+                f"at most 4096x4096), got {self.max_image_pixels}"
+            )
         if self.group_size < 1:
             raise ValueError(f"--group-size must be >= 1, got {self.group_size}")
         if self.group_relative and self.group_size < 2:

@@ -1,8 +1,8 @@
 """Several learner processes (`accelerate launch trainer serve ...`): the main process serves the
 agents and gathers each batch; every process takes part in the update.
 
-Batches travel from the main process to the others as the episodes' protobuf bytes in a uint8
-tensor (``accelerate.utils.broadcast``), never as pickles; each process decodes and checks them
+Batches travel from the main process to the others as the episodes' protobuf bytes
+(``trainer.episodes.episode_message``) in a uint8 tensor (``accelerate.utils.broadcast``), never as pickles; each process decodes and checks them
 exactly as the service did. An empty broadcast means "stop".
 """
 
@@ -14,40 +14,43 @@ from typing import Any
 
 import torch
 
-from trainer.episodes import EpisodeData, decode_episode
+from trainer.episodes import EpisodeData, decode_episode, episode_message
 from visact.trainer.v1 import trainer_pb2 as pb
+
+#: each episode's lengths: agent id, episode id, Episode message
+HEADER = "<IIQ"
 
 
 def encode_batch(batch: Sequence[EpisodeData]) -> bytes:
-    """Length-prefixed (agent id, Episode message bytes) pairs."""
+    """Length-prefixed (agent id, episode id, Episode message bytes) triples."""
     parts = []
     for episode in batch:
-        if episode.message is None:
-            raise ValueError("an episode without its wire form cannot be sent to other processes")
-        agent = episode.agent_id.encode()
-        body = episode.message.SerializeToString()
-        parts.append(struct.pack("<IQ", len(agent), len(body)) + agent + body)
+        agent, episode_id = episode.agent_id.encode(), episode.episode_id.encode()
+        body = episode_message(episode).SerializeToString()
+        parts.append(struct.pack(HEADER, len(agent), len(episode_id), len(body)) + agent + episode_id + body)
     return b"".join(parts)
 
 
 def decode_batch(data: bytes, *, latest_version: int, vocab_size: int, max_tokens: int) -> list[EpisodeData]:
     episodes, offset = [], 0
     while offset < len(data):
-        agent_len, body_len = struct.unpack_from("<IQ", data, offset)
-        offset += struct.calcsize("<IQ")
+        agent_len, id_len, body_len = struct.unpack_from(HEADER, data, offset)
+        offset += struct.calcsize(HEADER)
         agent_id = data[offset : offset + agent_len].decode()
         offset += agent_len
+        episode_id = data[offset : offset + id_len].decode()
+        offset += id_len
         message = pb.Episode.FromString(data[offset : offset + body_len])
         offset += body_len
-        episodes.append(
-            decode_episode(
-                message,
-                agent_id=agent_id,
-                latest_version=latest_version,
-                vocab_size=vocab_size,
-                max_tokens=max_tokens,
-            )
+        episode = decode_episode(
+            message,
+            agent_id=agent_id,
+            latest_version=latest_version,
+            vocab_size=vocab_size,
+            max_tokens=max_tokens,
         )
+        episode.episode_id = episode_id
+        episodes.append(episode)
     return episodes
 
 

@@ -2,14 +2,28 @@
 
 A malformed or inconsistent episode raises :class:`InvalidEpisode` with what was
 wrong; nothing of it enters a batch. The agent encodes them
-(``agent.trainer_link``).
+(``agent.trainer_link``); :func:`episode_message` encodes them again, to share a batch
+with other learner processes.
+
+What an episode holds while it waits in the buffer is what came on the wire, no more: each
+image stays the PNG file it arrived as (:class:`PngImage`; its pixels are decoded when a micro
+batch needs them, and thrown away after), tokens and log-probs are packed 4 bytes each.
+:attr:`EpisodeData.held_bytes` counts that, and the hub's byte budget is in those bytes.
+A PNG is decoded once on arrival, to check it is whole, and its pixels dropped; that runs in
+one of ``IMAGE_THREADS`` threads (:func:`in_image_thread`), whatever the number of server
+threads: the pixels being checked come and go in those threads' memory only (glibc keeps an
+allocator arena per thread, and what a thread freed stays resident in its arena).
 """
 
 from __future__ import annotations
 
 import io
 import math
+from array import array
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 import numpy as np
 from PIL import Image
@@ -17,27 +31,60 @@ from PIL import Image
 from visact.env.v1 import env_pb2
 from visact.trainer.v1 import trainer_pb2 as pb
 
-#: log-probs may exceed 0 by float error only
-LOG_PROB_SLACK = 1e-3
+#: log-probs are <= 0; above this (float rounding of 0) they are refused, up to it they count as 0
+LOG_PROB_ROUNDING = 1e-6
 #: rewards and penalties beyond this (absolute) are refused: one huge finite reward would overflow
 #: the learner's returns and value loss and poison the shared weights
 MAX_ABS_REWARD = 1e6
-#: the largest image an episode may carry (pixels); a PNG is checked against it before decoding
+#: the largest image the protocol allows (pixels); a trainer allows at most what its model's
+#: processor can use (``trainer.admission``); a PNG is checked against it before decoding
 MAX_IMAGE_PIXELS = 4096 * 4096
+#: the threads that decode images to check them, for every server thread: at most this many
+#: images' pixels exist at once, in these threads' allocator arenas only
+IMAGE_THREADS = 2
+#: what a buffered step holds beyond its PNG bytes and its packed tokens: its Python objects
+#: (measured with tracemalloc in tests/unit/test_trainer_episodes.py; rounded up)
+STEP_OVERHEAD_BYTES = 1280
+#: what a buffered episode holds beyond its steps: its objects and its entries in the hub
+EPISODE_OVERHEAD_BYTES = 2048
+#: bytes of one packed token id or log-prob
+PACKED_BYTES = 4
+
+_image_threads = ThreadPoolExecutor(max_workers=IMAGE_THREADS, thread_name_prefix="image-check")
+_T = TypeVar("_T")
+
+
+def in_image_thread(work: Callable[..., _T], *args: object) -> _T:
+    """``work(*args)`` run in one of the image threads (waiting for one to be free); its result,
+    or its exception raised here."""
+    return _image_threads.submit(work, *args).result()
 
 
 class InvalidEpisode(ValueError):
     """The episode cannot be trained on; the message says why."""
 
 
+@dataclass(frozen=True)
+class PngImage:
+    """An observation as it came: a PNG file of a checked size, decoded when needed."""
+
+    data: bytes
+    height: int
+    width: int
+
+    def pixels(self) -> np.ndarray:
+        """The (height, width, 3) uint8 pixels, decoded now (not kept)."""
+        return _decode(self.data, "image", self.height, self.width)
+
+
 @dataclass
 class Sample:
     """One environment step, as the learner needs it."""
 
-    image: np.ndarray
-    prompt_ids: list[int]
-    generated_ids: list[int]
-    behavior_log_probs: list[float]  # what the sampler recorded, per generated token
+    image: PngImage
+    prompt_ids: Sequence[int]
+    generated_ids: Sequence[int]
+    behavior_log_probs: Sequence[float]  # what the sampler recorded, per generated token
     action_start: int
     reward: float  # the env reward plus the format penalty: what PPO maximizes
     terminated: bool
@@ -47,6 +94,12 @@ class Sample:
     valid: bool  # the answer parsed to a legal action
     success: bool  # set on an episode's last step
     env_reward: float = 0.0
+    format_penalty: float = 0.0  # (<= 0) included in reward
+
+    @property
+    def held_bytes(self) -> int:
+        tokens = len(self.prompt_ids) + len(self.generated_ids) + len(self.behavior_log_probs)
+        return STEP_OVERHEAD_BYTES + len(self.image.data) + PACKED_BYTES * tokens
 
 
 @dataclass
@@ -58,12 +111,10 @@ class EpisodeData:
     steps: list[Sample]
     #: the reset seed: episodes of one env from one seed start alike (a group, under --group-size)
     seed: int = 0
-    bootstrap_image: np.ndarray | None = None
-    bootstrap_prompt_ids: list[int] = field(default_factory=list)
+    bootstrap_image: PngImage | None = None
+    bootstrap_prompt_ids: Sequence[int] = field(default_factory=list)
     #: the agent's id of the episode (SubmitEpisode.episode_id), set when the hub takes it
     episode_id: str = ""
-    #: the wire form, kept to pass the episode on to other learner processes
-    message: pb.Episode | None = field(default=None, repr=False)
 
     @property
     def success(self) -> bool:
@@ -82,35 +133,55 @@ class EpisodeData:
     def min_version(self) -> int:
         return min(s.version for s in self.steps)
 
+    @property
+    def held_bytes(self) -> int:
+        """What this episode holds in memory: PNG files, packed tokens, object overheads."""
+        held = EPISODE_OVERHEAD_BYTES + len(self.agent_id) + len(self.env) + len(self.episode_id)
+        held += sum(s.held_bytes for s in self.steps)
+        if self.bootstrap_image is not None:
+            held += len(self.bootstrap_image.data)
+        return held + PACKED_BYTES * len(self.bootstrap_prompt_ids)
 
-def decode_png(message: env_pb2.Image, where: str) -> np.ndarray:
+
+def check_png(message: env_pb2.Image, where: str, max_pixels: int = MAX_IMAGE_PIXELS) -> PngImage:
+    """The image, once its bytes are a whole PNG of its declared size, at most ``max_pixels``."""
     if message.encoding != env_pb2.IMAGE_ENCODING_PNG:
         raise InvalidEpisode(f"{where}: images must be PNG (encoding 2), got encoding {message.encoding}")
-    if not (message.height > 0 and message.width > 0 and message.height * message.width <= MAX_IMAGE_PIXELS):
+    if not (message.height > 0 and message.width > 0 and message.height * message.width <= max_pixels):
         raise InvalidEpisode(
-            f"{where}: image declared {message.height}x{message.width}; "
-            f"need positive sizes and at most {MAX_IMAGE_PIXELS} pixels"
+            f"{where}: image declared {message.height}x{message.width}; need positive sizes and at most "
+            f"{max_pixels} pixels (what this trainer's model can use; see trainer serve --max-image-pixels)"
         )
+    image = PngImage(message.data, message.height, message.width)
+    in_image_thread(_decode, image.data, where, image.height, image.width)  # whole? (pixels dropped)
+    return image
+
+
+def _decode(data: bytes, where: str, height: int, width: int) -> np.ndarray:
     try:
-        with Image.open(io.BytesIO(message.data)) as pil:
+        with Image.open(io.BytesIO(data)) as pil:
             # the header's size, before any pixel is decoded: no memory for a lying image
             if pil.format != "PNG":
                 raise InvalidEpisode(f"{where}: image declared PNG but the bytes are {pil.format}")
-            if (pil.height, pil.width) != (message.height, message.width):
+            if (pil.height, pil.width) != (height, width):
                 raise InvalidEpisode(
-                    f"{where}: image declared {message.height}x{message.width} but decodes to "
-                    f"{pil.height}x{pil.width}"
+                    f"{where}: image declared {height}x{width} but decodes to {pil.height}x{pil.width}"
                 )
-            array = np.asarray(pil.convert("RGB"))
+            return np.asarray(pil.convert("RGB"))
     except InvalidEpisode:
         raise
     except Exception as exc:  # PIL raises many types on bad bytes
         raise InvalidEpisode(f"{where}: image bytes are not a readable PNG ({exc})") from exc
-    return array
 
 
 def decode_episode(
-    message: pb.Episode, *, agent_id: str, latest_version: int, vocab_size: int, max_tokens: int
+    message: pb.Episode,
+    *,
+    agent_id: str,
+    latest_version: int,
+    vocab_size: int,
+    max_tokens: int,
+    max_image_pixels: int = MAX_IMAGE_PIXELS,
 ) -> EpisodeData:
     """Check and decode one episode; raises InvalidEpisode naming the first problem."""
     if not message.steps:
@@ -119,7 +190,11 @@ def decode_episode(
     last = len(message.steps) - 1
     for index, step in enumerate(message.steps):
         where = f"step {index}"
-        steps.append(_decode_step(step, where, vocab_size=vocab_size, max_tokens=max_tokens))
+        steps.append(
+            _decode_step(
+                step, where, vocab_size=vocab_size, max_tokens=max_tokens, max_pixels=max_image_pixels
+            )
+        )
         done = step.terminated or step.truncated
         if index < last and done:
             raise InvalidEpisode(f"{where} ends the episode but {last - index} more steps follow")
@@ -133,7 +208,7 @@ def decode_episode(
             )
         if index and step.policy_version < message.steps[index - 1].policy_version:
             raise InvalidEpisode(f"{where}: policy versions go backwards within the episode")
-    episode = EpisodeData(agent_id=agent_id, env=message.env, steps=steps, seed=message.seed, message=message)
+    episode = EpisodeData(agent_id=agent_id, env=message.env, steps=steps, seed=message.seed)
     final = message.steps[last]
     if final.truncated and not final.terminated:
         if not message.HasField("bootstrap_image") or not message.bootstrap_prompt_ids:
@@ -141,14 +216,16 @@ def decode_episode(
                 "the episode was truncated but carries no bootstrap_image and bootstrap_prompt_ids; "
                 "the learner needs the next observation to bootstrap its value"
             )
-        episode.bootstrap_image = decode_png(message.bootstrap_image, "bootstrap")
+        episode.bootstrap_image = check_png(message.bootstrap_image, "bootstrap", max_image_pixels)
         episode.bootstrap_prompt_ids = _token_ids(
             message.bootstrap_prompt_ids, "bootstrap prompt", vocab_size
         )
     return episode
 
 
-def _decode_step(step: pb.TrajectoryStep, where: str, *, vocab_size: int, max_tokens: int) -> Sample:
+def _decode_step(
+    step: pb.TrajectoryStep, where: str, *, vocab_size: int, max_tokens: int, max_pixels: int
+) -> Sample:
     prompt = _token_ids(step.prompt_ids, f"{where} prompt", vocab_size)
     generated = _token_ids(step.generated_ids, f"{where} answer", vocab_size)
     if len(step.log_probs) != len(generated):
@@ -159,10 +236,13 @@ def _decode_step(step: pb.TrajectoryStep, where: str, *, vocab_size: int, max_to
         raise InvalidEpisode(
             f"{where}: {len(prompt) + len(generated)} tokens exceed the model's {max_tokens}"
         )
-    log_probs = list(step.log_probs)
-    bad = [x for x in log_probs if not math.isfinite(x) or x > LOG_PROB_SLACK]
+    log_probs = array("f", step.log_probs)
+    bad = [x for x in log_probs if not math.isfinite(x) or x > LOG_PROB_ROUNDING]
     if bad:
-        raise InvalidEpisode(f"{where}: log-probs must be finite and <= 0, got e.g. {bad[0]}")
+        raise InvalidEpisode(
+            f"{where}: log-probs must be finite and <= 0, got e.g. {bad[0]} (only float rounding, up to "
+            f"{LOG_PROB_ROUNDING:g}, may exceed 0)"
+        )
     if not 0 <= step.action_start <= len(generated):
         raise InvalidEpisode(f"{where}: action_start {step.action_start} outside 0..{len(generated)}")
     for name in ("reward", "format_penalty"):
@@ -178,10 +258,10 @@ def _decode_step(step: pb.TrajectoryStep, where: str, *, vocab_size: int, max_to
     if step.terminated and step.truncated:
         raise InvalidEpisode(f"{where}: terminated and truncated may not both be true")
     return Sample(
-        image=decode_png(step.image, where),
+        image=check_png(step.image, where, max_pixels),
         prompt_ids=prompt,
         generated_ids=generated,
-        behavior_log_probs=[min(x, 0.0) for x in log_probs],
+        behavior_log_probs=array("f", (min(x, 0.0) for x in log_probs)),
         action_start=step.action_start,
         reward=step.reward + step.format_penalty,
         terminated=step.terminated,
@@ -191,14 +271,54 @@ def _decode_step(step: pb.TrajectoryStep, where: str, *, vocab_size: int, max_to
         valid=not step.parse_failure,
         success=step.success,
         env_reward=step.reward,
+        format_penalty=step.format_penalty,
     )
 
 
-def _token_ids(ids: object, what: str, vocab_size: int) -> list[int]:
-    values = list(ids)  # type: ignore[call-overload]
+def _token_ids(ids: object, what: str, vocab_size: int) -> array[int]:
+    values = array("i", ids)  # type: ignore[call-overload]
     if not values:
         raise InvalidEpisode(f"{what}: no tokens")
     bad = [t for t in values if not 0 <= t < vocab_size]
     if bad:
         raise InvalidEpisode(f"{what}: token id {bad[0]} outside the vocabulary 0..{vocab_size - 1}")
     return values
+
+
+def episode_message(episode: EpisodeData) -> pb.Episode:
+    """The wire form of a decoded episode: what :func:`decode_episode` decodes to it again (the
+    text and action of each step, which the learner does not use, are left out)."""
+    message = pb.Episode(env=episode.env, seed=episode.seed)
+    for index, sample in enumerate(episode.steps):
+        message.steps.append(
+            pb.TrajectoryStep(
+                image=_image_message(sample.image),
+                prompt_ids=sample.prompt_ids,
+                generated_ids=sample.generated_ids,
+                log_probs=sample.behavior_log_probs,
+                action_start=sample.action_start,
+                parse_failure="" if sample.valid else "invalid",
+                format_penalty=sample.format_penalty,
+                reward=sample.env_reward,
+                terminated=sample.terminated,
+                truncated=sample.truncated,
+                policy_version=sample.version,
+                temperature=sample.temperature,
+                episode_step=index + 1,
+                success=sample.success,
+            )
+        )
+    if episode.bootstrap_image is not None:
+        message.bootstrap_image.CopyFrom(_image_message(episode.bootstrap_image))
+        message.bootstrap_prompt_ids.extend(episode.bootstrap_prompt_ids)
+    return message
+
+
+def _image_message(image: PngImage) -> env_pb2.Image:
+    return env_pb2.Image(
+        data=image.data,
+        encoding=env_pb2.IMAGE_ENCODING_PNG,
+        height=image.height,
+        width=image.width,
+        channels=3,
+    )

@@ -2,7 +2,9 @@
 and the learning loop. No gRPC and no model here: plain state behind one lock.
 
 - agents: who registered, the version each runs, when each was last heard from;
-- the buffer: finished episodes waiting for an update, bounded in steps (backpressure);
+- the buffer: finished episodes waiting for an update, bounded in steps and in the bytes they
+  hold (``EpisodeData.held_bytes``: PNG files as sent, packed tokens); a full buffer answers
+  "wait" (backpressure);
 - versions: the newest weights version and its file, announced to watchers.
 """
 
@@ -70,9 +72,12 @@ class Hub:
         group_size: int = 1,
         group_wait_seconds: float = 60.0,
         max_agents: int = DEFAULT_MAX_AGENTS,
+        buffer_bytes: int = 512 << 20,
     ) -> None:
         self.buffer_steps = buffer_steps
         self.max_agents = max_agents
+        #: the most the buffered episodes may hold (their ``held_bytes``)
+        self.buffer_bytes = buffer_bytes
         #: episodes of one env from one seed are batched together, this many to a group; a group
         #: short of members goes as it is after a batch's worth of later steps or this long
         self.group_size = group_size
@@ -87,6 +92,7 @@ class Hub:
         self.agents: dict[str, AgentInfo] = {}
         self._buffer: list[EpisodeData] = []
         self._buffered_steps = 0
+        self._buffered_bytes = 0
         self._seen_episodes: OrderedDict[tuple[str, str], None] = OrderedDict()
         self._trained_episodes: OrderedDict[tuple[str, str], None] = OrderedDict()
         #: agent ids of an earlier run of this trainer (from its checkpoint): re-registering
@@ -166,24 +172,32 @@ class Hub:
 
     # ------------------------------------------------------------------ the buffer
     def offer(self, episode_id: str, episode: EpisodeData) -> tuple[bool, str]:
-        """(accepted, reason). A retried id is accepted once; a full buffer says wait."""
+        """(accepted, reason). A retried id is accepted once; a full buffer (in steps or bytes) says
+        wait. An episode larger than the whole byte budget is never accepted: the caller refuses
+        it first (``trainer.admission``)."""
         key = (episode.agent_id, episode_id)
         episode.episode_id = episode_id
         with self._lock:
             if key in self._seen_episodes:
                 self.counters["episodes_duplicate"] += 1
                 return True, "already accepted"
-            steps = len(episode.steps)
+            steps, held = len(episode.steps), episode.held_bytes
+            full = None
             if self._buffered_steps and self._buffered_steps + steps > self.buffer_steps:
-                self.counters["episodes_waited"] += 1
-                return (
-                    False,
-                    f"the buffer holds {self._buffered_steps} of {self.buffer_steps} steps; retry soon",
+                full = f"the buffer holds {self._buffered_steps} of {self.buffer_steps} steps; retry soon"
+            elif self._buffered_bytes + held > self.buffer_bytes:
+                full = (
+                    f"the buffer holds {self._buffered_bytes} of {self.buffer_bytes} bytes and this episode "
+                    f"{held}; retry soon"
                 )
+            if full is not None:
+                self.counters["episodes_waited"] += 1
+                return False, full
             self._buffer.append(episode)
             self._arrived_steps += steps
             self._arrival[id(episode)] = (self._arrived_steps, time.monotonic())
             self._buffered_steps += steps
+            self._buffered_bytes += held
             self._seen_episodes[key] = None
             while len(self._seen_episodes) > SEEN_EPISODES:
                 self._seen_episodes.popitem(last=False)
@@ -222,6 +236,7 @@ class Hub:
             for episode in batch:
                 del self._arrival[id(episode)]
             self._buffered_steps -= total
+            self._buffered_bytes -= sum(e.held_bytes for e in batch)
             for episode in batch:
                 self._trained_episodes[(episode.agent_id, episode.episode_id)] = None
             while len(self._trained_episodes) > PERSISTED_EPISODES:
@@ -248,6 +263,10 @@ class Hub:
     @property
     def buffered_steps(self) -> int:
         return self._buffered_steps
+
+    @property
+    def buffered_bytes(self) -> int:
+        return self._buffered_bytes
 
     def buffered_episodes_of(self, agent_id: str) -> int:
         """How many buffered episodes came from ``agent_id``."""
@@ -322,6 +341,7 @@ class Hub:
             return {
                 "latest_version": self.latest.version if self.latest else None,
                 "buffered_steps": self._buffered_steps,
+                "buffered_bytes": self._buffered_bytes,
                 "agents": {
                     a.agent_id: {
                         "name": a.name,

@@ -3,7 +3,11 @@
 update(episodes), top to bottom:
   1. score the batch under the current weights (no grad): per-token log-probs of the answers
      ("old", the proximal policy) and values at the last prompt token;
-  2. values of the observations after truncated episodes (the bootstrap);
+  2. values of the observations after truncated episodes (the bootstrap). A micro batch the
+     model fails on (in 1 or 2) is scored sample by sample; an episode with a sample it cannot
+     score is dropped from the update whole (counted in ``counters/samples_dropped`` and
+     ``counters/episodes_dropped``, logged with its agent and episode id), and training goes on
+     with the rest; with several processes, every process drops what any of them could not score;
   3. GAE per episode -> advantages and returns;
   4. PPO epochs over shuffled minibatches, each accumulated from micro batches:
      the CoT-weighted action log-prob, the clipped policy loss with the truncated importance
@@ -13,20 +17,22 @@ update(episodes), top to bottom:
      first minibatch is scored by the weights it starts from, its KL is 0 up to rounding);
   5. one scheduler step; the version goes up by one.
 The math itself is in ``trainer.ppo``; this file wires it to the model.
+Images stay PNG files until a micro batch needs their pixels (decoded then, dropped after).
 Dropout stays off (eval mode) so the ratio starts at exactly 1 on the first minibatch; with
 ``gradient_checkpointing`` the layers recompute their activations in the backward pass all the same.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import logging
 import math
 import time
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -98,6 +104,11 @@ class Scored:
 
     action_log_prob: Tensor  # (N,) lambda_cot * cot + action, fp32
     values: Tensor  # (N,)
+    #: samples the model could not score (index -> why); their rows are NaN
+    failed: dict[int, str] = field(default_factory=dict)
+
+    def rows(self, kept: list[int]) -> Scored:
+        return Scored(self.action_log_prob[kept], self.values[kept])
 
 
 class Learner:
@@ -112,6 +123,8 @@ class Learner:
         self.max_tokens = int(getattr(loaded.tokenizer, "model_max_length", 1 << 30) or 1 << 30)
         self.version = 0
         self.updates = 0
+        #: samples that could not be scored, and the episodes dropped for them, since the start
+        self.counters = {"samples_dropped": 0, "episodes_dropped": 0}
 
         initial: tuple[dict[str, Tensor], dict[str, Any]] | None = None
         if config.init_adapter is not None:
@@ -151,6 +164,11 @@ class Learner:
             model, self.value_head, self.optimizer, self.scheduler
         )
         self.loaded.model = model
+        #: the same model and value head without the multi-process wrapper, to score without
+        #: gradients: no collective runs there, so a process that fails on a sample alone leaves no
+        #: other waiting in one (the processes agree on what to drop once, _dropped_everywhere)
+        self._local = dataclasses.replace(loaded, model=accelerator.unwrap_model(model))
+        self._local_value_head = accelerator.unwrap_model(self.value_head)
         self._shuffle = torch.Generator().manual_seed(config.seed)
 
     @property
@@ -158,13 +176,17 @@ class Learner:
         return self.accelerator.unwrap_model(self.loaded.model)
 
     # ------------------------------------------------------------------ forward passes
-    def _forward(self, samples: Sequence[Sample]) -> tuple[Tensor, Tensor]:
-        """(action log-prob (B,), value (B,)) of samples under the current weights."""
+    def _forward(self, samples: Sequence[Sample], *, local: bool = False) -> tuple[Tensor, Tensor]:
+        """(action log-prob (B,), value (B,)) of samples under the current weights (``local``:
+        through the model without its multi-process wrapper, for scoring without gradients)."""
+        loaded, value_head = (
+            (self._local, self._local_value_head) if local else (self.loaded, self.value_head)
+        )
         checkpointing = self.config.gradient_checkpointing
-        with checkpointing_in_eval_mode(self.loaded.model) if checkpointing else nullcontext():
+        with checkpointing_in_eval_mode(loaded.model) if checkpointing else nullcontext():
             forced = teacher_forced_log_probs(
-                self.loaded,
-                [s.image for s in samples],
+                loaded,
+                [s.image.pixels() for s in samples],  # decoded for this micro batch only
                 [s.prompt_ids for s in samples],
                 [s.generated_ids for s in samples],
                 temperature=samples[0].temperature,
@@ -173,7 +195,7 @@ class Learner:
         starts = torch.tensor([s.action_start for s in samples], device=forced.log_probs.device)
         action = ppo.action_log_prob(forced.log_probs, forced.mask, starts, self.config.lambda_cot)
         assert forced.last_prompt_hidden is not None
-        return action, self.value_head(forced.last_prompt_hidden)
+        return action, value_head(forced.last_prompt_hidden)
 
     def _minibatch_mean(self, local_share_sum: float) -> float:
         """A minibatch's mean of a metric from each process's share-weighted sum (the sum of them
@@ -183,43 +205,112 @@ class Learner:
 
     @torch.no_grad()
     def score(self, samples: Sequence[Sample]) -> Scored:
-        """Action log-probs and values of every sample, in micro batches, without gradients."""
+        """Action log-probs and values of every sample, in micro batches, without gradients; a
+        micro batch the model fails on is scored sample by sample, and the samples that fail
+        alone are reported in ``failed``."""
         actions, values = [], []
+        failed: dict[int, str] = {}
         for chunk in _chunks(list(range(len(samples))), self.config.micro_batch_size):
-            action, value = self._forward([samples[i] for i in chunk])
-            actions.append(action.float().cpu())
-            values.append(value.float().cpu())
-        return Scored(torch.cat(actions), torch.cat(values))
+            action, value = _each_alone_if_need_be(
+                chunk, lambda rows: self._forward([samples[i] for i in rows], local=True), failed, outputs=2
+            )
+            actions.append(action)
+            values.append(value)
+        return Scored(torch.cat(actions), torch.cat(values), failed)
 
     @torch.no_grad()
-    def bootstrap_values(self, episodes: Sequence[EpisodeData]) -> dict[int, float]:
-        """V(next observation) for each truncated episode, by index."""
+    def bootstrap_values(self, episodes: Sequence[EpisodeData]) -> tuple[dict[int, float], dict[int, str]]:
+        """V(next observation) for each truncated episode, by index; and the episodes whose
+        bootstrap the model could not score (index -> why)."""
         out: dict[int, float] = {}
+        failed: dict[int, str] = {}
         dummy = [int(self.loaded.tokenizer.eos_token_id or 0)]  # one token so the prompt's last hidden exists
-        truncated = [i for i, e in enumerate(episodes) if e.bootstrap_image is not None]
-        for chunk in _chunks(truncated, self.config.micro_batch_size):
+
+        def values_of(rows: list[int]) -> tuple[Tensor]:
             forced = teacher_forced_log_probs(
-                self.loaded,
-                [episodes[i].bootstrap_image for i in chunk],  # type: ignore[misc]
-                [episodes[i].bootstrap_prompt_ids for i in chunk],
-                [dummy for _ in chunk],
+                self._local,
+                [episodes[i].bootstrap_image.pixels() for i in rows],  # type: ignore[union-attr]
+                [episodes[i].bootstrap_prompt_ids for i in rows],
+                [dummy for _ in rows],
                 temperature=self.config.temperature,
                 return_hidden=True,
             )
             assert forced.last_prompt_hidden is not None
-            for i, value in zip(
-                chunk, self.value_head(forced.last_prompt_hidden).float().cpu().tolist(), strict=True
-            ):
-                out[i] = value
-        return out
+            return (self._local_value_head(forced.last_prompt_hidden),)
+
+        truncated = [i for i, e in enumerate(episodes) if e.bootstrap_image is not None]
+        for chunk in _chunks(truncated, self.config.micro_batch_size):
+            (value,) = _each_alone_if_need_be(chunk, values_of, failed, outputs=1)
+            for i, v in zip(chunk, value.tolist(), strict=True):
+                if i not in failed:
+                    out[i] = v
+        return out, failed
+
+    def _scored_batch(
+        self, episodes: Sequence[EpisodeData]
+    ) -> tuple[list[EpisodeData], Scored, dict[int, float]]:
+        """The episodes the model can score, their samples' scores and their bootstrap values.
+
+        An episode with a sample (or a bootstrap) the model fails on is dropped whole (its
+        returns need every step), counted and logged; every process drops the same ones."""
+        samples = [s for e in episodes for s in e.steps]
+        old = self.score(samples)
+        bootstrap, bootstrap_failed = self.bootstrap_values(episodes)
+        owner = [i for i, e in enumerate(episodes) for _ in e.steps]
+        reasons: dict[int, list[str]] = {}
+        for row, error in old.failed.items():
+            step = row - owner.index(owner[row])
+            reasons.setdefault(owner[row], []).append(f"step {step}: {error}")
+        for index, error in bootstrap_failed.items():
+            reasons.setdefault(index, []).append(f"bootstrap: {error}")
+        dropped = self._dropped_everywhere(set(reasons), len(episodes))
+        if not dropped:
+            return list(episodes), old, bootstrap
+        for index in sorted(dropped):
+            episode = episodes[index]
+            why = reasons.get(index, ["failed on another learner process"])
+            self.counters["samples_dropped"] += len(why)
+            self.counters["episodes_dropped"] += 1
+            if self.accelerator.is_main_process:
+                for reason in why:
+                    log.warning(
+                        "sample dropped: the model cannot score it",
+                        extra={
+                            "agent": episode.agent_id,
+                            "episode": episode.episode_id,
+                            "steps": len(episode.steps),
+                            "error": reason[:500],
+                        },
+                    )
+        kept = [i for i in range(len(episodes)) if i not in dropped]
+        rows = [row for row, index in enumerate(owner) if index not in dropped]
+        renumbered = {old_index: new for new, old_index in enumerate(kept)}
+        return (
+            [episodes[i] for i in kept],
+            old.rows(rows),
+            {renumbered[i]: v for i, v in bootstrap.items() if i in renumbered},
+        )
+
+    def _dropped_everywhere(self, dropped: set[int], episodes: int) -> set[int]:
+        """The episodes any learner process drops (each process has its own view; they must agree,
+        or one would wait in a gradient all-reduce the others never join)."""
+        if self.accelerator.num_processes == 1:
+            return dropped
+        mask = torch.zeros(episodes, dtype=torch.float32, device=self.accelerator.device)
+        if dropped:
+            mask[sorted(dropped)] = 1.0
+        mask = self.accelerator.reduce(mask, reduction="sum")
+        return {int(i) for i in torch.nonzero(mask.cpu() > 0).flatten().tolist()}
 
     # ------------------------------------------------------------------ the update
-    def _gae(self, episodes: Sequence[EpisodeData], values: Tensor) -> tuple[Tensor, Tensor]:
-        """GAE per episode (truncated episodes bootstrap from their next observation): the
-        advantage and the value target of every step, in batch order."""
+    def _gae(
+        self, episodes: Sequence[EpisodeData], values: Tensor, bootstrap: dict[int, float]
+    ) -> tuple[Tensor, Tensor]:
+        """GAE per episode (truncated episodes bootstrap from their next observation, whose
+        values ``bootstrap`` has by episode index): the advantage and the value target of every
+        step, in batch order."""
         config = self.config
         n = sum(len(e.steps) for e in episodes)
-        bootstrap = self.bootstrap_values(episodes)
         advantages = torch.zeros(n)
         returns = torch.zeros(n)
         start = 0
@@ -246,11 +337,13 @@ class Learner:
         """One PPO update on ``episodes``; returns metrics. Bumps ``version``."""
         config = self.config
         started = time.monotonic()
-        samples = [s for e in episodes for s in e.steps]
-        n = len(samples)
 
         # 1. the batch under the current ("old") weights, and under the sampler ("behavior")
-        old = self.score(samples)
+        episodes, old, bootstrap = self._scored_batch(episodes)
+        samples = [s for e in episodes for s in e.steps]
+        n = len(samples)
+        if not n:  # nothing the model can score: the weights stay, under a new version
+            return self._nothing_trained(started)
         behavior = torch.stack(
             [
                 ppo.action_log_prob(
@@ -268,7 +361,7 @@ class Learner:
             advantages = group_advantages(episodes, gamma=config.gamma, per_state=config.advantage == "gigpo")
             returns = old.values.detach().float().clone()  # no value target of its own: no value loss
         else:
-            advantages, returns = self._gae(episodes, old.values)
+            advantages, returns = self._gae(episodes, old.values, bootstrap)
             if config.normalize_advantages and n > 1:
                 advantages = ppo.normalize_advantages(advantages)
         vf_coef = 0.0 if config.group_relative else config.vf_coef
@@ -346,6 +439,15 @@ class Learner:
         seconds = time.monotonic() - started
         metrics["perf/update_seconds"] = seconds
         metrics["perf/samples_per_second"] = n * config.ppo_epochs / max(seconds, 1e-9)
+        metrics.update({f"counters/{key}": float(value) for key, value in self.counters.items()})
+        return metrics
+
+    def _nothing_trained(self, started: float) -> dict[str, float]:
+        self.updates += 1
+        self.version += 1
+        metrics = {f"counters/{key}": float(value) for key, value in self.counters.items()}
+        metrics.update({"charts/steps": 0.0, "charts/optimizer_steps": 0.0})
+        metrics["perf/update_seconds"] = time.monotonic() - started
         return metrics
 
 
@@ -377,9 +479,11 @@ def group_advantages(episodes: Sequence[EpisodeData], *, gamma: float, per_state
 
 def _state_key(sample: Sample) -> bytes:
     """What identifies the state a step was taken from: its image and its prompt."""
+    pixels = sample.image.pixels()
     digest = hashlib.blake2b(digest_size=16)
-    digest.update(repr((sample.image.shape, sample.prompt_ids)).encode())
-    digest.update(np.ascontiguousarray(sample.image).tobytes())
+    digest.update(repr(pixels.shape).encode())
+    digest.update(np.asarray(sample.prompt_ids, dtype=np.int64).tobytes())
+    digest.update(np.ascontiguousarray(pixels).tobytes())
     return digest.digest()
 
 
@@ -411,6 +515,25 @@ def _shard(micro: list[int], rank: int, world: int) -> tuple[list[int], int]:
     """
     mine = micro[rank::world]
     return (mine, len(mine)) if mine else (micro[:1], 0)
+
+
+def _each_alone_if_need_be(
+    rows: list[int],
+    forward: Callable[[list[int]], tuple[Tensor, ...]],
+    failed: dict[int, str],
+    outputs: int,
+) -> tuple[Tensor, ...]:
+    """``forward(rows)`` (``outputs`` tensors of shape (len(rows),)) as fp32 on the CPU; if it
+    raises, each row alone, and the rows that still fail are NaN and recorded in ``failed``
+    (row -> the error)."""
+    try:
+        return tuple(t.float().cpu() for t in forward(rows))
+    except Exception as exc:  # whatever the model raises on one bad sample: never end the update
+        if len(rows) == 1:
+            failed[rows[0]] = f"{type(exc).__name__}: {exc}"
+            return tuple(torch.full((1,), math.nan) for _ in range(outputs))
+    parts = [_each_alone_if_need_be([row], forward, failed, outputs) for row in rows]
+    return tuple(torch.cat(column) for column in zip(*parts, strict=True))
 
 
 def _chunks(items: list[int], size: int) -> list[list[int]]:

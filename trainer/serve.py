@@ -23,6 +23,7 @@ from typing import Any
 import torch
 
 from agent.adapters import ADAPTER_FILE, save_adapter_file
+from trainer.admission import model_admission
 from trainer.checkpoint import highest_published_version, load_checkpoint, save_checkpoint, weights_dir
 from trainer.config import TrainerConfig
 from trainer.distributed import share_batch
@@ -185,6 +186,7 @@ def build_trainer(config: TrainerConfig, learner: Learner, state: dict[str, Any]
     """The main process: the hub and the gRPC service around the learner; publishes the first version."""
     hub = Hub(
         buffer_steps=config.buffer_steps,
+        buffer_bytes=config.buffer_bytes,
         max_policy_lag=config.max_policy_lag,
         agent_timeout=config.agent_timeout,
         keep_versions=config.keep_versions,
@@ -206,7 +208,18 @@ def build_trainer(config: TrainerConfig, learner: Learner, state: dict[str, Any]
         format_penalty=config.format_penalty,
         group_size=config.group_size,
     )
-    identity = ModelIdentity(config.model, learner.fingerprint, learner.vocab_size, learner.max_tokens)
+    admission = model_admission(
+        learner.loaded,
+        vocab_size=learner.vocab_size,
+        max_tokens=learner.max_tokens,
+        temperature=config.temperature,
+        max_image_pixels=config.max_image_pixels,
+        buffer_bytes=config.buffer_bytes,
+    )
+    log.info(
+        "episodes", extra={"max_image_pixels": admission.max_image_pixels, "buffer_bytes": hub.buffer_bytes}
+    )
+    identity = ModelIdentity(config.model, learner.fingerprint, admission)
     lora = pb.LoraLayout(target_modules=learner.lora_modules, rank=int(learner.lora.r))
     workers = rpc.Workers(config.workers, "trainer-work")
     servicer = TrainerServicer(hub, identity, sampling, run_id, lora, workers)

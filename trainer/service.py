@@ -18,7 +18,8 @@ from typing import BinaryIO
 
 import grpc
 
-from trainer.episodes import EpisodeData, InvalidEpisode, decode_episode
+from trainer.admission import Admission
+from trainer.episodes import EpisodeData, InvalidEpisode
 from trainer.hub import MAX_EPISODE_ID_CHARS, Hub, PublishedVersion, TooManyAgents
 from visact.rpc import StreamSlots, Workers, abort, event_loop
 from visact.status import shown
@@ -59,8 +60,8 @@ class ModelIdentity:
 
     name: str
     fingerprint: str
-    vocab_size: int
-    max_tokens: int
+    #: what an episode must be to be accepted: trainable by this model
+    admission: Admission
 
 
 class TrainerServicer:
@@ -188,7 +189,7 @@ class TrainerServicer:
         await self._known_agent(request.agent_id, context)
         latest = self.hub.latest.version if self.hub.latest else 0
         try:
-            episode = await self.workers.run(self.check_episode, request, latest)
+            episode = await self.workers.off_loop(self.check_episode, request, latest)
         except InvalidEpisode as exc:
             self.hub.count("episodes_refused")
             await abort(context, grpc.StatusCode.INVALID_ARGUMENT, f"episode refused: {exc}")
@@ -199,15 +200,11 @@ class TrainerServicer:
         )
 
     def check_episode(self, request: pb.SubmitEpisodeRequest, latest_version: int) -> EpisodeData:
-        """The episode decoded and checked whole (on a worker thread); raises InvalidEpisode."""
-        episode = decode_episode(
-            request.episode,
-            agent_id=request.agent_id,
-            latest_version=latest_version,
-            vocab_size=self.model.vocab_size,
-            max_tokens=self.model.max_tokens,
+        """The episode decoded and checked whole, trainable by this model (on a worker thread);
+        raises InvalidEpisode."""
+        episode = self.model.admission.episode(
+            request.episode, agent_id=request.agent_id, latest_version=latest_version
         )
-        self._check_sampling(episode)
         if not request.episode_id or len(request.episode_id) > MAX_EPISODE_ID_CHARS:
             raise InvalidEpisode(
                 f"episode_id is empty or longer than {MAX_EPISODE_ID_CHARS} characters "
@@ -237,15 +234,6 @@ class TrainerServicer:
                 f"unknown agent id {shown(agent_id)}: register first (the trainer may have restarted or forgotten "
                 "a silent agent); call Register again",
             )
-
-    def _check_sampling(self, episode: EpisodeData) -> None:
-        expected = self.sampling.temperature
-        for index, step in enumerate(episode.steps):
-            if abs(step.temperature - expected) > 1e-4:
-                raise InvalidEpisode(
-                    f"step {index} was sampled at temperature {step.temperature}, but this trainer asks for "
-                    f"{expected}: the log-probs would not match the policy it trains"
-                )
 
 
 def _open_binary(path: Path) -> BinaryIO:

@@ -145,6 +145,11 @@ class Workers:
             raise result.error
         return result
 
+    async def off_loop(self, function: Callable[..., T], *args: Any) -> T:
+        """``function(*args)`` on a worker thread, however quick it was before: for work whose cost
+        follows its input (decoding what a client sent), which one call's time does not predict."""
+        return await asyncio.get_running_loop().run_in_executor(self.executor, function, *args)
+
     def _record(self, kind: Any, seconds: float) -> None:
         mean = self._seconds.get(kind)
         self._seconds[kind] = seconds if mean is None else mean + self.SMOOTHING * (seconds - mean)

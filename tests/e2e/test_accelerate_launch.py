@@ -3,16 +3,24 @@
 
 With a tiny --target-kl each update ends after its first minibatch: both processes must agree
 on that (a process stepping on alone would hang in DDP's gradient all-reduce). Both run with
---gradient-checkpointing, as a 7B model on several GPUs would."""
+--gradient-checkpointing, as a 7B model on several GPUs would.
+
+And two learner processes drop the same samples the model cannot score, even one that only one
+of them fails on (tests/e2e/drop_together.py), and end their update with the same weights."""
 
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
 from pathlib import Path
 
 import pytest
 
 from tests.processes import command, start, start_agent, start_env
+
+ROOT = Path(__file__).resolve().parents[2]
 
 pytestmark = pytest.mark.slow
 
@@ -82,3 +90,31 @@ def test_two_learner_processes_share_each_batch(tmp_path: Path) -> None:
         agent.stop(timeout=30)
         trainer.stop(timeout=30)
         env.stop(timeout=30)
+
+
+def test_two_learner_processes_drop_the_same_unscorable_samples_and_stay_in_step(tmp_path: Path) -> None:
+    launch = subprocess.Popen(
+        [*command("torchrun"), "--nproc_per_node", "2", "-m", "tests.e2e.drop_together", str(tmp_path)],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,  # torchrun and its two processes: one group to kill
+    )
+    try:
+        log, _ = launch.communicate(timeout=600)  # one waiting in a collective the other never joins hangs
+    except subprocess.TimeoutExpired:
+        os.killpg(launch.pid, signal.SIGKILL)
+        launch.communicate()
+        raise
+    assert launch.returncode == 0, log[-4000:]
+    ranks = [json.loads((tmp_path / f"rank-{rank}.json").read_text()) for rank in (0, 1)]
+    assert [r["processes"] for r in ranks] == [2, 2]
+    for result in ranks:
+        metrics = result["metrics"]
+        # the episode no process can score, and the one only the second process could not
+        assert metrics["counters/episodes_dropped"] == 2 and metrics["charts/episodes"] == 4, metrics
+        assert metrics["charts/optimizer_steps"] == 2  # 4 samples in minibatches of 2
+    assert ranks[0]["episode_ids"] == ranks[1]["episode_ids"]  # the ids travel with the batch
+    assert ranks[0]["lora_sum"] == ranks[1]["lora_sum"]  # the same update on both: still in step
+    assert "sample dropped" in log and "agent=a episode=e1" in log, log[-3000:]

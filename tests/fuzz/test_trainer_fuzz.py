@@ -28,6 +28,7 @@ from PIL import Image
 
 from tests.fuzz.rpc import CLIENT_ERRORS, fuzz_settings, huge_text, odd_text, parses, raw_call
 from tests.fuzz.trainer_messages import LATEST, TEMPERATURE, png, valid_episode
+from trainer.admission import Admission
 from trainer.config import TrainerConfig
 from trainer.hub import Hub, PublishedVersion
 from trainer.serve import start_server
@@ -84,7 +85,11 @@ def trainer(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Trainer]:
         hub.publish(PublishedVersion(version, path, hashlib.sha256(data).hexdigest(), len(data), time.time()))
     servicer = TrainerServicer(
         hub,
-        ModelIdentity("tiny-fuzz", FINGERPRINT, vocab_size=VOCAB, max_tokens=MAX_TOKENS),
+        ModelIdentity(
+            "tiny-fuzz",
+            FINGERPRINT,
+            Admission(vocab_size=VOCAB, max_tokens=MAX_TOKENS, temperature=TEMPERATURE),
+        ),
         pb.SamplingConfig(temperature=TEMPERATURE, max_new_tokens=16, chain_of_thought=True),
         "fuzz-run",
     )
@@ -264,7 +269,7 @@ DEFECTS: dict[str, Mutation] = {
     "positive format penalty": _set("format_penalty", st.floats(0.001, 1e9)),
     "NaN log-prob": _log_prob(st.just(math.nan)),
     "infinite log-prob": _log_prob(st.sampled_from([math.inf, -math.inf])),
-    "positive log-prob": _log_prob(st.floats(0.01, 1e30)),
+    "positive log-prob beyond float rounding (1e-6)": _log_prob(st.floats(1.1e-6, 1e30)),
     "tokens and log-probs of different lengths": _lengths,
     "image shape not what the bytes are": _image_shape,
     "image bytes broken": _image_bytes,
@@ -307,7 +312,7 @@ HARMLESS: dict[str, Mutation] = {
         setattr(m, "session", draw(odd_text())),
     ),
     "any episode_step": _set("episode_step", st.integers(-(2**31), 2**31 - 1)),
-    "log-prob at float error above 0": _log_prob(st.floats(0, 1e-4)),
+    "log-prob at float rounding above 0": _log_prob(st.floats(0, 1e-6)),
 }
 
 
@@ -428,8 +433,8 @@ def test_any_episode_is_accepted_only_when_trainable(
         for sample in episode.steps:
             assert len(sample.generated_ids) == len(sample.behavior_log_probs) > 0
             assert all(math.isfinite(x) and x <= 0 for x in sample.behavior_log_probs)
-            assert math.isfinite(sample.reward) and sample.image.shape[2] == 3
-            assert all(0 <= t < VOCAB for t in sample.prompt_ids + sample.generated_ids)
+            assert math.isfinite(sample.reward) and sample.image.pixels().shape[2] == 3
+            assert all(0 <= t < VOCAB for t in [*sample.prompt_ids, *sample.generated_ids])
             assert 0 <= sample.version <= LATEST
         assert episode.steps[-1].terminated or episode.steps[-1].truncated
     else:

@@ -19,6 +19,7 @@ from safetensors.torch import save as save_safetensors_bytes
 
 from agent.adapters import CONFIG_KEY, adapter_bytes, attach_lora, lora_config, read_adapter
 from agent.models import LoadedVLM, load_vlm, lora_target_modules, weights_fingerprint
+from trainer.admission import model_admission
 from trainer.hub import Hub, PublishedVersion
 from trainer.service import SERVICE, ModelIdentity, TrainerServicer
 from visact import rpc
@@ -98,13 +99,15 @@ class FakeTrainer:
         self.hub = Hub(
             buffer_steps=buffer_steps, max_policy_lag=max_policy_lag, agent_timeout=60.0, keep_versions=3
         )
-        tokenizer = self.trainer_model.tokenizer
-        identity = ModelIdentity(
-            "tiny",
-            self.fingerprint,
+        admission = model_admission(
+            self.trainer_model,
             vocab_size=int(self.trainer_model.base_model.get_output_embeddings().weight.shape[0]),
-            max_tokens=int(tokenizer.model_max_length),
+            max_tokens=int(self.trainer_model.tokenizer.model_max_length),
+            temperature=TEMPERATURE,
+            max_image_pixels=0,
+            buffer_bytes=64 << 20,
         )
+        identity = ModelIdentity("tiny", self.fingerprint, admission)
         sampling = pb.SamplingConfig(
             temperature=TEMPERATURE, max_new_tokens=6, chain_of_thought=False, format_penalty=0.0
         )

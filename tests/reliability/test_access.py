@@ -30,6 +30,7 @@ from env_server.client import EnvCallError, EnvClient
 from env_server.server import ServerConfig, start_server
 from tests.fuzz.trainer_messages import LATEST, TEMPERATURE, valid_episode
 from tests.reliability.certs import Certificates, make_certificates
+from trainer.admission import Admission
 from trainer.config import TrainerConfig
 from trainer.hub import Hub, PublishedVersion
 from trainer.serve import start_server as start_trainer_server
@@ -124,7 +125,9 @@ def trainer_factory(tmp_path: Path) -> Iterator[Any]:
         hub.publish(PublishedVersion(LATEST, path, hashlib.sha256(data).hexdigest(), len(data), time.time()))
         servicer = TrainerServicer(
             hub,
-            ModelIdentity("fake", FINGERPRINT, vocab_size=1000, max_tokens=256),
+            ModelIdentity(
+                "fake", FINGERPRINT, Admission(vocab_size=1000, max_tokens=256, temperature=TEMPERATURE)
+            ),
             pb.SamplingConfig(temperature=TEMPERATURE, max_new_tokens=4),
             "access-run",
         )

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 
+from tests.episodes import png_image
 from trainer.episodes import EpisodeData, Sample
 from trainer.learner import ValueHead, batch_metrics, group_advantages, lr_factor
 
@@ -105,7 +106,7 @@ def step(
     *, version: int, action_start: int, answer: int, valid: bool, env_reward: float, success: bool = False
 ) -> Sample:
     return Sample(
-        image=np.zeros((2, 2, 3), dtype=np.uint8),
+        image=png_image(np.zeros((2, 2, 3), dtype=np.uint8)),
         prompt_ids=[1],
         generated_ids=list(range(answer)),
         behavior_log_probs=[-0.1] * answer,
@@ -174,7 +175,7 @@ def test_batch_metrics_of_an_empty_batch_are_zero() -> None:
 def at(state: int, reward: float, *, last: bool = False) -> Sample:
     """A step taken from ``state`` (its image and prompt) that earned ``reward``."""
     sample = step(version=0, action_start=0, answer=1, valid=True, env_reward=reward, success=last)
-    sample.image = np.full((2, 2, 3), state, dtype=np.uint8)
+    sample.image = png_image(np.full((2, 2, 3), state, dtype=np.uint8))
     sample.prompt_ids = [7, state]
     sample.terminated = last
     return sample

@@ -1,5 +1,6 @@
 """Learner.update on the tiny VLM: how many optimizer steps an update takes, the KL early stop,
-and activation checkpointing.
+activation checkpointing, and samples the model cannot score (dropped, counted, logged; the
+update goes on).
 
 Samples are real: answers the tiny model generated for NumberLine frames, one-step
 episodes with rewards of both signs (so the advantages are not all zero).
@@ -8,6 +9,7 @@ episodes with rewards of both signs (so the advantages are not all zero).
 from __future__ import annotations
 
 import dataclasses
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +21,7 @@ from agent.models import LoadedVLM, load_vlm
 from tests.episodes import answered_episodes
 from trainer import ppo
 from trainer.config import TrainerConfig
-from trainer.episodes import EpisodeData
+from trainer.episodes import EpisodeData, PngImage
 from trainer.learner import Learner
 
 EPISODES = 8
@@ -145,7 +147,7 @@ def test_in_eval_mode_layers_are_checkpointed_only_under_the_learners_context(
 
         with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
             teacher_forced_log_probs(
-                learner.loaded, [s.image for s in steps], [s.prompt_ids for s in steps],
+                learner.loaded, [s.image.pixels() for s in steps], [s.prompt_ids for s in steps],
                 [s.generated_ids for s in steps], 1.0,
             )  # fmt: skip
         return kept[0]
@@ -183,3 +185,78 @@ def test_group_relative_updates_move_the_policy_and_leave_the_value_head(
 def test_grpo_without_groups_is_refused_with_what_to_give() -> None:
     with pytest.raises(ValueError, match="--group-size 2 or more"):
         TrainerConfig(advantage="grpo")
+
+
+# ---------------------------------------------------------------------------------------------
+# samples the model cannot score
+# ---------------------------------------------------------------------------------------------
+
+IMAGE_TOKEN = 3  # the tiny VLM's <image>
+
+
+def broken(episode: EpisodeData, defect: str) -> EpisodeData:
+    """``episode`` from agent "bad-agent" as episode "bad-episode", with ``defect``."""
+    step = episode.steps[0]
+    if defect == "prompt without its image tokens":
+        step = dataclasses.replace(step, prompt_ids=[t for t in step.prompt_ids if t != IMAGE_TOKEN])
+    elif defect == "answer ending in the image token":
+        step = dataclasses.replace(
+            step,
+            generated_ids=[*step.generated_ids, IMAGE_TOKEN],
+            behavior_log_probs=[*step.behavior_log_probs, -1.0],
+        )
+    else:  # "image bytes that do not decode"
+        step = dataclasses.replace(
+            step, image=PngImage(step.image.data[:40], step.image.height, step.image.width)
+        )
+    return dataclasses.replace(episode, steps=[step], agent_id="bad-agent", episode_id="bad-episode")
+
+
+@pytest.mark.parametrize(
+    "defect",
+    ["prompt without its image tokens", "answer ending in the image token", "image bytes that do not decode"],
+)
+def test_a_sample_the_model_cannot_score_is_dropped_counted_logged_and_the_update_goes_on(
+    episodes: list[EpisodeData], defect: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The first two once killed the trainer: "Image features and image tokens do not match"."""
+    batch = [*episodes[:3], broken(episodes[3], defect), *episodes[4:]]  # its micro batch fails
+
+    with caplog.at_level(logging.WARNING, logger="trainer.learner"):
+        metrics = update(batch)
+
+    assert metrics["counters/samples_dropped"] == 1 and metrics["counters/episodes_dropped"] == 1
+    assert metrics["charts/episodes"] == EPISODES - 1  # the good ones of its micro batch stay
+    assert metrics["charts/optimizer_steps"] == 2 * 4  # epochs x minibatches of 2 over 7 samples
+    dropped = [r for r in caplog.records if r.getMessage().startswith("sample dropped")]
+    assert len(dropped) == 1
+    assert (dropped[0].agent, dropped[0].episode) == ("bad-agent", "bad-episode")  # type: ignore[attr-defined]
+    assert "step 0:" in dropped[0].error  # type: ignore[attr-defined]
+
+
+def test_an_episode_whose_bootstrap_cannot_be_scored_is_dropped(episodes: list[EpisodeData]) -> None:
+    step = dataclasses.replace(episodes[0].steps[0], terminated=False, truncated=True)
+    unbootstrappable = dataclasses.replace(
+        episodes[0],
+        steps=[step],
+        bootstrap_image=step.image,
+        bootstrap_prompt_ids=[t for t in step.prompt_ids if t != IMAGE_TOKEN],
+    )
+
+    metrics = update([unbootstrappable, *episodes[1:]])
+
+    assert metrics["counters/samples_dropped"] == 1 and metrics["charts/episodes"] == EPISODES - 1
+
+
+def test_a_batch_of_nothing_scorable_ends_its_update_with_the_weights_unchanged(
+    episodes: list[EpisodeData],
+) -> None:
+    config = TrainerConfig(ppo_epochs=1, minibatch_size=2, micro_batch_size=2, lora_r=8, lora_alpha=16)
+    learner = Learner(config, fresh_tiny(), Accelerator(cpu=True))
+    lora = [p.detach().clone() for p in learner.lora_parameters]
+
+    metrics = learner.update([broken(e, "prompt without its image tokens") for e in episodes[:2]])
+
+    assert metrics["counters/samples_dropped"] == 2 and metrics["charts/optimizer_steps"] == 0
+    assert learner.version == 1 and learner.updates == 1  # a version still follows (the trainer publishes it)
+    assert all(torch.equal(a, b) for a, b in zip(lora, learner.lora_parameters, strict=True))

@@ -26,12 +26,15 @@ from agent.generation import (
     teacher_forced_log_probs,
 )
 from agent.models import LoadedVLM, ModelLoadError, load_vlm, lora_target_modules
-from tests.episodes import answered_episodes, numberline_frames
+from tests.episodes import answered_episodes, numberline_frames, one_step_message
 from tests.vlm_families import FAMILY_BUILDERS
+from trainer.admission import model_admission
 from trainer.config import TrainerConfig
+from trainer.episodes import InvalidEpisode
 from trainer.learner import Learner
 from trainer.sft import SFTConfig, train_sft, vision_parameters
 from visact.demos import DemosConfig, write_demos
+from visact.trainer.v1 import trainer_pb2 as pb
 
 FAMILIES = sorted(FAMILY_BUILDERS)
 PROMPTS = ["Read the numbers.", "What is the target number? Answer in json.", "Go"]
@@ -77,6 +80,41 @@ def test_each_family_loads_samples_and_recomputes_the_same_log_probs(
     )
     assert all(sum(t in image_tokens for t in s.prompt_ids) >= 4 for s in samples)  # the image reached it
     assert_recomputed_log_probs_match(loaded, images, samples)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_each_familys_trainer_accepts_its_answers_and_refuses_them_without_their_image_tokens(
+    checkpoints: dict[str, Path], family: str
+) -> None:
+    """The trainer's admission, with the family's own processor: a sampled answer is accepted; the
+    same prompt without its image tokens, or an answer holding one, would fail the learner's
+    forward ("Image features and image tokens do not match") and is refused."""
+    loaded = load_vlm(str(checkpoints[family]), device="cpu")
+    vocab = int(loaded.base_model.get_output_embeddings().weight.shape[0])
+    admission = model_admission(
+        loaded, vocab_size=vocab, max_tokens=4096, temperature=0.7, max_image_pixels=0, buffer_bytes=1 << 30
+    )
+    assert 64 * 64 <= admission.max_image_pixels <= 4096 * 4096
+    [frame] = numberline_frames(1)  # 300x300: resized, cropped or tiled by each processor its own way
+    [answer] = generate_batch(loaded, [frame], ["Go"], 6, 0.7, generator=torch.Generator().manual_seed(5))
+    sound = one_step_message(frame, answer, 0.7)
+    admission.episode(sound, agent_id="a", latest_version=0)
+
+    assert admission.rules is not None
+    image_ids = admission.rules.image_ids
+    without = pb.Episode()
+    without.CopyFrom(sound)
+    kept = [t for t in without.steps[0].prompt_ids if t not in image_ids]
+    without.steps[0].ClearField("prompt_ids")
+    without.steps[0].prompt_ids.extend(kept)
+    with pytest.raises(InvalidEpisode, match="image tokens"):
+        admission.episode(without, agent_id="a", latest_version=0)
+    holding = pb.Episode()
+    holding.CopyFrom(sound)
+    holding.steps[0].generated_ids.append(min(image_ids))
+    holding.steps[0].log_probs.append(-1.0)
+    with pytest.raises(InvalidEpisode, match="special token that sampling never draws"):
+        admission.episode(holding, agent_id="a", latest_version=0)
 
 
 @pytest.mark.parametrize("family", FAMILIES)

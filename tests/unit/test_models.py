@@ -20,6 +20,7 @@ from PIL import Image, ImageDraw, ImageFont
 from agent import tiny_vlm
 from agent.generation import (
     Sample,
+    _SampleAndRecord,
     generate_batch,
     sampling_log_probs,
     suppressed_token_ids,
@@ -213,8 +214,26 @@ def test_load_in_bfloat16(cache_dir: Path) -> None:
     loaded = load_vlm("tiny", dtype="bfloat16", device="cpu")
     assert loaded.dtype == torch.bfloat16
     assert {p.dtype for p in loaded.model.parameters()} == {torch.bfloat16}
-    [sample] = generate_batch(loaded, [numberline_image(1, 2)], ["Go"], max_new_tokens=4, temperature=1.0)
+    [sample] = generate_batch(loaded, [numberline_image(1, 2)], ["Go"], max_new_tokens=16, temperature=0.2)
     assert len(sample.generated_ids) == len(sample.log_probs) >= 1
+    assert all(lp <= 0.0 for lp in sample.log_probs)  # the trainer refuses > 1e-6
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_recorded_log_probs_are_never_above_zero_whatever_the_logits(
+    tiny: LoadedVLM, dtype: torch.dtype
+) -> None:
+    """The trainer refuses log-probs above 0 beyond float rounding (1e-6); what the sampler records
+    never exceeds 0, for logits of any scale, peaked or flat, in fp32 or bf16."""
+    generator = torch.Generator().manual_seed(0)
+    for temperature, top_p in [(1.0, 1.0), (0.2, 1.0), (0.7, 0.9), (0.0, 1.0)]:
+        recorder = _SampleAndRecord(temperature, top_p, True, tiny, generator)
+        for scale in (0.01, 1.0, 30.0, 1e4):
+            logits = torch.randn(64, 512, generator=generator) * scale
+            logits[:32, 7] += 20 * scale  # half the rows near-certain of one token
+            recorder(torch.zeros(64, 1, dtype=torch.long), logits.to(dtype))
+        recorded = torch.cat(recorder.log_probs)
+        assert bool(torch.isfinite(recorded).all()) and float(recorded.max()) <= 0.0
 
 
 def test_attention_implementations_give_the_same_log_probs(tiny: LoadedVLM) -> None:

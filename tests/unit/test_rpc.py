@@ -83,3 +83,15 @@ def test_errors_come_back_from_the_threads_and_from_the_loop() -> None:
                 run_async(workers.run(fail))
     finally:
         workers.shutdown()
+
+
+def test_off_loop_work_always_runs_on_a_thread() -> None:
+    workers = Workers(1, "test-work", inline_seconds=0.01)
+
+    async def thrice() -> list[str]:
+        return [await workers.off_loop(where) for _ in range(3)]
+
+    try:
+        assert all(name.startswith("test-work") for name in run_async(thrice()))
+    finally:
+        workers.shutdown()

@@ -7,7 +7,9 @@ message and must be refused as a whole with an InvalidEpisode that names the pro
 
 from __future__ import annotations
 
+import gc
 import math
+import tracemalloc
 from collections.abc import Callable
 from typing import Any
 
@@ -18,7 +20,13 @@ from hypothesis import strategies as st
 
 from agent.records import Episode, StepRecord
 from agent.trainer_link import encode_episode
-from trainer.episodes import LOG_PROB_SLACK, EpisodeData, InvalidEpisode, decode_episode
+from trainer.episodes import (
+    LOG_PROB_ROUNDING,
+    EpisodeData,
+    InvalidEpisode,
+    decode_episode,
+    episode_message,
+)
 from visact.env.v1 import env_pb2
 from visact.trainer.v1 import trainer_pb2 as pb
 
@@ -63,9 +71,20 @@ def make_records(steps: int = 3, *, truncated: bool = False, seed: int = 0) -> E
     )
 
 
-def decode(message: pb.Episode, *, latest_version: int = 5, max_tokens: int = MAX_TOKENS) -> EpisodeData:
+def decode(
+    message: pb.Episode,
+    *,
+    latest_version: int = 5,
+    max_tokens: int = MAX_TOKENS,
+    max_image_pixels: int = 4096**2,
+) -> EpisodeData:
     return decode_episode(
-        message, agent_id="agent-a", latest_version=latest_version, vocab_size=VOCAB, max_tokens=max_tokens
+        message,
+        agent_id="agent-a",
+        latest_version=latest_version,
+        vocab_size=VOCAB,
+        max_tokens=max_tokens,
+        max_image_pixels=max_image_pixels,
     )
 
 
@@ -82,10 +101,10 @@ def test_a_valid_terminated_episode_decodes_to_what_the_agent_recorded() -> None
     assert decoded.agent_id == "agent-a" and decoded.env == "counter"
     assert len(decoded.steps) == 3
     for got, want in zip(decoded.steps, records.steps, strict=True):
-        np.testing.assert_array_equal(got.image, want.image)
-        assert got.prompt_ids == want.prompt_ids
-        assert got.generated_ids == want.generated_ids
-        assert got.behavior_log_probs == pytest.approx(want.log_probs)
+        np.testing.assert_array_equal(got.image.pixels(), want.image)
+        assert list(got.prompt_ids) == want.prompt_ids
+        assert list(got.generated_ids) == want.generated_ids
+        assert list(got.behavior_log_probs) == pytest.approx(want.log_probs)
         assert got.action_start == want.action_start
         assert got.reward == pytest.approx(want.reward + want.format_penalty)
         assert got.env_reward == pytest.approx(want.reward)
@@ -97,7 +116,7 @@ def test_a_valid_terminated_episode_decodes_to_what_the_agent_recorded() -> None
     assert decoded.steps[1].reward == pytest.approx(-0.5)
     assert decoded.success and decoded.env_return == pytest.approx(1.0)
     assert decoded.min_version == 0
-    assert decoded.bootstrap_image is None and decoded.bootstrap_prompt_ids == []
+    assert decoded.bootstrap_image is None and list(decoded.bootstrap_prompt_ids) == []
 
 
 def test_a_truncated_episode_carries_its_bootstrap_observation() -> None:
@@ -108,17 +127,26 @@ def test_a_truncated_episode_carries_its_bootstrap_observation() -> None:
     assert decoded.steps[-1].truncated and not decoded.steps[-1].terminated
     assert not decoded.success
     assert decoded.bootstrap_image is not None
-    np.testing.assert_array_equal(decoded.bootstrap_image, records.bootstrap_image)
-    assert decoded.bootstrap_prompt_ids == [4, 5, 6]
+    np.testing.assert_array_equal(decoded.bootstrap_image.pixels(), records.bootstrap_image)
+    assert list(decoded.bootstrap_prompt_ids) == [4, 5, 6]
 
 
 def test_a_one_step_episode_and_tiny_positive_log_prob_rounding_are_accepted() -> None:
     message = encode_episode(make_records(1))
-    message.steps[0].log_probs[0] = LOG_PROB_SLACK / 2  # fp error above 0 is tolerated ...
+    message.steps[0].log_probs[0] = LOG_PROB_ROUNDING / 2  # fp error above 0 is tolerated ...
 
     decoded = decode(message)
 
     assert decoded.steps[0].behavior_log_probs[0] == 0.0  # ... and clamped to 0
+
+
+@pytest.mark.parametrize("log_prob", [2e-6, 1e-4, 1e-3])
+def test_a_positive_log_prob_beyond_float_rounding_is_refused(log_prob: float) -> None:
+    message = encode_episode(make_records(1))
+    message.steps[0].log_probs[0] = log_prob  # (0, 1e-3] was accepted once
+
+    with pytest.raises(InvalidEpisode, match=r"step 0: log-probs must be finite and <= 0, got e\.g\."):
+        decode(message)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -219,6 +247,50 @@ def test_exactly_max_tokens_is_accepted() -> None:
         decode(episode, max_tokens=6)
 
 
+def test_an_image_over_the_trainers_pixel_bound_is_refused_before_decoding() -> None:
+    episode = encode_episode(make_records(2))  # 5x7 images: 35 pixels
+    decode(episode, max_image_pixels=35)
+    with pytest.raises(
+        InvalidEpisode, match="step 0: image declared 5x7; need positive sizes and at most 34 pixels"
+    ):
+        decode(episode, max_image_pixels=34)
+
+
+@pytest.mark.parametrize(("steps", "prompt"), [(1, 10), (20, 100), (100, 1000)])
+def test_held_bytes_count_at_least_what_a_decoded_episode_allocates(steps: int, prompt: int) -> None:
+    """The hub's byte budget counts ``held_bytes``: it must not undercount what stays allocated
+    (PNG files, packed tokens, the objects around them) once an episode is decoded."""
+    records = make_records(steps)
+    for step in records.steps:
+        step.prompt_ids = [1 + i % (VOCAB - 1) for i in range(prompt)]
+        step.generated_ids = [10, 11, 12]
+        step.policy_version = 0
+    message = encode_episode(records)
+    decode(message, max_tokens=10_000)  # imports and caches warmed up
+    gc.collect()
+    tracemalloc.start()
+    try:
+        decoded = decode(message, max_tokens=10_000)
+        gc.collect()
+        allocated = tracemalloc.get_traced_memory()[0]
+    finally:
+        tracemalloc.stop()
+    png = sum(len(s.image.data) for s in message.steps)
+    assert allocated <= decoded.held_bytes, (allocated, decoded.held_bytes)
+    assert decoded.held_bytes <= 2 * allocated + 4096, "the count is an upper bound, not a wild guess"
+    assert decoded.held_bytes >= png + 4 * steps * (prompt + 6)
+
+
+@pytest.mark.parametrize("truncated", [False, True])
+def test_episode_message_decodes_to_the_same_episode(truncated: bool) -> None:
+    """What another learner process gets (trainer.distributed) is what the main process has."""
+    first = decode(encode_episode(make_records(3, truncated=truncated)))
+
+    again = decode(episode_message(first))
+
+    assert again == first
+
+
 # ---------------------------------------------------------------------------------------------
 # properties
 # ---------------------------------------------------------------------------------------------
@@ -264,7 +336,7 @@ def test_damaged_png_bytes_never_raise_anything_but_invalid_episode(
     except InvalidEpisode as exc:
         assert str(exc).startswith("step 0: image")
     else:  # a flip PNG's checks do not see still decodes to an image of the declared shape
-        assert decoded.steps[0].image.shape == SHAPE
+        assert decoded.steps[0].image.pixels().shape == SHAPE
 
 
 @FAST
@@ -273,7 +345,7 @@ def test_log_probs_are_accepted_exactly_when_finite_and_not_positive(log_probs: 
     episode = encode_episode(make_records(1))
     episode.steps[0].ClearField("log_probs")
     episode.steps[0].log_probs.extend(log_probs)
-    acceptable = all(math.isfinite(x) and x <= LOG_PROB_SLACK for x in log_probs)
+    acceptable = all(math.isfinite(x) and x <= LOG_PROB_ROUNDING for x in log_probs)
 
     if acceptable:
         decoded = decode(episode)

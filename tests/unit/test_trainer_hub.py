@@ -11,17 +11,16 @@ import threading
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from trainer import hub as hub_module
-from trainer.episodes import EpisodeData, Sample
+from trainer.episodes import EpisodeData, PngImage, Sample
 from trainer.hub import Hub, PublishedVersion, TooManyAgents
 
 
 def sample(version: int = 0) -> Sample:
     return Sample(
-        image=np.zeros((2, 2, 3), dtype=np.uint8),
+        image=PngImage(b"PNG bytes", 2, 2),  # the hub never decodes
         prompt_ids=[1, 2],
         generated_ids=[3],
         behavior_log_probs=[-0.5],
@@ -106,6 +105,32 @@ def test_an_empty_buffer_takes_an_episode_larger_than_its_budget() -> None:
     assert h.buffered_steps == 7
     accepted, _ = h.offer("next", episode(1))
     assert not accepted
+
+
+def test_a_buffer_full_in_bytes_says_wait_and_frees_them_when_a_batch_is_taken() -> None:
+    h = Hub(buffer_steps=100, max_policy_lag=1, agent_timeout=60.0, keep_versions=3, buffer_bytes=0)
+    first, second, third = episode(2), episode(2), episode(2)
+    h.buffer_bytes = first.held_bytes + len("1") + second.held_bytes + len("2")  # room for two
+    assert h.offer("1", first) == (True, "") and h.offer("2", second) == (True, "")
+    assert h.buffered_bytes == h.buffer_bytes  # the episode ids counted too
+
+    accepted, reason = h.offer("3", third)
+
+    assert not accepted and f"holds {h.buffer_bytes} of {h.buffer_bytes} bytes" in reason
+    assert h.counters["episodes_waited"] == 1 and h.buffered_steps == 4  # far from full in steps
+    assert h.take_batch(2, timeout=0) == [first]
+    assert h.buffered_bytes == second.held_bytes
+    assert h.offer("3", third) == (True, "")
+    assert h.status()["buffered_bytes"] == h.buffered_bytes
+
+
+def test_held_bytes_count_the_png_files_and_4_bytes_a_token() -> None:
+    one = episode(1)
+    assert one.held_bytes == episode(1).held_bytes  # the same for the same content
+    bigger = episode(1)
+    bigger.steps[0].image = PngImage(b"x" * 1000 + bigger.steps[0].image.data, 2, 2)
+    bigger.steps[0].prompt_ids = [*bigger.steps[0].prompt_ids, 5, 6, 7]
+    assert bigger.held_bytes - one.held_bytes == 1000 + 3 * 4
 
 
 def test_a_retried_episode_id_is_accepted_once() -> None:

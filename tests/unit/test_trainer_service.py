@@ -20,6 +20,7 @@ import pytest
 from agent.records import Episode, StepRecord
 from agent.trainer_link import encode_episode
 from trainer import service
+from trainer.admission import Admission
 from trainer.hub import Hub, PublishedVersion
 from trainer.service import ModelIdentity, TrainerServicer
 from visact import rpc
@@ -46,7 +47,9 @@ def trainer(tmp_path: Path) -> Iterator[Running]:
     hub = Hub(buffer_steps=BUFFER_STEPS, max_policy_lag=MAX_POLICY_LAG, agent_timeout=60.0, keep_versions=2)
     servicer = TrainerServicer(
         hub,
-        ModelIdentity(name="tiny-test-vlm", fingerprint="abc", vocab_size=VOCAB, max_tokens=64),
+        ModelIdentity(
+            "tiny-test-vlm", "abc", Admission(vocab_size=VOCAB, max_tokens=64, temperature=TEMPERATURE)
+        ),
         pb.SamplingConfig(
             temperature=TEMPERATURE, max_new_tokens=16, chain_of_thought=True, format_penalty=-0.1
         ),
