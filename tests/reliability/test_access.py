@@ -142,10 +142,12 @@ def trainer_factory(tmp_path: Path) -> Iterator[Any]:
 
 
 def fake_policy() -> Any:
-    """What TrainerLink needs of a policy to register: a model to fingerprint and sampling knobs."""
-    return SimpleNamespace(
-        loaded=SimpleNamespace(model=FAKE_MODEL), version=0, temperature=1.0, max_new_tokens=1, cot=True
+    """What TrainerLink needs of a policy to register: an engine with a fingerprint that takes the
+    trainer's version bound and LoRA layout, and sampling knobs."""
+    engine = SimpleNamespace(
+        fingerprint=FINGERPRINT, name="fake", keep_versions=lambda count: None, check_lora=lambda *_: None
     )
+    return SimpleNamespace(engine=engine, version=0, temperature=1.0, max_new_tokens=1, cot=True)
 
 
 # ---------------------------------------------------------------------------------------------
