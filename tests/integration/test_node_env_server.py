@@ -21,6 +21,8 @@ from pathlib import Path
 import grpc
 import pytest
 
+from tests.processes import start_process
+
 pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -106,7 +108,7 @@ def start_node_server(node: str, tmp_path: Path, *args: str, env: dict[str, str]
     ready = tmp_path / "port"
     log = tmp_path / "server.log"
     with log.open("w") as log_file:
-        process = subprocess.Popen(
+        process = start_process(
             [node, str(SERVER_JS), "--host", "127.0.0.1", "--port", "0", "--ready-file", str(ready), *args],
             cwd=EXAMPLE,
             stdout=log_file,
