@@ -93,7 +93,7 @@ def entry_problem(
         listed: dict[str, dict[str, Any]] = manifest["files"]
         recorded_about = manifest.get("about", {})
     except FileNotFoundError:
-        return f"it has no {MANIFEST}: its build did not finish"
+        return f"it has no {MANIFEST}: its build did not finish (or predates manifests)"
     except (OSError, ValueError, KeyError, TypeError) as exc:
         return f"its {MANIFEST} is unreadable ({exc})"
     if about is not None and recorded_about != dict(about):
