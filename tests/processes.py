@@ -104,16 +104,24 @@ def start_process(argv: Sequence[str], **popen_args: Any) -> subprocess.Popen[An
     return popen
 
 
-def descendants(pid: int) -> list[int]:
-    """Every live descendant of ``pid`` (children in sessions of their own too), from /proc."""
-    children: dict[int, list[int]] = {}
+def live_processes() -> list[tuple[int, int, int]]:
+    """(pid, parent pid, process group) of every process that is not a zombie, from /proc."""
+    table = []
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
             with contextlib.suppress(OSError, IndexError, ValueError):
                 stat = (entry / "stat").read_text()
-                fields = stat[stat.rindex(")") + 2 :].split()
-                if fields[0] not in "ZX":
-                    children.setdefault(int(fields[1]), []).append(int(entry.name))
+                state, ppid, pgrp = stat[stat.rindex(")") + 2 :].split()[:3]
+                if state not in "ZX":
+                    table.append((int(entry.name), int(ppid), int(pgrp)))
+    return table
+
+
+def descendants(pid: int) -> list[int]:
+    """Every live descendant of ``pid`` (children in sessions of their own too)."""
+    children: dict[int, list[int]] = {}
+    for child, parent, _ in live_processes():
+        children.setdefault(parent, []).append(child)
     found, todo = [], [pid]
     while todo:
         for child in children.get(todo.pop(), []):
@@ -132,25 +140,30 @@ def running(pid: int) -> bool:
 
 
 def stop_tree(popen: subprocess.Popen[Any], grace: float = 10) -> None:
-    """SIGTERM ``popen``'s process group and every descendant, SIGKILL what is left after ``grace``
-    seconds, and reap ``popen``."""
-    pids = [popen.pid, *descendants(popen.pid)] if popen.poll() is None else []
-    for sig in (signal.SIGTERM, signal.SIGKILL):
+    """SIGTERM every live process of ``popen``'s process group (``start_process`` made it lead one:
+    its group outlives it when it is killed) and every descendant (in sessions of their own too,
+    as torchrun's workers), SIGKILL what is left after ``grace`` seconds, and reap ``popen``."""
+    pids = {pid for pid, _, group in live_processes() if group == popen.pid} | set(descendants(popen.pid))
+    for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 10.0)):
         for pid in pids:
             with contextlib.suppress(OSError):
-                os.killpg(pid, sig) if pid == popen.pid else os.kill(pid, sig)
-        deadline = time.monotonic() + (grace if sig == signal.SIGTERM else 10)
+                os.kill(pid, sig)
+        deadline = time.monotonic() + wait
         while time.monotonic() < deadline and any(running(pid) for pid in pids):
-            popen.poll()  # reap our own child so it does not linger as a zombie
+            popen.poll()  # reap our own child, else it stays a zombie
             time.sleep(0.05)
+        pids = {pid for pid in pids if running(pid)}
+        if not pids:
+            break
     with contextlib.suppress(subprocess.TimeoutExpired):
         popen.wait(timeout=10)
 
 
 def stop_started_since(index: int) -> list[str]:
-    """Stop every process of ``STARTED[index:]`` still running (``stop_tree``); returns their commands."""
-    left = [popen for popen in STARTED[index:] if popen.poll() is None]
-    for popen in left:
+    """``stop_tree`` every process of ``STARTED[index:]``; returns the commands of those that still ran."""
+    started = STARTED[index:]
+    left = [popen for popen in started if popen.poll() is None]
+    for popen in started:  # the exited too: their children may run on in their groups
         stop_tree(popen)
     del STARTED[index:]
     return [" ".join(_command_of(popen))[:200] for popen in left]
