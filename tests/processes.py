@@ -24,7 +24,7 @@ from visact.children import tied_to_this_process
 
 BIN = Path(sys.executable).parent
 
-#: Every process started through ``popen`` (and so ``start``), in order.
+#: Every process started through ``start_process`` (and so ``start``), in order.
 STARTED: list[subprocess.Popen[Any]] = []
 
 
@@ -159,20 +159,12 @@ def stop_tree(popen: subprocess.Popen[Any], grace: float = 10) -> None:
         popen.wait(timeout=10)
 
 
-def stop_started_since(index: int) -> list[str]:
-    """``stop_tree`` every process of ``STARTED[index:]``; returns the commands of those that still ran."""
-    started = STARTED[index:]
-    left = [popen for popen in started if popen.poll() is None]
-    for popen in started:  # the exited too: their children may run on in their groups
+def stop_started_since(index: int) -> None:
+    """``stop_tree`` every process of ``STARTED[index:]`` (the exited too: their children may run
+    on in their groups) and forget them."""
+    for popen in STARTED[index:]:
         stop_tree(popen)
     del STARTED[index:]
-    return [" ".join(_command_of(popen))[:200] for popen in left]
-
-
-def _command_of(popen: subprocess.Popen[Any]) -> list[str]:
-    """The command as given to ``start_process`` (without the launcher that ties it to us)."""
-    args = [str(a) for a in popen.args]  # type: ignore[union-attr]
-    return args[6:] if len(args) > 6 and args[3:4] == ["-c"] else args
 
 
 def start_agent(workdir: Path, name: str, env: Process, trainer: Process, *extra: str) -> Process:

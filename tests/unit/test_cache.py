@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -57,7 +58,9 @@ def test_the_manifest_lists_every_file_with_its_size_and_sha256(tmp_path: Path) 
     ],
     ids=["no-manifest", "bad-manifest", "missing", "truncated", "flipped", "flipped-nested", "added"],
 )
-def test_a_damaged_entry_is_not_trusted(tmp_path: Path, damage, problem: str) -> None:  # type: ignore[no-untyped-def]
+def test_a_damaged_entry_is_not_trusted(
+    tmp_path: Path, damage: Callable[[Path], object], problem: str
+) -> None:
     fill(tmp_path)
     write_manifest(tmp_path)
     damage(tmp_path)
