@@ -8,10 +8,15 @@ file, no download, no training randomness: the same bytes on every machine). Dig
 merge, so every digit the model must read off an image is one token of its own.
 
 ``build_tiny_vlm(out_dir)`` writes the model, processor and tokenizer with
-``save_pretrained``; ``ensure_tiny_vlm()`` builds it once into the cache
-(``$VISACT_CACHE`` or ``~/.cache/visact``) under a name derived from the recipe, atomically:
-it builds in a temporary sibling directory and renames it into place, so two processes that
-race both end up loading the same complete directory.
+``save_pretrained``; ``ensure_tiny_vlm()`` builds it once into the cache (``$VISACT_CACHE``,
+else ``$XDG_CACHE_HOME/visact``, else ``~/.cache/visact``) under a name derived from the recipe,
+as a ``visact.cache`` entry: used only while every file matches the manifest written last,
+rebuilt (with a warning in the log) otherwise, built by one process while the others wait. The
+build runs in a child process (``python -m agent.tiny_vlm``): one with no torch.distributed
+process group, where ``save_pretrained`` writes the weights. transformers writes checkpoint
+files only on rank 0 once a process group is up (``should_save_on_this_rank``), so a build on
+rank 1 of ``torchrun`` saved no weights (this built 5 of the 8 files; that entry broke every
+later load on the machine until deleted by hand).
 
 The sizes (``TinySpec``) were chosen with ``bench/tiny_vlm_probe.py`` on 2 CPU threads:
 1.31 M parameters (vision 0.30 M, projector 0.03 M, text layers 0.85 M, embeddings and head
@@ -33,8 +38,8 @@ import itertools
 import json
 import os
 import re
-import shutil
-import tempfile
+import subprocess
+import sys
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -357,6 +362,13 @@ def build_tiny_vlm(out_dir: str | os.PathLike[str], spec: TinySpec = DEFAULT_SPE
         json.dumps({"recipe": recipe_id(spec), "spec": dataclasses.asdict(spec)}, indent=2, sort_keys=True)
         + "\n"
     )
+    unwritten = [name for name in BUILT_FILES if not (out / name).is_file()]
+    if unwritten:
+        raise RuntimeError(
+            f"save_pretrained wrote no {', '.join(unwritten)} into {out}: under torch.distributed "
+            "transformers saves only on rank 0; build in a process without a process group "
+            "(ensure_tiny_vlm does)"
+        )
     return out
 
 
@@ -364,11 +376,27 @@ def build_tiny_vlm(out_dir: str | os.PathLike[str], spec: TinySpec = DEFAULT_SPE
 # Cache
 # ---------------------------------------------------------------------------------------------
 
+#: Every file of a complete build (``build_tiny_vlm`` checks it wrote them; an entry whose
+#: manifest lacks one is rebuilt).
+BUILT_FILES = (
+    "chat_template.jinja",
+    "config.json",
+    "generation_config.json",
+    "model.safetensors",
+    "processor_config.json",
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "visact_tiny.json",
+)
+
 
 def cache_root() -> Path:
-    """``$VISACT_CACHE`` or ``~/.cache/visact``."""
+    """``$VISACT_CACHE``, else ``$XDG_CACHE_HOME/visact``, else ``~/.cache/visact``."""
     env = os.environ.get("VISACT_CACHE")
-    return Path(env).expanduser() if env else Path.home() / ".cache" / "visact"
+    if env:
+        return Path(env).expanduser()
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    return (Path(xdg).expanduser() if xdg else Path.home() / ".cache") / "visact"
 
 
 def recipe_id(spec: TinySpec = DEFAULT_SPEC) -> str:
@@ -395,21 +423,44 @@ def _major_minor(version: str) -> str:
 
 
 def ensure_tiny_vlm(spec: TinySpec = DEFAULT_SPEC, cache_dir: str | os.PathLike[str] | None = None) -> Path:
-    """The tiny VLM's directory in the cache, built on first use (atomic; safe when processes race)."""
+    """The tiny VLM's directory in the cache, checked against its manifest; built on first use (in a
+    child process, by one process at a time) and rebuilt when not intact."""
+    from visact.cache import ensure_entry
+
     root = Path(cache_dir) if cache_dir is not None else cache_root()
-    final = root / f"tiny-vlm-{recipe_id(spec)}"
-    if (final / "visact_tiny.json").is_file():
-        return final
-    root.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=root))
-    try:
-        build_tiny_vlm(staging, spec)
-        staging.chmod(0o755)  # mkdtemp makes it private; the cache entry is readable like any other
-        try:
-            os.rename(staging, final)  # atomic; fails if another process got there first
-        except OSError:
-            if not (final / "visact_tiny.json").is_file():
-                raise
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    return final
+    return ensure_entry(
+        root,
+        f"tiny-vlm-{recipe_id(spec)}",
+        lambda staging: build_in_child(staging, spec),
+        what="the tiny VLM",
+        required=BUILT_FILES,
+    )
+
+
+def build_in_child(out_dir: Path, spec: TinySpec = DEFAULT_SPEC) -> None:
+    """``build_tiny_vlm`` in a fresh Python process (no process group, so every rank can build);
+    the child dies with this process."""
+    from visact.children import tied_to_this_process
+
+    argv = [sys.executable, "-m", "agent.tiny_vlm", str(out_dir), json.dumps(dataclasses.asdict(spec))]
+    result = subprocess.run(tied_to_this_process(argv), capture_output=True, text=True)
+    if result.returncode != 0:
+        raise RuntimeError(
+            f"building the tiny VLM in a child process failed (exit {result.returncode}); its output:\n"
+            f"{(result.stdout + result.stderr)[-3000:]}"
+        )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m agent.tiny_vlm OUT_DIR [SPEC_JSON]``: build the tiny VLM into ``OUT_DIR``."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    if len(args) not in (1, 2):
+        print("usage: python -m agent.tiny_vlm OUT_DIR [SPEC_JSON]", file=sys.stderr)
+        return 2
+    spec = TinySpec(**json.loads(args[1])) if len(args) == 2 else DEFAULT_SPEC
+    build_tiny_vlm(args[0], spec)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,57 +1,31 @@
-"""Shared fixtures: a tiny deterministic Env for servicer tests, and in-process servers on port 0."""
+"""Shared fixtures: every process a test starts is stopped when it ends; an in-process CounterEnv
+server on port 0."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from typing import Any
 
-import numpy as np
 import pytest
 
-from env_server.core import Env, ExpertMove, StepOutcome
-from env_server.errors import InvalidRequest
+from tests.envs import CounterEnv
+from tests.processes import STARTED, stop_started_since
 
 
-class CounterEnv(Env):
-    """Count up to a target: '+' adds one, '-' subtracts one; reaching the target wins."""
+@pytest.fixture(autouse=True)
+def stop_processes_left_running() -> Iterator[None]:
+    """Stop (with their process groups and children) the processes this test started through
+    tests/processes.py that still run when it ends, however it ended."""
+    index = len(STARTED)
+    yield
+    stop_started_since(index)
 
-    name = "counter"
-    action_vocabulary = ("+", "-")
-    fact_keys = ("count",)
-    image_shape = (8, 6, 3)
-    max_episode_steps = 6
-    reset_option_names = ("target",)
 
-    def __init__(self) -> None:
-        self.count = 0
-        self.target = 3
-        self.seed_rng(0)
-
-    def reset(self, seed: int | None = None, options: Mapping[str, Any] | None = None) -> None:
-        self.seed_rng(seed)
-        target = (options or {}).get("target", int(self.np_random.integers(2, 5)))
-        if not 1 <= int(target) <= 9:
-            raise InvalidRequest(f"target must be 1..9, got {target}")
-        self.target = int(target)
-        self.count = 0
-
-    def step(self, action: str) -> StepOutcome:
-        self.count += 1 if action == "+" else -1
-        won = self.count == self.target
-        return StepOutcome(1.0 if won else 0.0, terminated=won, info={"success": won} if won else {})
-
-    def render(self) -> np.ndarray:
-        image = np.zeros(self.image_shape, dtype=np.uint8)
-        image[..., 0] = self.count % 256
-        image[..., 1] = self.target
-        return image
-
-    def task_text(self) -> str:
-        return "Reach the target count."
-
-    def expert(self) -> ExpertMove:
-        action = "+" if self.count < self.target else "-"
-        return ExpertMove(action, f"count {self.count}, target {self.target}", (("count", str(self.count)),))
+@pytest.fixture(autouse=True, scope="session")
+def stop_processes_left_by_fixtures() -> Iterator[None]:
+    """The same at the end of the session, for processes of module- and session-scoped fixtures."""
+    yield
+    stop_started_since(0)
 
 
 @pytest.fixture

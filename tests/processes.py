@@ -1,7 +1,14 @@
-"""Real processes for integration and end-to-end tests: start with a ready file, stop, kill, read logs."""
+"""Real processes for integration and end-to-end tests: start with a ready file, stop, kill, read logs.
+
+Every process started here is tracked, in a session of its own (so its process group holds its
+children, torchrun's launcher among them), and tied to the test process (``visact.children``:
+it gets SIGTERM if pytest dies, even by SIGKILL). The autouse fixture in tests/conftest.py stops
+whatever a test left running, however the test ended (``stop_started_since``).
+"""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -11,8 +18,14 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+
+from visact.children import tied_to_this_process
 
 BIN = Path(sys.executable).parent
+
+#: Every process started through ``start_process`` (and so ``start``), in order.
+STARTED: list[subprocess.Popen[Any]] = []
 
 
 def command(name: str) -> list[str]:
@@ -69,9 +82,7 @@ def start(
     environment = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
     environment.pop("VISACT_TOKEN", None)
     with log.open("ab") as out:
-        popen = subprocess.Popen(
-            list(argv), stdout=out, stderr=subprocess.STDOUT, env=environment, cwd=workdir
-        )
+        popen = start_process(argv, stdout=out, stderr=subprocess.STDOUT, env=environment, cwd=workdir)
     process = Process(name, popen, log)
     if ready_file is not None:
         wait_for(
@@ -82,6 +93,78 @@ def start(
         )
         process.port = int(ready_file.read_text())
     return process
+
+
+def start_process(argv: Sequence[str], **popen_args: Any) -> subprocess.Popen[Any]:
+    """``subprocess.Popen(argv, **popen_args)``, tracked, in a new session, tied to this process."""
+    popen: subprocess.Popen[Any] = subprocess.Popen(
+        tied_to_this_process(argv), start_new_session=True, **popen_args
+    )
+    STARTED.append(popen)
+    return popen
+
+
+def live_processes() -> list[tuple[int, int, int]]:
+    """(pid, parent pid, process group) of every process that is not a zombie, from /proc."""
+    table = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError, IndexError, ValueError):
+                stat = (entry / "stat").read_text()
+                state, ppid, pgrp = stat[stat.rindex(")") + 2 :].split()[:3]
+                if state not in "ZX":
+                    table.append((int(entry.name), int(ppid), int(pgrp)))
+    return table
+
+
+def descendants(pid: int) -> list[int]:
+    """Every live descendant of ``pid`` (children in sessions of their own too)."""
+    children: dict[int, list[int]] = {}
+    for child, parent, _ in live_processes():
+        children.setdefault(parent, []).append(child)
+    found, todo = [], [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
+
+
+def running(pid: int) -> bool:
+    """True while ``pid`` exists and is not a zombie."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat[stat.rindex(")") + 2] not in "ZX"
+
+
+def stop_tree(popen: subprocess.Popen[Any], grace: float = 10) -> None:
+    """SIGTERM every live process of ``popen``'s process group (``start_process`` made it lead one:
+    its group outlives it when it is killed) and every descendant (in sessions of their own too,
+    as torchrun's workers), SIGKILL what is left after ``grace`` seconds, and reap ``popen``."""
+    pids = {pid for pid, _, group in live_processes() if group == popen.pid} | set(descendants(popen.pid))
+    for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 10.0)):
+        for pid in pids:
+            with contextlib.suppress(OSError):
+                os.kill(pid, sig)
+        deadline = time.monotonic() + wait
+        while time.monotonic() < deadline and any(running(pid) for pid in pids):
+            popen.poll()  # reap our own child, else it stays a zombie
+            time.sleep(0.05)
+        pids = {pid for pid in pids if running(pid)}
+        if not pids:
+            break
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        popen.wait(timeout=10)
+
+
+def stop_started_since(index: int) -> None:
+    """``stop_tree`` every process of ``STARTED[index:]`` (the exited too: their children may run
+    on in their groups) and forget them."""
+    for popen in STARTED[index:]:
+        stop_tree(popen)
+    del STARTED[index:]
 
 
 def start_agent(workdir: Path, name: str, env: Process, trainer: Process, *extra: str) -> Process:

@@ -11,7 +11,10 @@ Each held-out evaluation runs twice on the same seeds: ~greedy (--eval-temperatu
 sampled at the PPO temperature, as the agents play in training (RL4VLM reports the running
 success of training episodes, at that temperature; the summary has it too);
 6. ``learning_curve.png`` and ``summary.json`` in the work directory.
-Every stage is a separate process, as on a cluster; the demo only wires and watches them.
+Every stage is a separate process, as on a cluster; the demo only wires and watches them, and
+they die with it (SIGTERM from the kernel, even when the demo is SIGKILLed). With ``--keep``
+the demonstrations and the SFT model of an earlier run are reused only when they match the
+manifest written after their stage finished (``visact.cache``).
 """
 
 from __future__ import annotations
@@ -27,6 +30,9 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
+
+from visact.cache import entry_problem, write_manifest
+from visact.children import tied_to_this_process
 
 BIN = Path(sys.executable).parent
 
@@ -166,9 +172,13 @@ def script(name: str) -> str:
 
 
 def spawn(argv: Sequence[str], log: Path) -> subprocess.Popen[bytes]:
+    """Start ``argv`` logging to ``log``; it gets SIGTERM if the demo dies (``visact.children``)."""
     with log.open("ab") as out:
         return subprocess.Popen(
-            list(argv), stdout=out, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"}
+            tied_to_this_process(argv),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
         )
 
 
@@ -184,10 +194,10 @@ def wait_ready(process: subprocess.Popen[bytes], ready: Path, log: Path, timeout
 def run_checked(argv: Sequence[str], log: Path | None = None) -> None:
     """Run a stage to completion; its output goes to the console (progress bars) or to ``log``."""
     if log is None:
-        result = subprocess.run(list(argv))
+        result = subprocess.run(tied_to_this_process(argv))
     else:
         with log.open("ab") as out:
-            result = subprocess.run(list(argv), stdout=out, stderr=subprocess.STDOUT)
+            result = subprocess.run(tied_to_this_process(argv), stdout=out, stderr=subprocess.STDOUT)
     if result.returncode != 0:
         detail = f"; see {log}" if log else ""
         raise RuntimeError(f"`{' '.join(argv[:3])} ...` failed with exit code {result.returncode}{detail}")
@@ -292,6 +302,15 @@ def stop_processes(processes: Sequence[subprocess.Popen[bytes]], grace: float = 
             process.kill()
 
 
+def reusable(directory: Path, required: str) -> bool:
+    """Whether a stage's output of an earlier run (kept with ``--keep``) is complete and intact;
+    says why not when there is one that is not."""
+    problem = entry_problem(directory, required=[required])
+    if problem is not None and directory.exists():
+        print(f"   not reusing {directory}: {problem}", flush=True)
+    return problem is None
+
+
 def run_demo(config: DemoConfig) -> dict[str, Any]:
     config = with_game_settings(config)
     work = config.workdir.resolve()
@@ -305,7 +324,9 @@ def run_demo(config: DemoConfig) -> dict[str, Any]:
     try:
         with Stage("1. demonstrations from the expert") as stage:
             demos = work / "demos" / f"{config.env}.jsonl"
-            if not demos.exists():
+            demos_kept = reusable(demos.parent, demos.name)
+            if not demos_kept:
+                shutil.rmtree(demos.parent, ignore_errors=True)
                 run_checked(
                     [
                         script("visact"),
@@ -321,12 +342,15 @@ def run_demo(config: DemoConfig) -> dict[str, Any]:
                     ]
                     + ([] if config.cot else ["--no-cot"])
                 )
+                write_manifest(demos.parent)
         timings["demos"] = time.monotonic() - stage.started
 
         with Stage("2. supervised warm start (SFT)") as stage:
             sft_dir = work / "sft"
             model = sft_dir / "model"
-            if not model.exists():
+            model_kept = demos_kept and reusable(model, "config.json")  # trained on these demos
+            if not model_kept:
+                shutil.rmtree(model, ignore_errors=True)
                 run_checked(
                     [
                         script("trainer"),
@@ -347,13 +371,14 @@ def run_demo(config: DemoConfig) -> dict[str, Any]:
                         str(config.seed),
                     ]
                 )
+                write_manifest(model)
         timings["sft"] = time.monotonic() - stage.started
 
         with Stage(f"3. env servers ({config.env}) and the held-out evaluation after SFT") as stage:
             servers = start_env_servers(config.env, config.env_servers, work, processes)
             before_file = work / "eval_after_sft.json"
             sampled_file = sampled_path(before_file)
-            if config.keep and before_file.exists() and sampled_file.exists():  # the SFT model was kept too
+            if model_kept and before_file.exists() and sampled_file.exists():  # of this SFT model
                 before = dict(json.loads(before_file.read_text()))
                 before_sampled = dict(json.loads(sampled_file.read_text()))
             else:

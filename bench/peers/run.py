@@ -141,6 +141,9 @@ def ensure_venv(venvs: Path, peer: str, log: TextIO) -> dict[str, str]:
     target = venvs / peer
     python = venv_python(venvs, peer)
     wanted = json.dumps({"requirements": PEER_REQUIREMENTS[peer], "repo": str(REPO)})
+    # Written last, after pip succeeded (`venv --clear` deletes it first): a venv whose install did
+    # not finish, or was for other pins, has no matching marker and is made again. No manifest of
+    # its files: Python adds __pycache__ to a venv as it is used.
     marker = target / "bench-ready.json"
     if not (marker.exists() and marker.read_text() == wanted and python.exists()):
         print(f"  creating {target} (pip install {' '.join(PEER_REQUIREMENTS[peer])} -e .)", flush=True)

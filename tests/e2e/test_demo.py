@@ -9,13 +9,17 @@ with learning_curve.png and summary.json. The learning itself is measured by ben
 from __future__ import annotations
 
 import json
+import shutil
+import signal
 import subprocess
 from pathlib import Path
 
 import pytest
 from safetensors.torch import load as load_safetensors
 
-from tests.processes import command
+from agent.tiny_vlm import ensure_tiny_vlm
+from tests.processes import command, descendants, running, start, wait_for
+from visact.cache import write_manifest
 
 pytestmark = pytest.mark.slow
 
@@ -84,3 +88,37 @@ def test_demo_runs_every_stage_and_changes_the_adapter(tmp_path: Path) -> None:
     assert "held-out success after PPO" in result.stdout
     assert summary["sampling_temperature"] == 0.7  # the PPO temperature: both evaluations ran
     assert "sampling at 0.7 as in training" in result.stdout
+
+
+def command_line(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_text().replace("\0", " ")
+    except OSError:
+        return ""
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL], ids=["SIGTERM", "SIGKILL"])
+def test_the_demos_processes_die_with_it(tmp_path: Path, sig: signal.Signals) -> None:
+    """Stopped or killed while its env servers and an evaluation run, the demo leaves none running."""
+    work = tmp_path / "demo"
+    # An earlier run's demonstrations and SFT model, kept: the demo goes straight to stage 3.
+    (work / "demos").mkdir(parents=True)
+    (work / "demos" / "numberline.jsonl").write_text("{}\n")
+    write_manifest(work / "demos")
+    shutil.copytree(ensure_tiny_vlm(), work / "sft" / "model")
+    write_manifest(work / "sft" / "model")
+    demo = start("demo", [*command("visact"), "demo", "--keep", "--workdir", str(work)], tmp_path)
+
+    def evaluating() -> bool:
+        return any("agent-client eval" in command_line(pid) for pid in descendants(demo.popen.pid))
+
+    wait_for(evaluating, 120, lambda: f"the demo did not start its evaluation:\n{demo.text()[-3000:]}", demo)
+    children = descendants(demo.popen.pid)
+    assert len(children) >= 3, [command_line(pid) for pid in children]  # 2 env servers, the evaluation
+    demo.popen.send_signal(sig)
+    wait_for(
+        lambda: not any(running(pid) for pid in children),
+        60,
+        lambda: f"still running: {[command_line(pid) for pid in children if running(pid)]}",
+    )
+    assert demo.popen.wait(timeout=30) != 0

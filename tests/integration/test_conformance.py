@@ -13,7 +13,6 @@ import os
 import shutil
 import socket
 import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from concurrent import futures
@@ -22,7 +21,6 @@ from pathlib import Path
 import grpc
 import numpy as np
 import pytest
-from conftest import CounterEnv
 
 from env_server.conformance import NAMES, Options, Outcome, Report, run_conformance
 from env_server.conformance.cli import main as conformance_main
@@ -31,11 +29,11 @@ from env_server.errors import InvalidAction, UnknownSession
 from env_server.server import ServerConfig, start_server
 from env_server.service import SERVICE, EnvironmentServicer, ServiceLimits
 from env_server.sessions import Session
+from tests.envs import CounterEnv
+from tests.processes import command, start_process
 from visact import rpc
 from visact.env.v1 import env_pb2 as pb
 from visact.env.v1 import env_pb2_grpc as pb_grpc
-
-BIN = Path(sys.executable).parent
 
 
 # ---------------------------------------------------------------------- a conformant server
@@ -310,12 +308,6 @@ def test_an_unreachable_address_is_one_failure() -> None:
 
 
 # ---------------------------------------------------------------------- the CLI as a process
-def command(name: str) -> list[str]:
-    script = shutil.which(name, path=str(BIN)) or shutil.which(name)
-    assert script is not None, f"{name} is not installed; pip install -e ."
-    return [script]
-
-
 def clean_env() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if k != "VISACT_TOKEN"}
 
@@ -329,7 +321,7 @@ def env_server(tmp_path: Path) -> Iterator[Callable[..., str]]:
         ready, log = tmp_path / f"port-{len(processes)}", tmp_path / f"server-{len(processes)}.log"
         args = ["--env", "numberline", "--port", "0", "--ready-file", str(ready), "--idle-timeout", "2"]
         with log.open("wb") as out:
-            process = subprocess.Popen(
+            process = start_process(
                 [*command("env-server"), *args, "--log-format", "text", "--grace", "0", *extra],
                 stdout=out,
                 stderr=subprocess.STDOUT,

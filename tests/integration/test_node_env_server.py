@@ -1,13 +1,14 @@
 """The TypeScript environment server in examples/node-env-server, as a real Node.js process, passes
 env-conformance: the protocol can be implemented in another language from the .proto alone.
 
-Builds it with ``npm ci && npm run build`` (skipped when dist/ is newer than the sources and the
-lockfile), starts ``node dist/server.js --port 0 --ready-file F``, and runs ``env-conformance``
+Builds it with ``npm ci && npm run build`` (skipped when dist/ matches the manifest written after
+its build, for these sources, build config and lockfile), starts ``node dist/server.js --port 0 --ready-file F``, and runs ``env-conformance``
 against it as a subprocess. Skipped, with the reason, when node or npm is missing.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import secrets
 import shutil
@@ -21,11 +22,15 @@ from pathlib import Path
 import grpc
 import pytest
 
+from tests.processes import start_process
+from visact.cache import entry_problem, write_manifest
+
 pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "examples" / "node-env-server"
 SERVER_JS = EXAMPLE / "dist" / "server.js"
+BUILD_FILES = ("package.json", "package-lock.json", "tsconfig.json")
 MIN_NODE = 18
 
 
@@ -38,22 +43,21 @@ def _run(command: list[str], *, timeout: float) -> None:
         )
 
 
-def _newest(paths: list[Path]) -> float:
-    return max(p.stat().st_mtime for p in paths if p.exists())
+def _inputs_digest() -> str:
+    """sha256 of what the build reads: the sources, the build config and the lockfile."""
+    digest = hashlib.sha256()
+    inputs = [*(EXAMPLE / "src").rglob("*.ts"), *(EXAMPLE / name for name in BUILD_FILES)]
+    for path in sorted(inputs):
+        digest.update(f"{path.relative_to(EXAMPLE).as_posix()}\0{path.stat().st_size}\0".encode())
+        digest.update(path.read_bytes())
+    return digest.hexdigest()
 
 
 def _built_and_current() -> bool:
-    """dist/ is newer than every source file, the build config and the lockfile."""
-    outputs = list((EXAMPLE / "dist").rglob("*.js"))
-    if not SERVER_JS.exists() or not (EXAMPLE / "node_modules").is_dir():
+    """node_modules is installed and dist/ is a complete build of the current inputs."""
+    if not (EXAMPLE / "node_modules" / ".package-lock.json").is_file():
         return False
-    inputs = [
-        *(EXAMPLE / "src").rglob("*.ts"),
-        EXAMPLE / "package.json",
-        EXAMPLE / "package-lock.json",
-        EXAMPLE / "tsconfig.json",
-    ]
-    return min(p.stat().st_mtime for p in outputs) > _newest(inputs)
+    return entry_problem(EXAMPLE / "dist", required=["server.js"], about={"inputs": _inputs_digest()}) is None
 
 
 @pytest.fixture(scope="module")
@@ -67,11 +71,13 @@ def node() -> str:
     if int(version.lstrip("v").split(".")[0]) < MIN_NODE:
         pytest.skip(f"node {version} is too old for {EXAMPLE}; it needs Node.js >= {MIN_NODE}")
     if not _built_and_current():
+        shutil.rmtree(EXAMPLE / "dist", ignore_errors=True)  # a build killed midway left no manifest
         lock_installed = EXAMPLE / "node_modules" / ".package-lock.json"
         lockfile = EXAMPLE / "package-lock.json"
         if not lock_installed.exists() or lock_installed.stat().st_mtime < lockfile.stat().st_mtime:
             _run([npm, "ci", "--no-audit", "--no-fund"], timeout=600)
         _run([npm, "run", "build"], timeout=600)
+        write_manifest(EXAMPLE / "dist", {"inputs": _inputs_digest()})
     return node
 
 
@@ -106,7 +112,7 @@ def start_node_server(node: str, tmp_path: Path, *args: str, env: dict[str, str]
     ready = tmp_path / "port"
     log = tmp_path / "server.log"
     with log.open("w") as log_file:
-        process = subprocess.Popen(
+        process = start_process(
             [node, str(SERVER_JS), "--host", "127.0.0.1", "--port", "0", "--ready-file", str(ready), *args],
             cwd=EXAMPLE,
             stdout=log_file,

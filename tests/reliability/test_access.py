@@ -21,14 +21,15 @@ from typing import Any
 import grpc
 import pytest
 import torch
-from conftest import CounterEnv
 
 from agent.config import AgentConfig
 from agent.models import weights_fingerprint
 from agent.trainer_link import TrainerLink
 from env_server.client import EnvCallError, EnvClient
 from env_server.server import ServerConfig, start_server
+from tests.envs import CounterEnv
 from tests.fuzz.trainer_messages import LATEST, TEMPERATURE, valid_episode
+from tests.processes import start_process
 from tests.reliability.certs import Certificates, make_certificates
 from trainer.admission import Admission
 from trainer.config import TrainerConfig
@@ -180,9 +181,7 @@ def test_node_env_server_with_a_token_refuses_every_call_without_it(tmp_path: Pa
     ready = tmp_path / "port"
     argv = [node, str(server_js), "--host", "127.0.0.1", "--port", "0", "--ready-file", str(ready)]
     with (tmp_path / "node.log").open("w") as log:
-        process = subprocess.Popen(
-            [*argv, "--token", TOKEN], cwd=example, stdout=log, stderr=subprocess.STDOUT
-        )
+        process = start_process([*argv, "--token", TOKEN], cwd=example, stdout=log, stderr=subprocess.STDOUT)
     try:
         deadline = time.monotonic() + 30
         while not (ready.exists() and ready.read_text().strip()):

@@ -11,13 +11,13 @@ from collections import Counter
 from collections.abc import Sequence
 
 import pytest
-from conftest import CounterEnv
 
 from agent.policy import Answer, PolicyInput, RandomPolicy
 from agent.records import Episode
 from agent.rollout import Rollout, SeedSchedule
 from env_server.client import EnvClient
 from env_server.server import RunningServer, ServerConfig, start_server
+from tests.envs import CounterEnv
 
 SEEDS = 12
 

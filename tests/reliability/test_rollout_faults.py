@@ -16,13 +16,13 @@ from collections.abc import Sequence
 from typing import Any
 
 import pytest
-from conftest import CounterEnv
 
 from agent.policy import Answer, PolicyInput, RandomPolicy
 from agent.records import Episode
 from agent.rollout import Rollout, SeedSchedule
 from env_server.client import EnvClient
 from env_server.server import RunningServer, ServerConfig, start_server
+from tests.envs import CounterEnv
 
 SEEDS = 40
 KILL_AT, RESTART_AT = 3, 9  # generation rounds

@@ -17,7 +17,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import CounterEnv
 
 from agent.config import AgentConfig
 from agent.models import load_vlm
@@ -27,6 +26,7 @@ from agent.rollout import Rollout, SeedSchedule
 from agent.trainer_link import TrainerLink
 from env_server.client import EnvClient
 from env_server.server import ServerConfig, start_server
+from tests.envs import CounterEnv
 from tests.reliability.fake_trainer import FakeTrainer
 
 MAX_POLICY_LAG = 1

@@ -147,34 +147,42 @@ def test_ensure_tiny_vlm_builds_once_and_reuses_the_cache(
 ) -> None:
     first = tiny_vlm.ensure_tiny_vlm(cache_dir=tmp_path)
     assert first.parent == tmp_path and first.name.startswith("tiny-vlm-")
+    assert sorted(p.name for p in first.iterdir()) == sorted([*tiny_vlm.BUILT_FILES, "visact-manifest.json"])
 
     def must_not_build(*args: Any, **kwargs: Any) -> Path:
         raise AssertionError("rebuilt although the cache holds the model")
 
-    monkeypatch.setattr(tiny_vlm, "build_tiny_vlm", must_not_build)
+    monkeypatch.setattr(tiny_vlm, "build_in_child", must_not_build)
     assert tiny_vlm.ensure_tiny_vlm(cache_dir=tmp_path) == first
-    assert [p.name for p in tmp_path.iterdir()] == [first.name]  # no staging directory left behind
+    # no staging directory left behind; the lock file stays
+    assert sorted(p.name for p in tmp_path.iterdir()) == [f".{first.name}.lock", first.name]
     # "tiny" resolves through $VISACT_CACHE (set by the module fixture) to the same kind of entry.
     assert Path(tiny.path).parent == Path(os.environ["VISACT_CACHE"])
     assert Path(tiny.path).name == first.name
 
 
-def test_ensure_tiny_vlm_survives_losing_the_race(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    real_build = tiny_vlm.build_tiny_vlm
-    final = tmp_path / f"tiny-vlm-{tiny_vlm.recipe_id()}"
+def test_cache_root_is_visact_cache_else_xdg_cache_home_else_home(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("VISACT_CACHE", str(tmp_path / "v"))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "x"))
+    assert tiny_vlm.cache_root() == tmp_path / "v"
+    monkeypatch.delenv("VISACT_CACHE")
+    assert tiny_vlm.cache_root() == tmp_path / "x" / "visact"
+    monkeypatch.delenv("XDG_CACHE_HOME")
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    assert tiny_vlm.cache_root() == tmp_path / "home" / ".cache" / "visact"
 
-    def build_while_another_process_finishes(
-        out_dir: Path, spec: tiny_vlm.TinySpec = tiny_vlm.DEFAULT_SPEC
-    ) -> Path:
-        real_build(final, spec)  # the other process renames its build into place first
-        marker = (final / "visact_tiny.json").read_bytes()
-        real_build(out_dir, spec)
-        assert (final / "visact_tiny.json").read_bytes() == marker
-        return Path(out_dir)
 
-    monkeypatch.setattr(tiny_vlm, "build_tiny_vlm", build_while_another_process_finishes)
-    assert tiny_vlm.ensure_tiny_vlm(cache_dir=tmp_path) == final
-    assert [p.name for p in tmp_path.iterdir()] == [final.name]
+def test_a_build_that_saved_no_weights_fails(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """What rank 1 of torchrun did: transformers' save_pretrained wrote nothing there."""
+    from transformers import LlavaForConditionalGeneration
+
+    monkeypatch.setattr(LlavaForConditionalGeneration, "save_pretrained", lambda self, out: None)
+    with pytest.raises(
+        RuntimeError, match=r"save_pretrained wrote no config\.json, generation_config\.json, model"
+    ):
+        tiny_vlm.build_tiny_vlm(tmp_path)
 
 
 def test_fingerprint_changes_when_a_weight_changes(tiny: LoadedVLM) -> None:
