@@ -41,6 +41,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from visact.cache import cache_root
+
 #: Bump when the recipe changes in a way ``TinySpec`` does not capture (new corpus, new layout).
 RECIPE_VERSION = 1
 
@@ -363,12 +365,6 @@ def build_tiny_vlm(out_dir: str | os.PathLike[str], spec: TinySpec = DEFAULT_SPE
 # ---------------------------------------------------------------------------------------------
 # Cache
 # ---------------------------------------------------------------------------------------------
-
-
-def cache_root() -> Path:
-    """``$VISACT_CACHE`` or ``~/.cache/visact``."""
-    env = os.environ.get("VISACT_CACHE")
-    return Path(env).expanduser() if env else Path.home() / ".cache" / "visact"
 
 
 def recipe_id(spec: TinySpec = DEFAULT_SPEC) -> str:
