@@ -1,0 +1,254 @@
+"""alfworld's rules engine: textworld's PDDL environment, loaded with a generated game.
+
+``textworld.envs.pddl.PddlEnv`` plays ALFWorld's ``game.tw-pddl`` games: fast-downward's
+translator turns the domain and the problem into a SAS task, ``libdownward`` applies actions and
+lists the applicable ones, and textworld's grammar (alfworld's ``alfred.twl2``) words every
+command and feedback sentence. :class:`AlfredPddlEnv` is that class with two changes, both for
+speed, none to the rules:
+
+- the problem is translated once per game (textworld translates it twice on ``load`` and twice
+  again on ``reset``: the second, optimised translation only feeds its planner, unused here),
+  and translations are kept in a small in-process cache (a repeated seed skips it);
+- the grammar is parsed once per process (it is the same for every game); the goal line of the
+  intro, "Your task is to: UNKNOWN GOAL.", gets the game's sentence as alfworld's own
+  ``add_task_to_grammar`` does, on the derived text instead of on the grammar.
+
+Entities are named as ALFWorld's demangler names them ("cabinet 3", "apple 1"). The translator
+is not thread-safe (it sets module-level options, ``sys.argv`` and ``sys.stdout``): one lock
+serialises translations, and ``sys.argv`` is restored afterwards.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import sys
+import threading
+from collections import Counter, OrderedDict, defaultdict
+from collections.abc import Mapping
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any
+
+from env_server.games.alfworld import wheel
+
+_TRANSLATE_LOCK = threading.Lock()
+_POOL_LOCK = threading.Lock()
+_POOL: list[Any] = []
+_TRANSLATIONS: OrderedDict[str, Translation] = OrderedDict()
+#: Translated problems kept in memory (a repeated seed skips the translation).
+TRANSLATION_CACHE_SIZE = 64
+GOAL_PLACEHOLDER = "UNKNOWN GOAL"
+#: Worded commands kept (bounded by the ids of the rooms and objects; cleared when full).
+COMMAND_CACHE_SIZE = 200_000
+
+
+@dataclass(frozen=True)
+class Translation:
+    """fast-downward's parsed task and its SAS text, for one problem."""
+
+    task: Any
+    sas: str
+
+
+def translate(problem: str) -> Translation:
+    """The problem translated against alfworld's domain (cached by the problem's text)."""
+    key = hashlib.sha256(problem.encode()).hexdigest()
+    with _TRANSLATE_LOCK:
+        cached = _TRANSLATIONS.get(key)
+        if cached is not None:
+            _TRANSLATIONS.move_to_end(key)
+            return cached
+        from fast_downward import pddl2sas
+
+        argv = sys.argv
+        try:
+            task, sas = pddl2sas(wheel.domain_text(), problem)
+        finally:
+            sys.argv = argv
+        translation = Translation(task, sas)
+        _TRANSLATIONS[key] = translation
+        while len(_TRANSLATIONS) > TRANSLATION_CACHE_SIZE:
+            _TRANSLATIONS.popitem(last=False)
+        return translation
+
+
+@lru_cache(maxsize=1)
+def game_logic() -> Any:
+    """alfworld's domain and grammar, parsed once (textworld's ``GameLogic``), commands memoised."""
+    from textworld.envs.pddl import logic
+
+    parsed = logic.GameLogic(domain=wheel.domain_text(), grammar=wheel.grammar_text())
+    templates = {action.template for action in parsed.actions.values()}
+    parsed.grammar = _command_grammar_class()(parsed.grammar, templates)
+    return parsed
+
+
+@lru_cache(maxsize=1)
+def _command_grammar_class() -> type:
+    from textworld.envs.pddl.textgen import ContextSensitiveGrammar
+
+    class CommandMemoGrammar(ContextSensitiveGrammar):
+        """textworld's grammar, remembering how each command template words each action.
+
+        textworld words every applicable action's command on every step by deriving its template
+        (parsing it and its queries with tatsu each time): most of a step's time. A command's words
+        depend only on the action's arguments, their names, and which receptacle stands at a location
+        ("go to [...]"); in the games made here a PDDL id always has the same name and each
+        receptacle its own fixed location, so the words for (template, arguments) never change and
+        are derived once per process. Feedback sentences, which read the state, are derived as before.
+        """
+
+        def __init__(self, parsed: Any, templates: set[str]) -> None:
+            self._rules = parsed._rules
+            self._templates = frozenset(templates)
+            self._commands: dict[tuple[str, tuple[tuple[str, str], ...]], str] = {}
+
+        def derive(self, start: str, context: Any = None) -> str:
+            context = context or {}
+            if start not in self._templates:
+                return str(super().derive(start, context))
+            key = (start, tuple(sorted((ph.name, var.name) for ph, var in context["mapping"].items())))
+            words = self._commands.get(key)
+            if words is None:
+                words = str(super().derive(start, context))
+                if len(self._commands) >= COMMAND_CACHE_SIZE:
+                    self._commands.clear()
+                self._commands[key] = words
+            return words
+
+    return CommandMemoGrammar
+
+
+def _state_class() -> type:
+    from textworld.envs.pddl.logic import PddlState
+
+    return _make_state_class(PddlState)
+
+
+@lru_cache(maxsize=1)
+def _make_state_class(base: type) -> type:
+    import textworld.logic
+    from fast_downward.translate.pddl import conditions, f_expression
+    from textworld.envs.pddl.logic import Atom
+    from textworld.logic import Proposition, Variable
+
+    class TranslatedState(base):
+        """textworld's ``PddlState`` built from a translation made beforehand (no planner task)."""
+
+        def __init__(self, downward_lib: Any, translation: Translation, logic: Any) -> None:
+            # the fields textworld.logic.State.__init__ sets (it rejects the PDDL GameLogic, so
+            # textworld's PddlState sets them itself too)
+            self._facts: defaultdict[Any, set[Any]] = defaultdict(set)
+            self._vars_by_name: dict[str, Any] = {}
+            self._vars_by_type: defaultdict[str, set[Any]] = defaultdict(set)
+            self._var_counts: Counter[str] = Counter()
+            self._logic = logic
+            self.downward_lib = downward_lib
+            self.pddl_problem = ""
+            self.task, self.sas = translation.task, translation.sas
+            self._actions = {action.name: action for action in self.task.actions}
+            for type_ in self.task.types:
+                with contextlib.suppress(ValueError):  # already known from an earlier game
+                    logic.types.add(textworld.logic.Type(type_.name, type_.supertype_names))
+            downward_lib.load_sas(self.sas.encode("utf-8"))
+            self.name2type = {o.name: o.type_name for o in self.task.objects}
+            self.add_facts(self._initial_facts())
+            atoms = (Atom * downward_lib.get_state_size())()
+            downward_lib.get_state(atoms)
+            facts = (atom.get_fact(self.name2type) for atom in atoms)
+            self.add_facts(fact for fact in facts if not fact.is_negation)
+
+        def _initial_facts(self) -> list[Any]:
+            facts = []
+            for atom in self.task.init:
+                if isinstance(atom, conditions.Atom) and atom.predicate != "=":
+                    arguments = [Variable(arg, self.name2type[arg]) for arg in atom.args]
+                    facts.append(Proposition(atom.predicate, arguments))
+                elif isinstance(atom, f_expression.Assign) and atom.fluent.symbol != "total-cost":
+                    name = str(atom.expression.value)
+                    if not name.isdigit():
+                        arguments = [Variable(arg, self.name2type[arg]) for arg in atom.fluent.args]
+                        facts.append(Proposition(name, arguments))
+            return facts
+
+        def replan(self, infos: Any) -> list[str]:
+            raise NotImplementedError("this state was loaded without a planner task")
+
+    return TranslatedState
+
+
+def _env_class() -> type:
+    from textworld.envs.pddl import PddlEnv
+
+    return _make_env_class(PddlEnv)
+
+
+@lru_cache(maxsize=1)
+def _make_env_class(base: type) -> type:
+    from textworld.core import EnvInfos, GameState
+
+    class AlfredPddlEnv(base):
+        """textworld's ``PddlEnv`` that loads a translated game and names entities as ALFWorld does."""
+
+        def __init__(self) -> None:
+            super().__init__(EnvInfos(admissible_commands=True, won=True))
+            self._translation: Translation | None = None
+            self._names: Mapping[str, str] = {}
+            self._sentence = ""
+
+        def load_translated(self, translation: Translation, names: Mapping[str, str], sentence: str) -> None:
+            """Use this game from the next ``reset`` on; ``names`` maps PDDL ids to names."""
+            self._game_file = None
+            self._game_data: dict[str, str] = {}
+            self.walkthrough = None
+            self._logic = game_logic()
+            self._translation, self._names, self._sentence = translation, names, sentence
+
+        def reset(self) -> GameState:
+            assert self._translation is not None, "load_translated before reset"
+            with _TRANSLATE_LOCK:  # the shared logic's type table grows while a state is built
+                self._pddl_state = _state_class()(self.downward_lib, self._translation, self._logic)
+            self._entity_infos = self._get_entity_infos()
+            for pddl_id, info in self._entity_infos.items():
+                info.name = self._names.get(pddl_id, pddl_id)
+            self.prev_state = None
+            self.state = GameState()
+            self._last_action = None
+            self._moves = 0
+            context = {
+                "state": self._pddl_state,
+                "facts": list(self._pddl_state.facts),
+                "variables": {},
+                "mapping": {},
+                "entity_infos": self._entity_infos,
+            }
+            intro = self._logic.grammar.derive("#intro#", context)
+            self.state.feedback = self.state.raw = intro.replace(GOAL_PLACEHOLDER, self._sentence)
+            self._gather_infos()
+            return self.state
+
+        def current_facts(self) -> list[tuple[str, tuple[str, ...]]]:
+            """Every fact true now, as (predicate, argument ids), ids in lower case as translated."""
+            return [(fact.name, tuple(v.name for v in fact.arguments)) for fact in self._pddl_state.facts]
+
+    return AlfredPddlEnv
+
+
+def acquire_engine() -> Any:
+    """An engine for one session: a released one, or a new one with its own copy of libdownward.
+
+    Engines are reused rather than unloaded: once two copies of libdownward were loaded, unloading
+    them (``fast_downward.close_lib``) crashes the process at exit (their plugin registries
+    share C++ unique symbols). So a process holds as many engines as it ever ran games at once.
+    """
+    with _POOL_LOCK:
+        if _POOL:
+            return _POOL.pop()
+    return _env_class()()
+
+
+def release_engine(engine: Any) -> None:
+    """Give an engine back for the next session."""
+    with _POOL_LOCK:
+        _POOL.append(engine)
