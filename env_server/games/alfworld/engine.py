@@ -13,9 +13,11 @@ speed, none to the rules:
   intro, "Your task is to: UNKNOWN GOAL.", gets the game's sentence as alfworld's own
   ``add_task_to_grammar`` does, on the derived text instead of on the grammar.
 
-Entities are named as ALFWorld's demangler names them ("cabinet 3", "apple 1"). The translator
-is not thread-safe (it sets module-level options, ``sys.argv`` and ``sys.stdout``): one lock
-serialises translations, and ``sys.argv`` is restored afterwards.
+Entities are named as ALFWorld's demangler names them ("cabinet 3", "apple 1"). Nothing here is
+thread-safe: the translator sets module-level options, ``sys.argv`` and ``sys.stdout``, and
+textworld parses templates and queries with module-level tatsu parsers. One process-wide lock
+serialises every translation, reset and step (the GIL serialises this Python work anyway), and
+``sys.argv`` is restored after each translation.
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ from typing import Any
 
 from env_server.games.alfworld import wheel
 
-_TRANSLATE_LOCK = threading.Lock()
+_ENGINE_LOCK = threading.RLock()
 _POOL_LOCK = threading.Lock()
 _POOL: list[Any] = []
 _TRANSLATIONS: OrderedDict[str, Translation] = OrderedDict()
@@ -54,7 +56,7 @@ class Translation:
 def translate(problem: str) -> Translation:
     """The problem translated against alfworld's domain (cached by the problem's text)."""
     key = hashlib.sha256(problem.encode()).hexdigest()
-    with _TRANSLATE_LOCK:
+    with _ENGINE_LOCK:
         cached = _TRANSLATIONS.get(key)
         if cached is not None:
             _TRANSLATIONS.move_to_end(key)
@@ -205,10 +207,17 @@ def _make_env_class(base: type) -> type:
             self._logic = game_logic()
             self._translation, self._names, self._sentence = translation, names, sentence
 
+        def step(self, command: str) -> tuple[GameState, float, bool]:
+            with _ENGINE_LOCK:
+                return super().step(command)
+
         def reset(self) -> GameState:
+            with _ENGINE_LOCK:
+                return self._reset()
+
+        def _reset(self) -> GameState:
             assert self._translation is not None, "load_translated before reset"
-            with _TRANSLATE_LOCK:  # the shared logic's type table grows while a state is built
-                self._pddl_state = _state_class()(self.downward_lib, self._translation, self._logic)
+            self._pddl_state = _state_class()(self.downward_lib, self._translation, self._logic)
             self._entity_infos = self._get_entity_infos()
             for pddl_id, info in self._entity_infos.items():
                 info.name = self._names.get(pddl_id, pddl_id)
