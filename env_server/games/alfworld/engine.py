@@ -3,15 +3,19 @@
 ``textworld.envs.pddl.PddlEnv`` plays ALFWorld's ``game.tw-pddl`` games: fast-downward's
 translator turns the domain and the problem into a SAS task, ``libdownward`` applies actions and
 lists the applicable ones, and textworld's grammar (alfworld's ``alfred.twl2``) words every
-command and feedback sentence. :class:`AlfredPddlEnv` is that class with two changes, both for
-speed, none to the rules:
+command and feedback sentence. :class:`AlfredPddlEnv` is that class with changes for speed,
+none to the rules (a unit test plays both side by side and compares every text):
 
 - the problem is translated once per game (textworld translates it twice on ``load`` and twice
   again on ``reset``: the second, optimised translation only feeds its planner, unused here),
   and translations are kept in a small in-process cache (a repeated seed skips it);
 - the grammar is parsed once per process (it is the same for every game); the goal line of the
   intro, "Your task is to: UNKNOWN GOAL.", gets the game's sentence as alfworld's own
-  ``add_task_to_grammar`` does, on the derived text instead of on the grammar.
+  ``add_task_to_grammar`` does, on the derived text instead of on the grammar;
+- the words of each command and each room's intro are derived once per process (see
+  ``CommandMemoGrammar`` and ``load_translated``);
+- engines (each with its own copy of ``libdownward``) are reused from game to game and session
+  to session (:func:`acquire_engine`).
 
 Entities are named as ALFWorld's demangler names them ("cabinet 3", "apple 1"). Nothing here is
 thread-safe: the translator sets module-level options, ``sys.argv`` and ``sys.stdout``, and
@@ -24,6 +28,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import re
 import sys
 import threading
 from collections import Counter, OrderedDict, defaultdict
@@ -37,12 +42,15 @@ from env_server.games.alfworld import wheel
 _ENGINE_LOCK = threading.RLock()
 _POOL_LOCK = threading.Lock()
 _POOL: list[Any] = []
+#: Each room's intro, with the goal line still "UNKNOWN GOAL" (120 rooms at most).
+_INTROS: dict[str, str] = {}
 _TRANSLATIONS: OrderedDict[str, Translation] = OrderedDict()
 #: Translated problems kept in memory (a repeated seed skips the translation).
 TRANSLATION_CACHE_SIZE = 64
 GOAL_PLACEHOLDER = "UNKNOWN GOAL"
 #: Worded commands kept (bounded by the ids of the rooms and objects; cleared when full).
 COMMAND_CACHE_SIZE = 200_000
+WORD = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
 @dataclass(frozen=True)
@@ -95,22 +103,27 @@ def _command_grammar_class() -> type:
 
         textworld words every applicable action's command on every step by deriving its template
         (parsing it and its queries with tatsu each time): most of a step's time. A command's words
-        depend only on the action's arguments, their names, and which receptacle stands at a location
-        ("go to [...]"); in the games made here a PDDL id always has the same name and each
-        receptacle its own fixed location, so the words for (template, arguments) never change and
-        are derived once per process. Feedback sentences, which read the state, are derived as before.
+        depend only on the arguments its template names (``{o}``, ``{r}``; ``lend`` in "go to
+        [{r.name | receptacleatlocation(r:receptacle, lend:location)}]"), their names, and which
+        receptacle stands at a location; in the games made here a PDDL id always has the same name
+        and each receptacle its own fixed location, so the words for (template, those arguments)
+        never change and are derived once per process. Feedback sentences, which read the state,
+        are derived as before.
         """
 
         def __init__(self, parsed: Any, templates: set[str]) -> None:
             self._rules = parsed._rules
-            self._templates = frozenset(templates)
+            #: each template's words: the placeholders its derivation can read are among them
+            self._mentions = {template: frozenset(WORD.findall(template)) for template in templates}
             self._commands: dict[tuple[str, tuple[tuple[str, str], ...]], str] = {}
 
         def derive(self, start: str, context: Any = None) -> str:
             context = context or {}
-            if start not in self._templates:
+            mentions = self._mentions.get(start)
+            if mentions is None:
                 return str(super().derive(start, context))
-            key = (start, tuple(sorted((ph.name, var.name) for ph, var in context["mapping"].items())))
+            arguments = ((ph.name, var.name) for ph, var in context["mapping"].items() if ph.name in mentions)
+            key = (start, tuple(sorted(arguments)))
             words = self._commands.get(key)
             if words is None:
                 words = str(super().derive(start, context))
@@ -198,14 +211,23 @@ def _make_env_class(base: type) -> type:
             self._translation: Translation | None = None
             self._names: Mapping[str, str] = {}
             self._sentence = ""
+            self._room = ""
 
-        def load_translated(self, translation: Translation, names: Mapping[str, str], sentence: str) -> None:
-            """Use this game from the next ``reset`` on; ``names`` maps PDDL ids to names."""
+        def load_translated(
+            self, translation: Translation, names: Mapping[str, str], sentence: str, room: str = ""
+        ) -> None:
+            """Use this game from the next ``reset`` on; ``names`` maps PDDL ids to names.
+
+            ``room`` names the layout: the intro (the receptacles seen from the middle of the room)
+            is then derived once per room. Only for games whose start depends on nothing else,
+            as here: the agent starts where no receptacle stands, and receptacles never move.
+            """
             self._game_file = None
             self._game_data: dict[str, str] = {}
             self.walkthrough = None
             self._logic = game_logic()
             self._translation, self._names, self._sentence = translation, names, sentence
+            self._room = room
 
         def step(self, command: str) -> tuple[GameState, float, bool]:
             with _ENGINE_LOCK:
@@ -232,7 +254,11 @@ def _make_env_class(base: type) -> type:
                 "mapping": {},
                 "entity_infos": self._entity_infos,
             }
-            intro = self._logic.grammar.derive("#intro#", context)
+            intro = _INTROS.get(self._room) if self._room else None
+            if intro is None:
+                intro = self._logic.grammar.derive("#intro#", context)
+                if self._room:
+                    _INTROS[self._room] = intro
             self.state.feedback = self.state.raw = intro.replace(GOAL_PLACEHOLDER, self._sentence)
             self._gather_infos()
             return self.state

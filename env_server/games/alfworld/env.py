@@ -103,7 +103,8 @@ class AlfWorld(Env):
         if self._engine is None:
             self._engine = engines.acquire_engine()
         names = {r.pddl_id: r.name for r in game.room.receptacles} | {i.pddl_id: i.name for i in game.items}
-        self._engine.load_translated(engines.translate(problem_text(game)), names, game.goal.sentence)
+        translation = engines.translate(problem_text(game))
+        self._engine.load_translated(translation, names, game.goal.sentence, room=game.room.name)
         state = self._engine.reset()
         self.game, self.text_mode, self.running = game, text_mode, True
         self._visited = set()
