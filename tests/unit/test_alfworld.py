@@ -16,12 +16,12 @@ import pytest
 pytest.importorskip("textworld")
 pytest.importorskip("fast_downward")
 
-from env_server import games  # noqa: E402
-from env_server.errors import InvalidAction, InvalidRequest, ResetNeeded  # noqa: E402
-from env_server.games.alfworld import engine, problem, rooms, scenes, text, wheel  # noqa: E402
-from env_server.games.alfworld.env import HELD_OUT_SEEDS, MAX_STEPS, AlfWorld  # noqa: E402
-from env_server.games.alfworld.frame import FrameState, Tile, draw_frame  # noqa: E402
-from env_server.games.alfworld.world import goal_conditions, read_world  # noqa: E402
+from env_server import games
+from env_server.errors import InvalidAction, InvalidRequest, ResetNeeded
+from env_server.games.alfworld import engine, problem, rooms, scenes, text, wheel
+from env_server.games.alfworld.env import HELD_OUT_SEEDS, MAX_STEPS, AlfWorld
+from env_server.games.alfworld.frame import FrameState, Tile, draw_frame
+from env_server.games.alfworld.world import goal_conditions, read_world
 
 #: A small bathroom: quick to translate.
 SMALL_ROOM = "FloorPlan401"
@@ -93,7 +93,9 @@ def test_the_engine_starts_unsolved_and_names_things_as_alfworld_does() -> None:
         world = read_world(played, game)
     finally:
         engine.release_engine(played)
-    assert state.feedback.startswith("-= Welcome to TextWorld, ALFRED! =-\n\nYou are in the middle of a room.")
+    assert state.feedback.startswith(
+        "-= Welcome to TextWorld, ALFRED! =-\n\nYou are in the middle of a room."
+    )
     assert state.feedback.endswith(f"Your task is to: {game.goal.sentence}.")
     assert not state["won"] and goal_conditions(world, game) == (0, 1)
     assert "inventory" in state["admissible_commands"]
@@ -112,7 +114,11 @@ def test_the_engine_plays_exactly_as_textworlds_own_pddl_env() -> None:
     argv = list(sys.argv)
     try:
         stock.load(
-            {"pddl_domain": wheel.domain_text(), "grammar": grammar, "pddl_problem": problem.problem_text(game)}
+            {
+                "pddl_domain": wheel.domain_text(),
+                "grammar": grammar,
+                "pddl_problem": problem.problem_text(game),
+            }
         )
         for info in stock._entity_infos.values():
             info.name = names.get(info.id, info.id)
@@ -257,7 +263,9 @@ def test_invalid_commands_are_refused_and_change_nothing(env: AlfWorld) -> None:
 
 def first_stocked_receptacle(env: AlfWorld) -> str:
     assert env.world is not None and env.game is not None
-    return next(r.name for r in env.game.room.receptacles if not r.openable and env.world.contents.get(r.name))
+    return next(
+        r.name for r in env.game.room.receptacles if not r.openable and env.world.contents.get(r.name)
+    )
 
 
 def test_visual_text_leaves_out_what_the_frame_shows_and_full_keeps_it(env: AlfWorld) -> None:
@@ -281,7 +289,9 @@ def test_visual_text_leaves_out_what_the_frame_shows_and_full_keeps_it(env: AlfW
     assert "you see" not in arrive and "You arrive at" in arrive
     assert item not in inventory and "see the image" in inventory
     assert examine.count(item) == 1 and "see the image" in examine
-    assert all(t.startswith("You are an expert in the ALFRED Embodied Environment.") for t in texts["visual"][:3])
+    assert all(
+        t.startswith("You are an expert in the ALFRED Embodied Environment.") for t in texts["visual"][:3]
+    )
 
 
 def test_visual_text_keeps_every_other_engine_sentence() -> None:
@@ -291,9 +301,9 @@ def test_visual_text_keeps_every_other_engine_sentence() -> None:
     assert text.visual("You arrive at fridge 1. The fridge 1 is closed.", "go to fridge 1", objects) == (
         "You arrive at fridge 1. The fridge 1 is closed."
     )
-    assert text.visual("You heat the apple 1 using the microwave 1.", "heat apple 1 with microwave 1", objects) == (
-        "You heat the apple 1 using the microwave 1."
-    )
+    assert text.visual(
+        "You heat the apple 1 using the microwave 1.", "heat apple 1 with microwave 1", objects
+    ) == ("You heat the apple 1 using the microwave 1.")
     assert text.visual("The fridge 1 is open. In it, you see nothing.", "examine fridge 1", objects) == (
         "The fridge 1 is open."
     )

@@ -30,7 +30,12 @@ class AlfworldMissing(ImportError):
 
 def installed() -> bool:
     """Whether alfworld, textworld and fast-downward are importable (nothing is imported)."""
-    return all(importlib.util.find_spec(name) is not None for name in (PACKAGE, "textworld", "fast_downward"))
+    try:
+        return all(
+            importlib.util.find_spec(name) is not None for name in (PACKAGE, "textworld", "fast_downward")
+        )
+    except (ImportError, ValueError):  # a finder that refuses the name
+        return False
 
 
 @lru_cache(maxsize=1)
