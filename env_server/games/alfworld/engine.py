@@ -46,7 +46,7 @@ _POOL: list[Any] = []
 _INTROS: dict[str, str] = {}
 _TRANSLATIONS: OrderedDict[str, Translation] = OrderedDict()
 #: Translated problems kept in memory (a repeated seed skips the translation).
-TRANSLATION_CACHE_SIZE = 64
+TRANSLATION_CACHE_SIZE = 16
 GOAL_PLACEHOLDER = "UNKNOWN GOAL"
 #: Worded commands kept (bounded by the ids of the rooms and objects; cleared when full).
 COMMAND_CACHE_SIZE = 200_000
