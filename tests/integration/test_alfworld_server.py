@@ -19,7 +19,7 @@ pytestmark = pytest.mark.slow
 def test_alfworld_server_is_conformant_and_its_expert_wins_unseen_rooms(tmp_path: Path) -> None:
     # idle sessions are reaped after 15 s: long enough for another session's 50-step episode
     server = start_env(tmp_path, "alfworld", 0, "--idle-timeout", "15", "--max-sessions", "16",
-                       game=("--env", "alfworld"))  # fmt: skip
+                       game=("--env", "alfworld"), env={"VISACT_CACHE": str(tmp_path / "cache")})  # fmt: skip
     try:
         conformance = run_conformance(server.address, timeout=600)
         assert conformance.returncode == 0, conformance.stdout + conformance.stderr

@@ -18,13 +18,19 @@ pytest.importorskip("fast_downward")
 
 from env_server import games
 from env_server.errors import InvalidAction, InvalidRequest, ResetNeeded
-from env_server.games.alfworld import engine, problem, rooms, scenes, text, wheel
+from env_server.games.alfworld import engine, problem, rooms, scenes, text, translations, wheel
 from env_server.games.alfworld.env import HELD_OUT_SEEDS, MAX_STEPS, AlfWorld
 from env_server.games.alfworld.frame import FrameState, Tile, draw_frame
 from env_server.games.alfworld.world import goal_conditions, read_world
 
 #: A small bathroom: quick to translate.
 SMALL_ROOM = "FloorPlan401"
+
+
+@pytest.fixture(autouse=True, scope="module")
+def private_cache(cache_dir: Path) -> Path:
+    """$VISACT_CACHE in a temporary folder: held-out games keep their translations there."""
+    return cache_dir
 
 
 @pytest.fixture(scope="module")
@@ -88,7 +94,7 @@ def test_the_engine_starts_unsolved_and_names_things_as_alfworld_does() -> None:
     played = engine.acquire_engine()
     try:
         names = {r.pddl_id: r.name for r in game.room.receptacles} | {i.pddl_id: i.name for i in game.items}
-        played.load_translated(engine.translate(problem.problem_text(game)), names, game.goal.sentence)
+        played.load_translated(translations.translate(problem.problem_text(game)), names, game.goal.sentence)
         state = played.reset()
         world = read_world(played, game)
     finally:
@@ -127,7 +133,9 @@ def test_the_engine_plays_exactly_as_textworlds_own_pddl_env() -> None:
         sys.argv = argv
     ours_engine = engine.acquire_engine()
     try:
-        ours_engine.load_translated(engine.translate(problem.problem_text(game)), names, game.goal.sentence)
+        ours_engine.load_translated(
+            translations.translate(problem.problem_text(game)), names, game.goal.sentence
+        )
         ours = ours_engine.reset()
         assert ours.feedback == theirs.feedback
         rng = np.random.default_rng(0)
@@ -376,3 +384,44 @@ def test_importing_and_playing_creates_no_alfworld_data_folder(tmp_path: Path) -
     environment = {k: v for k, v in os.environ.items() if k != "ALFWORLD_DATA"} | {"HOME": str(tmp_path)}
     subprocess.run([sys.executable, "-c", code], check=True, timeout=300, env=environment, cwd=Path.cwd())
     assert not (tmp_path / ".cache" / "alfworld").exists()
+
+
+def test_held_out_games_keep_their_translation_on_disk_checked_on_every_read(
+    env: AlfWorld, private_cache: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    folder = translations.disk_folder()
+    assert folder.parent == private_cache / "alfworld"
+
+    def entry_of_the_game() -> Path:
+        assert env.game is not None
+        return folder / f"{hashlib.sha256(problem.problem_text(env.game).encode()).hexdigest()}.bin"
+
+    env.reset(seed=77, options={"room": SMALL_ROOM})  # a training seed: memory only
+    assert not entry_of_the_game().exists()
+    seed = HELD_OUT_SEEDS + 77
+    env.reset(seed=seed)
+    first = (env.task_text(), env.legal_actions(), env.render().tobytes())
+    entry = entry_of_the_game()
+    assert entry.is_file()
+
+    def no_translator(problem: str) -> translations.Translation:
+        raise AssertionError("translated again: the disk entry was not used")
+
+    translations._MEMORY.clear()
+    with monkeypatch.context() as patch:
+        patch.setattr(translations, "_translate", no_translator)
+        env.reset(seed=seed)  # from disk
+    assert (env.task_text(), env.legal_actions(), env.render().tobytes()) == first
+
+    damaged = bytearray(entry.read_bytes())
+    damaged[-1] ^= 0xFF
+    entry.write_bytes(bytes(damaged))
+    translations._MEMORY.clear()
+    calls = []
+    real = translations._translate
+    monkeypatch.setattr(translations, "_translate", lambda problem: calls.append(1) or real(problem))
+    env.reset(seed=seed)  # the damaged entry is ignored, translated again and written whole
+    assert calls == [1] and (env.task_text(), env.legal_actions()) == first[:2]
+    data = entry.read_bytes()
+    assert hashlib.sha256(data[translations.DIGEST_BYTES :]).digest() == data[: translations.DIGEST_BYTES]
+    assert not [p for p in folder.iterdir() if p.name.startswith(".")]  # no temporary file left

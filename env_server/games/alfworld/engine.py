@@ -8,7 +8,7 @@ none to the rules (a unit test plays both side by side and compares every text):
 
 - the problem is translated once per game (textworld translates it twice on ``load`` and twice
   again on ``reset``: the second, optimised translation only feeds its planner, unused here),
-  and translations are kept in a small in-process cache (a repeated seed skips it);
+  and translations are cached (:mod:`translations`);
 - the grammar is parsed once per process (it is the same for every game); the goal line of the
   intro, "Your task is to: UNKNOWN GOAL.", gets the game's sentence as alfworld's own
   ``add_task_to_grammar`` does, on the derived text instead of on the grammar;
@@ -20,67 +20,31 @@ none to the rules (a unit test plays both side by side and compares every text):
 Entities are named as ALFWorld's demangler names them ("cabinet 3", "apple 1"). Nothing here is
 thread-safe: the translator sets module-level options, ``sys.argv`` and ``sys.stdout``, and
 textworld parses templates and queries with module-level tatsu parsers. One process-wide lock
-serialises every translation, reset and step (the GIL serialises this Python work anyway), and
-``sys.argv`` is restored after each translation.
+serialises every translation, reset and step (``translations.LOCK``; the GIL serialises this
+Python work anyway).
 """
 
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import re
-import sys
 import threading
-from collections import Counter, OrderedDict, defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Mapping
-from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
 from env_server.games.alfworld import wheel
+from env_server.games.alfworld.translations import LOCK, Translation
 
-_ENGINE_LOCK = threading.RLock()
 _POOL_LOCK = threading.Lock()
 _POOL: list[Any] = []
 #: Each room's intro, with the goal line still "UNKNOWN GOAL" (120 rooms at most).
 _INTROS: dict[str, str] = {}
-_TRANSLATIONS: OrderedDict[str, Translation] = OrderedDict()
-#: Translated problems kept in memory (a repeated seed skips the translation).
-TRANSLATION_CACHE_SIZE = 16
 GOAL_PLACEHOLDER = "UNKNOWN GOAL"
 #: Worded commands kept (bounded by the ids of the rooms and objects; cleared when full).
 COMMAND_CACHE_SIZE = 200_000
 WORD = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
-
-
-@dataclass(frozen=True)
-class Translation:
-    """fast-downward's parsed task and its SAS text, for one problem."""
-
-    task: Any
-    sas: str
-
-
-def translate(problem: str) -> Translation:
-    """The problem translated against alfworld's domain (cached by the problem's text)."""
-    key = hashlib.sha256(problem.encode()).hexdigest()
-    with _ENGINE_LOCK:
-        cached = _TRANSLATIONS.get(key)
-        if cached is not None:
-            _TRANSLATIONS.move_to_end(key)
-            return cached
-        from fast_downward import pddl2sas
-
-        argv = sys.argv
-        try:
-            task, sas = pddl2sas(wheel.domain_text(), problem)
-        finally:
-            sys.argv = argv
-        translation = Translation(task, sas)
-        _TRANSLATIONS[key] = translation
-        while len(_TRANSLATIONS) > TRANSLATION_CACHE_SIZE:
-            _TRANSLATIONS.popitem(last=False)
-        return translation
 
 
 @lru_cache(maxsize=1)
@@ -230,11 +194,11 @@ def _make_env_class(base: type) -> type:
             self._room = room
 
         def step(self, command: str) -> tuple[GameState, float, bool]:
-            with _ENGINE_LOCK:
+            with LOCK:
                 return super().step(command)
 
         def reset(self) -> GameState:
-            with _ENGINE_LOCK:
+            with LOCK:
                 return self._reset()
 
         def _reset(self) -> GameState:

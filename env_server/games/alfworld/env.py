@@ -36,7 +36,7 @@ import numpy as np
 from env_server.core import Env, ExpertMove, StepOutcome
 from env_server.errors import InvalidAction, InvalidRequest, ResetNeeded
 from env_server.games.alfworld import engine as engines
-from env_server.games.alfworld import expert, text
+from env_server.games.alfworld import expert, text, translations
 from env_server.games.alfworld.frame import FrameState, Tile, draw_frame
 from env_server.games.alfworld.problem import problem_text
 from env_server.games.alfworld.rooms import Split, load_room, room_names
@@ -103,7 +103,8 @@ class AlfWorld(Env):
         if self._engine is None:
             self._engine = engines.acquire_engine()
         names = {r.pddl_id: r.name for r in game.room.receptacles} | {i.pddl_id: i.name for i in game.items}
-        translation = engines.translate(problem_text(game))
+        held_out = seed is not None and seed >= HELD_OUT_SEEDS  # evaluations replay these: keep them
+        translation = translations.translate(problem_text(game), persist=held_out)
         self._engine.load_translated(translation, names, game.goal.sentence, room=game.room.name)
         state = self._engine.reset()
         self.game, self.text_mode, self.running = game, text_mode, True
