@@ -193,7 +193,13 @@ def test_same_seed_same_episode_byte_for_byte_in_another_process() -> None:
     )
     environment = {**os.environ, "PYTHONHASHSEED": "123"}  # another string-hash order
     result = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, timeout=300, env=environment, check=True
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=environment,
+        check=True,
+        cwd=Path(__file__).resolve().parents[2],
     )
     assert result.stdout.strip() == here
 
@@ -382,7 +388,7 @@ def test_importing_and_playing_creates_no_alfworld_data_folder(tmp_path: Path) -
         "env = AlfWorld(); env.reset(seed=0, options={'room': 'FloorPlan401'}); env.step(env.expert().action)\n"
     )
     environment = {k: v for k, v in os.environ.items() if k != "ALFWORLD_DATA"} | {"HOME": str(tmp_path)}
-    subprocess.run([sys.executable, "-c", code], check=True, timeout=300, env=environment, cwd=Path.cwd())
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=300, env=environment)
     assert not (tmp_path / ".cache" / "alfworld").exists()
 
 
