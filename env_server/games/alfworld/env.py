@@ -90,20 +90,21 @@ class AlfWorld(Env):
         room = _room_option(given.get("room"))
         split = _choice_option(given, "split", SPLITS, "auto")
         text_mode = cast(text.TextMode, _choice_option(given, "text", text.TEXT_MODES, self.default_text))
-        if seed is not None:
-            self.seed_rng(seed)
         if room is not None and split != "auto" and load_room(room).split != split:
             raise InvalidRequest(
                 f"reset option 'room' {room!r} is one of alfworld's {load_room(room).split} rooms, but "
                 f"'split' asks for {split!r}; drop one of the two options"
             )
+        held_out = seed is not None and seed >= HELD_OUT_SEEDS
         if split == "auto":
-            split = "unseen" if seed is not None and seed >= HELD_OUT_SEEDS else "train"
+            split = "unseen" if held_out else "train"
+        if seed is not None:
+            self.seed_rng(seed)
         game = self._generate(task_type, room, cast(Split, split))
         if self._engine is None:
             self._engine = engines.acquire_engine()
         names = {r.pddl_id: r.name for r in game.room.receptacles} | {i.pddl_id: i.name for i in game.items}
-        held_out = seed is not None and seed >= HELD_OUT_SEEDS  # evaluations replay these: keep them
+        # held-out games are the ones evaluations replay: their translations are kept on disk
         translation = translations.translate(problem_text(game), persist=held_out)
         self._engine.load_translated(translation, names, game.goal.sentence, room=game.room.name)
         state = self._engine.reset()
