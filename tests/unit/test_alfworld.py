@@ -243,6 +243,23 @@ def test_the_expert_wins_every_task_type_in_unseen_rooms_within_the_limit(env: A
             assert steps <= 15 and total >= 51.0
 
 
+def test_the_expert_finishes_games_a_random_player_has_started(env: AlfWorld) -> None:
+    rng = np.random.default_rng(3)
+    for index, task_type in enumerate(scenes.TASK_TYPES):
+        env.reset(seed=300 + index, options={"task_type": task_type})
+        for steps in range(1, MAX_STEPS + 1):
+            legal = env.legal_actions()
+            if steps <= 15:
+                action = legal[int(rng.integers(len(legal)))]
+            else:
+                move = env.expert()
+                assert move is not None
+                action = move.action
+            if env.step(action).terminated:
+                break
+        assert not env.running, f"{task_type}: the expert did not finish within {MAX_STEPS} steps"
+
+
 def test_reward_is_fifty_on_winning_plus_the_goal_conditions_met(env: AlfWorld) -> None:
     env.reset(seed=5, options={"task_type": "pick_heat_then_place_in_recep", "room": 5})
     rewards, infos = [], []

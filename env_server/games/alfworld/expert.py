@@ -82,7 +82,7 @@ def _plan(game: Game, world: World) -> Plan:
             return _use_at(
                 world, stand, f"use {lamp}", f"I hold the {world.held}; I look at it under the {lamp}"
             )
-        return _fetch(game, world, target, avoid="")
+        return _fetch(game, world, target, destination=None)
     destination = _destination(game, world)
     if world.held:
         need = NEEDS.get(goal.task_type)
@@ -93,18 +93,27 @@ def _plan(game: Game, world: World) -> Plan:
                            f"The {world.held} is not {state} yet, so I {verb} it with the {appliance.name}")  # fmt: skip
         return _use_at(world, destination, f"move {world.held} to {destination.name}",
                        f"I hold the {world.held}, so I put it in the {destination.name}")  # fmt: skip
-    return _fetch(game, world, target, avoid=destination.kind)
+    return _fetch(game, world, target, destination)
 
 
-def _fetch(game: Game, world: World, target: str, avoid: str) -> Plan:
-    """Go and take an object of the target type (not one already where it belongs)."""
+def _fetch(game: Game, world: World, target: str, destination: Receptacle | None) -> Plan:
+    """Go and take an object of the target type that is not already where the goal wants it."""
     need = NEEDS.get(game.goal.task_type)
+
+    def settled(obj: str, receptacle: str) -> bool:
+        if destination is None:  # look-in-light: any one will do
+            return False
+        if game.goal.task_type == "pick_two_obj_and_place":
+            return receptacle == destination.name
+        return kind_of(receptacle) == destination.kind.lower() and (
+            need is None or world.has_state(obj, need[0])
+        )
+
     candidates = [
         (obj, receptacle)
         for receptacle, inside in world.contents.items()
-        if kind_of(receptacle) != avoid.lower()
         for obj in inside
-        if kind_of(obj) == target
+        if kind_of(obj) == target and not settled(obj, receptacle)
     ]
     if not candidates:  # pragma: no cover - generation places enough targets outside the goal's receptacles
         return Plan("look", f"I see no {target} left to take, so I look around")
@@ -123,7 +132,8 @@ def _fetch(game: Game, world: World, target: str, avoid: str) -> Plan:
 def _put_down(game: Game, world: World, why: str) -> Plan:
     """Put the held object in the receptacle faced if it fits there, else in the nearest one that takes it."""
     kind = kind_of(world.held)
-    fits = [r for r in holders(_thor_kind(game, kind), game.room) if r.kind != game.goal.receptacle_kind]
+    allowed = holders(_thor_kind(game, kind), game.room)
+    fits = [r for r in allowed if r.kind != game.goal.receptacle_kind] or allowed
     here = next((r for r in fits if r.name == world.facing), None)
     spot = here or min(fits, key=lambda r: (r.openable, r.name))
     return _use_at(
