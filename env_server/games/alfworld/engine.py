@@ -32,7 +32,7 @@ import threading
 from collections import Counter, defaultdict
 from collections.abc import Mapping
 from functools import lru_cache
-from typing import Any
+from typing import Any, NamedTuple
 
 from env_server.games.alfworld import wheel
 from env_server.games.alfworld.translations import LOCK, Translation
@@ -108,7 +108,6 @@ def _state_class() -> type:
 @lru_cache(maxsize=1)
 def _make_state_class(base: type) -> type:
     import textworld.logic
-    from fast_downward.translate.pddl import conditions, f_expression
     from textworld.envs.pddl.logic import Atom
     from textworld.logic import Proposition, Variable
 
@@ -125,36 +124,41 @@ def _make_state_class(base: type) -> type:
             self._logic = logic
             self.downward_lib = downward_lib
             self.pddl_problem = ""
-            self.task, self.sas = translation.task, translation.sas
-            self._actions = {action.name: action for action in self.task.actions}
-            for type_ in self.task.types:
+            self.sas = translation.sas
+            self._actions = {
+                name: ActionSchema(name, [Parameter(p, t) for p, t in parameters])
+                for name, parameters in translation.actions
+            }
+            for name, supertypes in translation.types:
                 with contextlib.suppress(ValueError):  # already known from an earlier game
-                    logic.types.add(textworld.logic.Type(type_.name, type_.supertype_names))
+                    logic.types.add(textworld.logic.Type(name, list(supertypes)))
             downward_lib.load_sas(self.sas.encode("utf-8"))
-            self.name2type = {o.name: o.type_name for o in self.task.objects}
-            self.add_facts(self._initial_facts())
+            self.name2type = dict(translation.objects)
+            self.add_facts(
+                Proposition(predicate, [Variable(arg, self.name2type[arg]) for arg in arguments])
+                for predicate, arguments in translation.facts
+            )
             atoms = (Atom * downward_lib.get_state_size())()
             downward_lib.get_state(atoms)
             facts = (atom.get_fact(self.name2type) for atom in atoms)
             self.add_facts(fact for fact in facts if not fact.is_negation)
 
-        def _initial_facts(self) -> list[Any]:
-            facts = []
-            for atom in self.task.init:
-                if isinstance(atom, conditions.Atom) and atom.predicate != "=":
-                    arguments = [Variable(arg, self.name2type[arg]) for arg in atom.args]
-                    facts.append(Proposition(atom.predicate, arguments))
-                elif isinstance(atom, f_expression.Assign) and atom.fluent.symbol != "total-cost":
-                    name = str(atom.expression.value)
-                    if not name.isdigit():
-                        arguments = [Variable(arg, self.name2type[arg]) for arg in atom.fluent.args]
-                        facts.append(Proposition(name, arguments))
-            return facts
-
         def replan(self, infos: Any) -> list[str]:
             raise NotImplementedError("this state was loaded without a planner task")
 
     return TranslatedState
+
+
+class Parameter(NamedTuple):
+    """An action schema's parameter, as textworld's PddlState reads it."""
+
+    name: str
+    type_name: str
+
+
+class ActionSchema(NamedTuple):
+    name: str
+    parameters: list[Parameter]
 
 
 def _env_class() -> type:

@@ -3,12 +3,13 @@
 Translating is most of a reset (fast-downward grounds every action of the problem). A
 translation is kept in memory for the last ``MEMORY_ENTRIES`` problems, and on disk when asked
 (``persist``: the environment asks for the games of held-out seeds, which evaluations replay)
-under ``$VISACT_CACHE/alfworld/`` (default ``~/.cache/visact``). A disk entry is written to a
-temporary file and renamed into place, so it appears whole or not at all, and it starts with the
-SHA-256 of the rest, checked on every read: an entry that does not match is ignored and written
-again. Entries are keyed by the problem's text, under a folder named by the domain, the
-translator's version and this format's version. They are pickles: the cache folder is trusted
-as the user's own files are.
+under ``$VISACT_CACHE/alfworld/`` (default ``~/.cache/visact``). A translation is plain data (the
+SAS text, and the action schemas, types, objects and initial facts the engine reads off
+fast-downward's task), stored as compressed JSON: nothing on disk is unpickled. A disk entry is
+written to a temporary file and renamed into place, so it appears whole or not at all, and it
+starts with the SHA-256 of the rest, checked on every read: an entry that does not match is
+ignored and written again. Entries are keyed by the problem's text, under a folder named by the
+domain, the translator's version and this format's version.
 
 The translator is not thread-safe (it sets module-level options, ``sys.argv`` and
 ``sys.stdout``); ``LOCK`` serialises it, and every other engine call (see ``engine``).
@@ -16,10 +17,11 @@ The translator is not thread-safe (it sets module-level options, ``sys.argv`` an
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
+import json
 import logging
 import os
-import pickle
 import sys
 import tempfile
 import threading
@@ -41,18 +43,68 @@ LOCK = threading.RLock()
 #: Translations kept in memory (a repeated seed skips the translation).
 MEMORY_ENTRIES = 16
 #: Bump when what a disk entry holds changes.
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 DIGEST_BYTES = 32
 
 _MEMORY: OrderedDict[str, Translation] = OrderedDict()
 
 
+Pairs = tuple[tuple[str, str], ...]
+
+
 @dataclass(frozen=True)
 class Translation:
-    """fast-downward's parsed task and its SAS text, for one problem."""
+    """A problem translated by fast-downward, as plain data.
 
-    task: Any
+    ``sas``: the SAS task libdownward loads; ``actions``: each action schema's parameters as
+    (name, type) pairs; ``types``: each type with its supertypes; ``objects``: each object with
+    its type; ``facts``: the initial facts as (predicate, arguments), numeric ones left out.
+    """
+
     sas: str
+    actions: tuple[tuple[str, Pairs], ...]
+    types: tuple[tuple[str, tuple[str, ...]], ...]
+    objects: Pairs
+    facts: tuple[tuple[str, tuple[str, ...]], ...]
+
+    @classmethod
+    def of(cls, task: Any, sas: str) -> Translation:
+        """From fast-downward's translated task and its SAS text."""
+        from fast_downward.translate.pddl import conditions, f_expression
+
+        facts = []
+        for atom in task.init:
+            if isinstance(atom, conditions.Atom) and atom.predicate != "=":
+                facts.append((atom.predicate, tuple(atom.args)))
+            elif isinstance(atom, f_expression.Assign) and atom.fluent.symbol != "total-cost":
+                name = str(atom.expression.value)
+                if not name.isdigit():  # distances are numbers: not facts
+                    facts.append((name, tuple(atom.fluent.args)))
+        return cls(
+            sas=sas,
+            actions=tuple((a.name, tuple((p.name, p.type_name) for p in a.parameters)) for a in task.actions),
+            types=tuple((t.name, tuple(t.supertype_names)) for t in task.types),
+            objects=tuple((o.name, o.type_name) for o in task.objects),
+            facts=tuple(facts),
+        )
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self))
+
+    @classmethod
+    def from_json(cls, text: str) -> Translation:
+        data = json.loads(text)
+        return cls(
+            sas=data["sas"],
+            actions=tuple((name, _pairs(parameters)) for name, parameters in data["actions"]),
+            types=tuple((name, tuple(supertypes)) for name, supertypes in data["types"]),
+            objects=_pairs(data["objects"]),
+            facts=tuple((predicate, tuple(arguments)) for predicate, arguments in data["facts"]),
+        )
+
+
+def _pairs(items: list[list[str]]) -> Pairs:
+    return tuple((first, second) for first, second in items)
 
 
 def translate(problem: str, persist: bool = False) -> Translation:
@@ -81,7 +133,7 @@ def _translate(problem: str) -> Translation:
         task, sas = pddl2sas(wheel.domain_text(), problem)
     finally:
         sys.argv = argv
-    return Translation(task, sas)
+    return Translation.of(task, sas)
 
 
 def disk_folder() -> Path:
@@ -105,15 +157,12 @@ def _read(key: str) -> Translation | None:
     if hashlib.sha256(payload).digest() != digest:
         log.warning("ignoring a damaged translation cache entry: %s", path)
         return None
-    task, sas = pickle.loads(zlib.decompress(payload))
-    return Translation(task, sas)
+    return Translation.from_json(zlib.decompress(payload).decode())
 
 
 def _write(key: str, translation: Translation) -> None:
     folder = disk_folder()
-    payload = zlib.compress(
-        pickle.dumps((translation.task, translation.sas), protocol=pickle.HIGHEST_PROTOCOL)
-    )
+    payload = zlib.compress(translation.to_json().encode())
     try:
         folder.mkdir(parents=True, exist_ok=True)
         handle, temporary = tempfile.mkstemp(prefix=f".{key}.", dir=folder)
