@@ -132,6 +132,15 @@ def load_room(name: str) -> Room:
     return Room(name, number, scene_of(number), split_of(number), receptacles, object_types, floor)
 
 
+def numbered(kind: str, index: int) -> tuple[str, str]:
+    """The PDDL id and the name of instance ``index`` of ``kind``: ("apple_02", "apple 2").
+
+    Ids are zero-padded: the engine lists facts in sorted order, so "apple 2" comes before "apple 10".
+    """
+    label = kind.lower()
+    return f"{label}_{index:02d}", f"{label} {index}"
+
+
 def _named(
     placed: list[tuple[str, str, float, float, float, float, int]], openable_kinds: set[str]
 ) -> tuple[Receptacle, ...]:
@@ -141,11 +150,11 @@ def _named(
     receptacles = []
     for kind in sorted(by_kind):
         for index, (_, _, x, z, sx, sz, heading) in enumerate(by_kind[kind], start=1):
-            label = kind.lower()
+            pddl_id, name = numbered(kind, index)
             receptacles.append(
                 Receptacle(
-                    pddl_id=f"{label}_{index:02d}",
-                    name=f"{label} {index}",
+                    pddl_id=pddl_id,
+                    name=name,
                     kind=kind,
                     x=x,
                     z=z,

@@ -22,7 +22,7 @@ from functools import cache
 import numpy as np
 
 from env_server.games.alfworld import wheel
-from env_server.games.alfworld.rooms import Receptacle, Room, Split, load_room, rooms_in
+from env_server.games.alfworld.rooms import Receptacle, Room, Split, load_room, numbered, rooms_in
 
 #: ALFWorld's six task types, in its order (its task-type ids are 1..6).
 TASK_TYPES: tuple[str, ...] = (
@@ -195,11 +195,11 @@ def _numbered(placements: list[tuple[str, Receptacle]]) -> tuple[Item, ...]:
     items = []
     for kind, receptacle in placements:
         seen[kind] = seen.get(kind, 0) + 1
-        label = kind.lower()
+        pddl_id, name = numbered(kind, seen[kind])
         items.append(
             Item(
-                pddl_id=f"{label}_{seen[kind]:02d}",
-                name=f"{label} {seen[kind]}",
+                pddl_id=pddl_id,
+                name=name,
                 kind=kind,
                 receptacle=receptacle.pddl_id,
                 cold=receptacle.kind == "Fridge",
