@@ -46,6 +46,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from visact.cache import cache_root
+
 #: Bump when the recipe changes in a way ``TinySpec`` does not capture (new corpus, new layout).
 RECIPE_VERSION = 1
 
@@ -388,15 +390,6 @@ BUILT_FILES = (
     "tokenizer_config.json",
     "visact_tiny.json",
 )
-
-
-def cache_root() -> Path:
-    """``$VISACT_CACHE``, else ``$XDG_CACHE_HOME/visact``, else ``~/.cache/visact``."""
-    env = os.environ.get("VISACT_CACHE")
-    if env:
-        return Path(env).expanduser()
-    xdg = os.environ.get("XDG_CACHE_HOME")
-    return (Path(xdg).expanduser() if xdg else Path.home() / ".cache") / "visact"
 
 
 def recipe_id(spec: TinySpec = DEFAULT_SPEC) -> str:

@@ -86,7 +86,10 @@ class ServerConfig:
     )
     log_format: str = field(default="json", metadata={"help": "json or text", "choices": ["json", "text"]})
     log_level: str = field(default="INFO", metadata={"help": "DEBUG, INFO, WARNING, ERROR"})
-    list: bool = field(default=False, metadata={"help": "print the built-in games and exit"})
+    list: bool = field(
+        default=False,
+        metadata={"help": "print the built-in games (and how to install optional ones) and exit"},
+    )
 
     def __post_init__(self) -> None:
         if self.token is None:
@@ -203,6 +206,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         from env_server import games
 
         print("\n".join(games.names()))
+        for name, install in games.missing().items():
+            print(f"{name} (not installed: {install})")
         return 0
     try:
         return serve(config)

@@ -36,6 +36,17 @@ MANIFEST = "visact-manifest.json"
 MANIFEST_FORMAT = 1
 
 
+def cache_root() -> Path:
+    """Where visact keeps what it builds once (the tiny VLM, ALFWorld's translated games, ...):
+    ``$VISACT_CACHE``, else ``$XDG_CACHE_HOME/visact``, else ``~/.cache/visact``. Torch-free, so
+    that the environment side keeps its caches there too."""
+    env = os.environ.get("VISACT_CACHE")
+    if env:
+        return Path(env).expanduser()
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    return (Path(xdg).expanduser() if xdg else Path.home() / ".cache") / "visact"
+
+
 def file_sha256(path: Path) -> str:
     digest = hashlib.sha256()
     with path.open("rb") as f:

@@ -356,6 +356,6 @@ def _read_adapter_path(path: str) -> tuple[dict[str, torch.Tensor], dict[str, An
 
 
 def _export_cache() -> Path:
-    from agent.tiny_vlm import cache_root
+    from visact.cache import cache_root
 
     return cache_root() / "vllm-checkpoints"

@@ -1,6 +1,8 @@
-"""The built-in games: the four of RL4VLM, each a small Env with an oracle.
+"""The built-in games: the four of RL4VLM, each a small Env with an oracle, and ALFWorld.
 
-``make(name)`` builds one by name; ``GAMES`` lists them. A name of the form ``module:attribute``
+``make(name)`` builds one by name; ``GAMES`` lists them. A game that needs an optional extra
+(``alfworld``: ``pip install 'visact[alfworld]'``) is registered when the extra is installed,
+and listed by ``missing()`` with its install command when it is not. A name of the form ``module:attribute``
 (``my_games.coin:Coin``) is an environment of your own instead: an ``Env`` subclass, or a
 function returning an ``Env``, in any importable module. Importing this package also registers
 each built-in game with Gymnasium as ``visact/<ClassName>-v0``.
@@ -15,11 +17,18 @@ from env_server.core import Env
 from env_server.games.gym_registration import register_gym_envs
 
 GAMES: dict[str, Callable[[], Env]] = {}
+#: Games whose extra is not installed: name -> how to install it.
+MISSING: dict[str, str] = {}
 
 
 def register(name: str, factory: Callable[[], Env]) -> None:
     """Add a game under ``name`` (lower case, as given to ``env-server --env``)."""
     GAMES[name] = factory
+
+
+def register_missing(name: str, install: str) -> None:
+    """Note a game that needs an extra that is not installed (``install``: the command that adds it)."""
+    MISSING[name] = install
 
 
 def make(name: str) -> Env:
@@ -30,6 +39,10 @@ def make(name: str) -> Env:
     try:
         factory = GAMES[name]
     except KeyError:
+        if name in MISSING:
+            raise ValueError(
+                f"game {name!r} needs an optional extra that is not installed: {MISSING[name]}"
+            ) from None
         known = ", ".join(sorted(GAMES)) or "(none)"
         raise ValueError(
             f"unknown game {name!r}; expected one of: {known}, or module:Class for an Env of your own"
@@ -68,9 +81,15 @@ def _make_imported(name: str) -> Env:
 
 
 def names() -> list[str]:
-    """Names of every registered game."""
+    """Names of every registered game (optional ones only when their extra is installed)."""
     _load_builtin()
     return sorted(GAMES)
+
+
+def missing() -> dict[str, str]:
+    """Games whose optional extra is not installed, with the command that installs it."""
+    _load_builtin()
+    return dict(sorted(MISSING.items()))
 
 
 def _load_builtin() -> None:

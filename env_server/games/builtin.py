@@ -1,9 +1,14 @@
-"""Imports every built-in game so that each registers itself under its lower-case name."""
+"""Imports every built-in game so that each registers itself under its lower-case name.
+
+ALFWorld registers only when its extra (alfworld, textworld, fast-downward) is installed; its
+module is imported when a game is made, not here (textworld takes a second to import).
+"""
 
 from __future__ import annotations
 
 from env_server.core import Env
-from env_server.games import register
+from env_server.games import register, register_missing
+from env_server.games.alfworld import wheel as alfworld_wheel
 from env_server.games.blackjack import Blackjack
 from env_server.games.ezpoints import EZPoints
 from env_server.games.numberline import NumberLine
@@ -14,3 +19,15 @@ BUILTIN: dict[str, type[Env]] = {cls.name: cls for cls in (NumberLine, EZPoints,
 
 for _name, _cls in BUILTIN.items():
     register(_name, _cls)
+
+
+def _alfworld() -> Env:
+    from env_server.games.alfworld.env import AlfWorld
+
+    return AlfWorld()
+
+
+if alfworld_wheel.installed():
+    register("alfworld", _alfworld)
+else:
+    register_missing("alfworld", alfworld_wheel.INSTALL_HINT)

@@ -193,11 +193,31 @@ def test_containerfile_conventions(path: Path) -> None:
     if path.name == "env-server.Containerfile":
         assert base.group(1).startswith("python:3.11")
         assert "HEALTHCHECK" in text and "env_server.healthcheck" in text
-        # the base dependencies only: no extra (agent/trainer bring torch)
-        assert "python pyproject_deps.py pyproject.toml --build >requirements.txt" in text
+        # the base dependencies only by default; EXTRAS adds env-side extras (agent/trainer bring torch)
+        assert re.search(r'^ARG EXTRAS=""$', text, re.M)
+        assert "python pyproject_deps.py pyproject.toml $EXTRAS --build >requirements.txt" in text
     else:
         assert base.group(1).startswith("nvidia/cuda:")
         assert 'TORCH_SPEC="torch==2.13.*"' in text
+
+
+def test_the_alfworld_variant_of_the_env_server_image_brings_no_torch() -> None:
+    """--build-arg EXTRAS=alfworld: its requirements (what the image's dependency layer installs)."""
+    listed = subprocess.run(
+        [
+            sys.executable,
+            str(DEPLOY / "pyproject_deps.py"),
+            str(ROOT / "pyproject.toml"),
+            "alfworld",
+            "--build",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
+    names = {re.split(r"[<>=\[ ]", requirement)[0].lower() for requirement in listed}
+    assert {"alfworld", "textworld", "fast-downward-textworld", "grpcio"} <= names
+    assert not names & {"torch", "transformers", "peft", "accelerate"}
 
 
 def test_agent_and_trainer_containerfiles_share_their_dependency_layers() -> None:

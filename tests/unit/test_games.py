@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import warnings
 from collections.abc import Iterator
 from typing import Any
@@ -14,6 +16,7 @@ from PIL import Image
 from env_server import games
 from env_server.core import Env
 from env_server.errors import InvalidAction, InvalidRequest, ResetNeeded
+from env_server.games.alfworld import wheel as alfworld_wheel
 from env_server.games.blackjack import Blackjack, basic_strategy, hand_total, is_natural, score
 from env_server.games.cards import RANKS, Card
 from env_server.games.ezpoints import EZPoints
@@ -49,9 +52,39 @@ def oracle_episodes(env: Env, seeds: range) -> Iterator[tuple[float, bool]]:
 
 
 def test_the_four_games_are_registered_by_lower_case_name() -> None:
-    assert games.names() == NAMES
+    if alfworld_wheel.installed():  # the optional game joins them when its extra is installed
+        assert games.names() == sorted([*NAMES, "alfworld"]) and games.missing() == {}
+    else:
+        assert games.names() == NAMES
+        assert games.missing() == {"alfworld": "pip install 'visact[alfworld]'"}
+        with pytest.raises(ValueError, match=r"visact\[alfworld\]"):
+            games.make("alfworld")
     for name in NAMES:
         assert games.make(name).name == name
+
+
+def test_without_the_alfworld_extra_the_list_says_how_to_install_it() -> None:
+    blocked = (
+        "import sys\n"
+        "class Block:\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name.split('.')[0] == 'textworld':\n"
+        "            raise ImportError('blocked for this test')\n"
+        "sys.meta_path.insert(0, Block())\n"
+        "from env_server.server import main\n"
+        "from env_server import games\n"
+        "main(['--list'])\n"
+        "try:\n"
+        "    games.make('alfworld')\n"
+        "except ValueError as exc:\n"
+        "    print('refused:', exc)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", blocked], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[:4] == NAMES
+    assert "alfworld (not installed: pip install 'visact[alfworld]')" in lines
+    assert any(line.startswith("refused:") and "pip install 'visact[alfworld]'" in line for line in lines)
 
 
 @pytest.mark.parametrize("name", NAMES)

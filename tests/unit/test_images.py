@@ -15,8 +15,9 @@ from visact.env.v1 import env_pb2 as pb
 
 
 def _frames() -> list[np.ndarray]:
+    """A frame of each of RL4VLM's four card games."""
     frames = []
-    for name in games.names():
+    for name in ("blackjack", "ezpoints", "numberline", "points24"):
         env = games.make(name)
         env.reset(seed=3)
         frames.append(env.render())
