@@ -16,104 +16,18 @@ import logging
 import signal
 import sys
 import threading
-import time
 from collections.abc import Sequence
-from typing import Any
 
-from agent.config import AgentConfig
-from agent.engines.base import EngineError
-from agent.evaluation import EVAL_SEED_BASE, EvalSummary, summarize
-from agent.parsing import BadAnswerPolicy
-from agent.policy import OraclePolicy, Policy, RandomPolicy, VLMPolicy
-from agent.records import Episode
-from agent.rollout import Rollout, SeedSchedule
-from env_server.client import EnvCallError, EnvClient
+from visact.agent.config import AgentConfig
+from visact.agent.runs import evaluate, play, train
 from visact.configcli import parse_config
+from visact.env_server.client import EnvCallError
 from visact.logs import setup_logging
+from visact.model.engines.base import EngineError
 
 log = logging.getLogger("agent")
 
 COMMANDS = ("run", "eval")
-
-
-def connect(config: AgentConfig) -> list[EnvClient]:
-    """One client per --server, each checked to answer."""
-    clients = []
-    for address in config.server:
-        client = EnvClient(
-            address,
-            token=config.token,
-            timeout=config.timeout,
-            tls_ca=config.tls_ca,
-            tls_cert=config.tls_cert,
-            tls_key=config.tls_key,
-        )
-        client.wait_ready(timeout=config.timeout)
-        clients.append(client)
-    return clients
-
-
-def make_policy(config: AgentConfig) -> Policy:
-    """The oracle, a random player, or the VLM the config names."""
-    if config.oracle:
-        return OraclePolicy(cot=config.cot)
-    if config.random_policy:
-        return RandomPolicy(seed=config.seed)
-    import torch
-
-    from agent.engines import make_engine
-
-    if config.threads:
-        torch.set_num_threads(config.threads)
-    return VLMPolicy(
-        make_engine(config),
-        cot=config.cot,
-        temperature=config.temperature,
-        max_new_tokens=config.max_new_tokens,
-        seed=config.seed,
-    )
-
-
-def evaluate(config: AgentConfig, policy: Policy | None = None) -> EvalSummary:
-    """Play ``config.episodes`` held-out seeds and summarize them."""
-    clients = connect(config)
-    policy = policy or make_policy(config)
-    rollout = Rollout(
-        clients,
-        policy,
-        sessions=min(config.sessions, config.episodes),
-        bad_answer=BadAnswerPolicy(config.format_penalty),
-        want_expert=config.oracle,
-        label=f"{config.name}:eval",
-        seed=config.seed,
-    )
-    episodes: list[Episode] = []
-    bar = _progress(config.episodes, "eval episodes", config.progress)
-    seeds = SeedSchedule.fixed(range(EVAL_SEED_BASE, EVAL_SEED_BASE + config.episodes))
-    started = time.monotonic()
-
-    def on_episode(episode: Episode) -> None:
-        episodes.append(episode)
-        if bar is not None:
-            bar.update(1)
-            bar.set_postfix(success=f"{sum(e.success for e in episodes) / len(episodes):.0%}")
-
-    try:
-        rollout.run(seeds, on_episode)
-    finally:
-        if bar is not None:
-            bar.close()
-        rollout.close()
-        for client in clients:
-            client.close()
-    envs = sorted({e.env for e in episodes}) or [c.address for c in clients]
-    return summarize(
-        episodes,
-        env=",".join(envs),
-        policy=policy.name,
-        seconds=time.monotonic() - started,
-        policy_version=policy.version,
-    )
 
 
 def run_eval(config: AgentConfig) -> int:
@@ -131,50 +45,7 @@ def run_agent(config: AgentConfig) -> int:
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())
-    if config.trainer:
-        from agent.trainer_link import run_with_trainer
-
-        return run_with_trainer(config, stop)
-    clients = connect(config)
-    policy = make_policy(config)
-    rollout = Rollout(
-        clients,
-        policy,
-        sessions=config.sessions,
-        bad_answer=BadAnswerPolicy(config.format_penalty),
-        want_expert=config.oracle,
-        label=config.name,
-        seed=config.seed,
-    )
-    wins: list[bool] = []
-
-    def on_episode(episode: Episode) -> None:
-        wins.append(episode.success)
-        if len(wins) % 20 == 0:
-            stats = rollout.stats
-            log.info(
-                "episodes",
-                extra={
-                    "episodes": stats.episodes,
-                    "success_last_20": sum(wins[-20:]) / 20,
-                    "valid_rate": round(stats.parse.valid_rate, 3),
-                    "steps_per_s": round(stats.steps / max(stats.seconds, 1e-9), 2),
-                },
-            )
-
-    try:
-        rollout.run(SeedSchedule(rng_seed=config.seed), on_episode, stop=stop)
-    finally:
-        rollout.close()
-    return 0
-
-
-def _progress(total: int, desc: str, enabled: bool) -> Any:
-    if not enabled:
-        return None
-    from visact.progress import progress_bar
-
-    return progress_bar(total, desc, "ep")
+    return train(config, stop) if config.trainer else play(config, stop)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from agent.records import Episode
+from visact.wire.records import Episode
 
 #: Episode seeds at or above this are held out for evaluation; training uses seeds below it.
 EVAL_SEED_BASE = 1_000_000_000

@@ -56,7 +56,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
-from agent.prompts import ACTION_KEY, check_legal_actions, key_name
+from visact.model.prompts import ACTION_KEY, check_legal_actions, key_name
 
 __all__ = [
     "BadAnswerPolicy",

@@ -13,13 +13,13 @@ from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
-from agent.parsing import ParsedAction, action_span_start_token, parse_action
-from agent.prompts import build_messages, format_target
-from env_server.core import ExpertMove
+from visact.agent.parsing import ParsedAction, action_span_start_token, parse_action
+from visact.env_server.core import ExpertMove
+from visact.model.prompts import build_messages, format_target
 
 if TYPE_CHECKING:
-    from agent.engines import Engine
-    from agent.models import LoadedVLM
+    from visact.model.engines import Engine
+    from visact.model.loading import LoadedVLM
 
 
 @dataclass(frozen=True)
@@ -79,10 +79,10 @@ class VLMPolicy:
         top_p: float = 1.0,
         seed: int | None = None,
     ) -> None:
-        from agent.models import LoadedVLM
+        from visact.model.loading import LoadedVLM
 
         if isinstance(model, LoadedVLM):
-            from agent.engines.transformers_engine import TransformersEngine
+            from visact.model.engines.transformers_engine import TransformersEngine
 
             model = TransformersEngine(model, seed=seed)
         self.engine: Engine = model
@@ -105,7 +105,7 @@ class VLMPolicy:
         return build_messages(item.task, item.legal_actions, item.fact_keys, cot=self.cot)
 
     def act(self, inputs: Sequence[PolicyInput]) -> list[Answer]:
-        from agent.engines import SamplingSettings
+        from visact.model.engines import SamplingSettings
 
         if not inputs:
             return []

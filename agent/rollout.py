@@ -27,10 +27,10 @@ from dataclasses import dataclass, field
 
 import grpc
 
-from agent.parsing import BadAnswerPolicy, ParseStats, resolve
-from agent.policy import Policy, PolicyInput
-from agent.records import Episode, StepRecord
-from env_server.client import (
+from visact import rpc
+from visact.agent.parsing import BadAnswerPolicy, ParseStats, resolve
+from visact.agent.policy import Policy, PolicyInput
+from visact.env_server.client import (
     EnvCallError,
     EnvClient,
     Observation,
@@ -39,7 +39,7 @@ from env_server.client import (
     StepCall,
     StepResult,
 )
-from visact import rpc
+from visact.wire.records import Episode, StepRecord
 
 log = logging.getLogger(__name__)
 

@@ -25,47 +25,17 @@ from typing import Any
 
 import grpc
 
-from agent.adapters import AdapterError, read_adapter
-from agent.config import AgentConfig
-from agent.policy import VLMPolicy
-from agent.records import Episode
-from env_server import images
 from visact import rpc
-from visact.auth import token_metadata
+from visact.agent.config import AgentConfig
+from visact.agent.policy import VLMPolicy
+from visact.model.adapters import AdapterError, read_adapter
+from visact.rpc.auth import token_metadata
 from visact.trainer.v1 import trainer_pb2 as pb
 from visact.trainer.v1 import trainer_pb2_grpc as pb_grpc
+from visact.wire.episodes import encode_episode
+from visact.wire.records import Episode
 
 log = logging.getLogger(__name__)
-
-
-def encode_episode(episode: Episode) -> pb.Episode:
-    """The wire form of a finished episode: images as PNG, tokens as ids."""
-    message = pb.Episode(env=episode.env, session=episode.session, seed=episode.seed)
-    for step in episode.steps:
-        message.steps.append(
-            pb.TrajectoryStep(
-                image=images.encode(step.image, images.PNG),
-                prompt_ids=step.prompt_ids,
-                generated_ids=step.generated_ids,
-                log_probs=step.log_probs,
-                action_start=step.action_start,
-                text=step.text,
-                action=step.action,
-                parse_failure=step.parse_failure,
-                format_penalty=step.format_penalty,
-                reward=step.reward,
-                terminated=step.terminated,
-                truncated=step.truncated,
-                policy_version=step.policy_version,
-                temperature=step.temperature,
-                episode_step=step.episode_step,
-                success=bool(step.info.get("success", False)),
-            )
-        )
-    if episode.bootstrap_image is not None:
-        message.bootstrap_image.CopyFrom(images.encode(episode.bootstrap_image, images.PNG))
-        message.bootstrap_prompt_ids.extend(episode.bootstrap_prompt_ids or [])
-    return message
 
 
 class TrainerLink:
@@ -329,38 +299,3 @@ class TrainerLink:
                 log.warning("trainer unreachable, retrying", extra={"code": exc.code().name, "delay": delay})
                 self.stop.wait(delay)
                 delay = min(delay * 2, 10.0)
-
-
-def run_with_trainer(config: AgentConfig, stop: threading.Event) -> int:
-    """Roll out with the trainer's newest weights and ship every finished episode to it."""
-    from agent.cli import connect, make_policy
-    from agent.parsing import BadAnswerPolicy
-    from agent.rollout import Rollout, SeedSchedule
-
-    if config.oracle or config.random_policy:
-        raise ValueError("training needs a model policy; drop --oracle/--random-policy")
-    clients = connect(config)
-    policy = make_policy(config)
-    assert isinstance(policy, VLMPolicy)
-    environments = sorted({c.describe().name for c in clients})
-    link = TrainerLink(config, policy, environments, stop)
-    link.start()
-    link.wait_for_first_weights()  # start from the trainer's newest weights
-    rollout = Rollout(
-        clients,
-        policy,
-        sessions=config.sessions,
-        bad_answer=BadAnswerPolicy(link.format_penalty),
-        label=config.name,
-        seed=config.seed,
-        bootstrap=True,  # the learner bootstraps values of truncated episodes
-        group_size=link.group_size,
-    )
-    try:
-        rollout.run(
-            SeedSchedule(rng_seed=config.seed), link.submit, stop=stop, between_rounds=link.between_rounds
-        )
-    finally:
-        rollout.close()
-        link.close()
-    return 0

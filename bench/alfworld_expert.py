@@ -15,7 +15,7 @@ import json
 from collections import defaultdict
 from pathlib import Path
 
-from env_server.games.alfworld.env import HELD_OUT_SEEDS, AlfWorld
+from visact.env_server.games.alfworld.env import HELD_OUT_SEEDS, AlfWorld
 
 RESULTS = Path(__file__).resolve().parent / "results"
 

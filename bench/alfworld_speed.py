@@ -28,9 +28,9 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from env_throughput import start_server
 
-from env_server.client import EnvClient, ResetCall, ResetResult, StepCall, StepResult
-from env_server.games.alfworld import problem, wheel
-from env_server.games.alfworld.env import HELD_OUT_SEEDS, AlfWorld
+from visact.env_server.client import EnvClient, ResetCall, ResetResult, StepCall, StepResult
+from visact.env_server.games.alfworld import problem, wheel
+from visact.env_server.games.alfworld.env import HELD_OUT_SEEDS, AlfWorld
 
 RESULTS = Path(__file__).resolve().parent / "results"
 RANDOM_STEPS = 10

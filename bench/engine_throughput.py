@@ -26,11 +26,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from env_throughput import start_server
 from rollout_throughput import steps_per_second
 
-from agent.engines.transformers_engine import TransformersEngine
-from agent.engines.vllm_engine import VLLMEngine
-from agent.models import load_vlm
-from agent.policy import VLMPolicy
-from env_server.client import EnvClient
+from visact.agent.policy import VLMPolicy
+from visact.env_server.client import EnvClient
+from visact.model.engines.transformers_engine import TransformersEngine
+from visact.model.engines.vllm_engine import VLLMEngine
+from visact.model.loading import load_vlm
 
 RESULTS = Path(__file__).resolve().parent / "results"
 

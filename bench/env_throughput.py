@@ -22,8 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
-from env_server import games
-from env_server.client import EnvClient, ResetCall, StepCall, StepResult
+from visact.env_server import games
+from visact.env_server.client import EnvClient, ResetCall, StepCall, StepResult
 
 RESULTS = Path(__file__).resolve().parent / "results"
 

@@ -37,8 +37,8 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from trainer.metrics import read_metrics, trailing_success  # noqa: E402
-from visact.demo import DemoConfig, evaluate, run_demo, start_env_servers, stop_processes  # noqa: E402
+from visact.orchestration.demo import DemoConfig, evaluate, run_demo, start_env_servers, stop_processes  # noqa: E402
+from visact.trainer.metrics import read_metrics, trailing_success  # noqa: E402
 
 BEGIN, END = "<!-- learning:begin -->", "<!-- learning:end -->"
 
@@ -159,7 +159,7 @@ def game_rows(game: str, runs: Mapping[str, dict[str, Any]], base: Mapping[str, 
 def curves_png(
     game: str, runs: Mapping[str, dict[str, Any]], base: Mapping[str, dict[str, Any]], out: Path
 ) -> Path:
-    from visact.plots import compare_curves
+    from visact.orchestration.plots import compare_curves
 
     series = {
         label: read_metrics(Path(runs[variant]["config"]["workdir"]) / "ppo")

@@ -27,12 +27,12 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from env_throughput import start_server
 
-from agent.models import load_vlm
-from agent.parsing import BadAnswerPolicy, resolve
-from agent.policy import PolicyInput, VLMPolicy
-from agent.rollout import Rollout, SeedSchedule
-from env_server import games
-from env_server.client import EnvClient
+from visact.agent.parsing import BadAnswerPolicy, resolve
+from visact.agent.policy import PolicyInput, VLMPolicy
+from visact.agent.rollout import Rollout, SeedSchedule
+from visact.env_server import games
+from visact.env_server.client import EnvClient
+from visact.model.loading import load_vlm
 
 RESULTS = Path(__file__).resolve().parent / "results"
 

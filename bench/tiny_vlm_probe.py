@@ -39,11 +39,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from agent import tiny_vlm
-from agent.generation import generate_batch, image_inputs, teacher_forced_log_probs
-from agent.models import LoadedVLM, load_vlm, lora_target_modules
-from agent.prompts import build_messages, format_target
-from env_server.games.numberline import NumberLine
+from visact.agent import tiny_vlm
+from visact.env_server.games.numberline import NumberLine
+from visact.model.generation import generate_batch, image_inputs, teacher_forced_log_probs
+from visact.model.loading import LoadedVLM, load_vlm, lora_target_modules
+from visact.model.prompts import build_messages, format_target
 
 HELD_OUT = {(0, 3), (1, 5), (2, 0), (3, 1), (4, 2), (5, 4)}  # (target, current): each digit once per role
 #: answer characters that depend on the image: digits, the comparison, the action
@@ -185,7 +185,7 @@ def run_speed(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
 
 
 def _prompt_ids(loaded: LoadedVLM, states: Sequence[State]) -> list[list[int]]:
-    from agent.generation import prompt_token_ids
+    from visact.model.generation import prompt_token_ids
 
     return prompt_token_ids(loaded, [s.image for s in states], [s.messages for s in states])
 

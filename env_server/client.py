@@ -15,14 +15,13 @@ import grpc
 import numpy as np
 from google.protobuf import json_format, struct_pb2
 
-from env_server import images
-from env_server.core import ExpertMove
-from env_server.stream import BatchStream, StreamBroken
-from visact import rpc
-from visact.auth import token_metadata
+from visact import images, rpc
 from visact.env.v1 import env_pb2 as pb
 from visact.env.v1 import env_pb2_grpc as pb_grpc
+from visact.env_server.core import ExpertMove
+from visact.env_server.stream import BatchStream, StreamBroken
 from visact.memory import tune_allocator
+from visact.rpc.auth import token_metadata
 
 DEFAULT_TIMEOUT = 30.0
 

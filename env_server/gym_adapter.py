@@ -16,8 +16,8 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
-from env_server.core import Env, ExpertMove, StepOutcome
-from env_server.errors import InvalidAction, InvalidRequest
+from visact.env_server.core import Env, ExpertMove, StepOutcome
+from visact.env_server.errors import InvalidAction, InvalidRequest
 
 
 def action_names_of(env: gym.Env[Any, Any]) -> tuple[str, ...]:
@@ -36,8 +36,8 @@ def action_names_of(env: gym.Env[Any, Any]) -> tuple[str, ...]:
     return tuple(str(i) for i in range(int(space.n)))
 
 
-class GymEnv(Env):
-    """A Gymnasium env (render_mode="rgb_array", Discrete actions) behind the ``Env`` contract."""
+class FromGymnasium(Env):
+    """A visact Env made from a Gymnasium env (render_mode="rgb_array", Discrete actions) behind the ``Env`` contract."""
 
     def __init__(
         self,
@@ -45,7 +45,7 @@ class GymEnv(Env):
         *,
         action_names: Sequence[str] | None = None,
         instruction: str | None = None,
-        expert: Callable[[GymEnv], ExpertMove | None] | None = None,
+        expert: Callable[[FromGymnasium], ExpertMove | None] | None = None,
         make_kwargs: Mapping[str, Any] | None = None,
     ) -> None:
         self.env_id = env_id
@@ -117,18 +117,18 @@ class GymEnv(Env):
 
 
 def gym_env_factory(env_id: str, **kwargs: Any) -> Callable[[], Env]:
-    """A factory of ``GymEnv(env_id)``; builds one at once so a bad id fails early.
+    """A factory of ``FromGymnasium(env_id)``; builds one at once so a bad id fails early.
 
     BabyAI/MiniGrid ids get an instruction that explains the picture and the BabyAI bot as expert.
     """
     _import_plugins(env_id)
-    from env_server import minigrid_support
+    from visact.env_server import minigrid_support
 
     if minigrid_support.is_minigrid(env_id):
         kwargs.setdefault("instruction", minigrid_support.INSTRUCTION)
         kwargs.setdefault("expert", minigrid_support.babyai_expert)
-    GymEnv(env_id, **kwargs).close()
-    return lambda: GymEnv(env_id, **kwargs)
+    FromGymnasium(env_id, **kwargs).close()
+    return lambda: FromGymnasium(env_id, **kwargs)
 
 
 def _import_plugins(env_id: str) -> None:
@@ -139,7 +139,7 @@ def _import_plugins(env_id: str) -> None:
         except ImportError:
             raise ValueError(f"{env_id} needs the minigrid package: pip install 'visact[gym]'") from None
     if env_id.startswith("visact/"):
-        import env_server.games  # noqa: F401
+        import visact.env_server.games  # noqa: F401
 
 
 def _plain(info: Mapping[str, Any]) -> dict[str, Any]:

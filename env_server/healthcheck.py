@@ -1,4 +1,4 @@
-"""Probe a server's gRPC health (grpc.health.v1): ``python -m env_server.healthcheck``.
+"""Probe a server's gRPC health (grpc.health.v1): ``python -m visact.env_server.healthcheck``.
 
 Exits 0 when the service answers SERVING, 1 otherwise (NOT_SERVING, unreachable, timeout),
 printing one line either way; for a container HEALTHCHECK or a Kubernetes exec probe.
@@ -105,7 +105,10 @@ def check(config: HealthcheckConfig) -> tuple[bool, str]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     config = parse_config(
-        HealthcheckConfig, argv, prog="python -m env_server.healthcheck", description=__doc__.splitlines()[0]
+        HealthcheckConfig,
+        argv,
+        prog="python -m visact.env_server.healthcheck",
+        description=__doc__.splitlines()[0],
     )
     serving, line = check(config)
     print(line, file=sys.stdout if serving else sys.stderr)

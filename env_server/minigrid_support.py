@@ -7,12 +7,20 @@ Used by ``env-server --gym BabyAI-...`` and ``--gym MiniGrid-...`` (needs the ``
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
-from env_server.core import ExpertMove
+from visact.env_server.core import ExpertMove
 
-if TYPE_CHECKING:
-    from env_server.gym_adapter import GymEnv
+
+class BotView(Protocol):
+    """What the BabyAI bot needs of the env it advises (a ``gym_adapter.FromGymnasium``)."""
+
+    gym_env: Any
+    expert_state: dict[str, Any]
+    episode_index: int
+    actions_taken: list[int]
+    action_vocabulary: tuple[str, ...]
+
 
 INSTRUCTION = (
     "You are the red triangle in a grid world seen from above; the triangle points where you face. "
@@ -37,7 +45,7 @@ def is_minigrid(env_id: str) -> bool:
     return env_id.startswith(("BabyAI-", "MiniGrid-"))
 
 
-def babyai_expert(env: GymEnv) -> ExpertMove | None:
+def babyai_expert(env: BotView) -> ExpertMove | None:
     """The BabyAI bot's next action, kept in step with the actions actually taken.
 
     The bot is created at the first request of an episode and told each action the agent really

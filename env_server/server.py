@@ -19,10 +19,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from env_server.core import Env
-from env_server.service import SERVICE, EnvironmentServicer, ServiceLimits
 from visact import rpc
 from visact.configcli import parse_config
+from visact.env_server.core import Env
+from visact.env_server.service import SERVICE, EnvironmentServicer, ServiceLimits
 from visact.logs import setup_logging
 from visact.memory import tune_allocator
 
@@ -128,10 +128,10 @@ class RunningServer:
 def env_factory_for(config: ServerConfig) -> Callable[[], Env]:
     """The factory of the environment the config names."""
     if config.gym:
-        from env_server.gym_adapter import gym_env_factory
+        from visact.env_server.gym_adapter import gym_env_factory
 
         return gym_env_factory(config.gym)
-    from env_server import games
+    from visact.env_server import games
 
     games.make(config.env)  # fail early: with the list of games, or why an import failed
     return lambda: games.make(config.env)
@@ -203,7 +203,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     config = parse_config(ServerConfig, argv, prog="env-server", description=__doc__.splitlines()[0])
     setup_logging(config.log_format, config.log_level)
     if config.list:
-        from env_server import games
+        from visact.env_server import games
 
         print("\n".join(games.names()))
         for name, install in games.missing().items():

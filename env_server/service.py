@@ -23,13 +23,13 @@ import grpc
 import numpy as np
 from google.protobuf import json_format, struct_pb2
 
-from env_server import images
-from env_server.core import Env, ExpertMove, StepOutcome
-from env_server.errors import EnvError, InvalidAction, InvalidRequest, ResetNeeded
-from env_server.sessions import EpisodeState, Session, SessionStore
+from visact import images
 from visact.env.v1 import env_pb2 as pb
+from visact.env_server.core import Env, ExpertMove, StepOutcome
+from visact.env_server.errors import EnvError, InvalidAction, InvalidRequest, ResetNeeded
+from visact.env_server.sessions import EpisodeState, Session, SessionStore
 from visact.rpc import StreamSlots, Workers, abort
-from visact.status import bounded
+from visact.rpc.messages import bounded
 
 log = logging.getLogger(__name__)
 

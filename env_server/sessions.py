@@ -14,9 +14,9 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
-from env_server.core import Env
-from env_server.errors import ServerFull, UnknownSession
-from visact.status import shown
+from visact.env_server.core import Env
+from visact.env_server.errors import ServerFull, UnknownSession
+from visact.rpc.messages import shown
 
 log = logging.getLogger(__name__)
 

@@ -31,7 +31,7 @@ def stop_processes_left_by_fixtures() -> Iterator[None]:
 @pytest.fixture
 def counter_server() -> Iterator[Any]:
     """An in-process env server of CounterEnv on a free port, with a short idle timeout."""
-    from env_server.server import ServerConfig, start_server
+    from visact.env_server.server import ServerConfig, start_server
 
     config = ServerConfig(port=0, host="127.0.0.1", max_sessions=4, idle_timeout=1.0, grace=0.5)
     running = start_server(config, env_factory=CounterEnv)

@@ -7,8 +7,8 @@ from typing import Any
 
 import numpy as np
 
-from env_server.core import Env, ExpertMove, StepOutcome
-from env_server.errors import InvalidRequest
+from visact.env_server.core import Env, ExpertMove, StepOutcome
+from visact.env_server.errors import InvalidRequest
 
 
 class CounterEnv(Env):

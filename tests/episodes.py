@@ -11,12 +11,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from agent.generation import Sample as Answer
-from agent.generation import generate_batch
-from env_server import images as image_codec
-from env_server.games.numberline import NumberLine
-from trainer.episodes import EpisodeData, PngImage, Sample
+from visact import images as image_codec
+from visact.env_server.games.numberline import NumberLine
+from visact.model.generation import Sample as Answer
+from visact.model.generation import generate_batch
 from visact.trainer.v1 import trainer_pb2 as pb
+from visact.wire.episodes import EpisodeData, PngImage, StepData
 
 
 def png_image(pixels: np.ndarray) -> PngImage:
@@ -58,7 +58,7 @@ def answered_episodes(
     episodes = []
     for i, (image, answer) in enumerate(zip(images, answers, strict=True)):
         reward = 1.0 if i % 2 else -1.0
-        step = Sample(
+        step = StepData(
             image=png_image(image),
             prompt_ids=answer.prompt_ids,
             generated_ids=answer.generated_ids,

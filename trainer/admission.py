@@ -28,7 +28,9 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from trainer.episodes import (
+from visact.trainer.hub import MAX_EPISODE_ID_CHARS
+from visact.trainer.v1 import trainer_pb2 as pb
+from visact.wire.episodes import (
     MAX_IMAGE_PIXELS,
     EpisodeData,
     InvalidEpisode,
@@ -36,11 +38,9 @@ from trainer.episodes import (
     decode_episode,
     in_image_thread,
 )
-from trainer.hub import MAX_EPISODE_ID_CHARS
-from visact.trainer.v1 import trainer_pb2 as pb
 
 if TYPE_CHECKING:  # the model side (torch, transformers) loads only where a model is
-    from agent.models import LoadedVLM
+    from visact.model.loading import LoadedVLM
 
 #: a frame may be this many times wider and taller than what the model's processor feeds the
 #: model; beyond it, the processor's resize would throw away more than 99.6% of the pixels sent
@@ -56,7 +56,7 @@ IMAGE_BLOCKS_KEPT = 256
 def processor_pixels(loaded: LoadedVLM) -> int:
     """How many pixels the model's processor feeds the model for one large frame (every crop,
     tile and temporal copy counted): what the model can see of any image."""
-    from agent.generation import image_inputs
+    from visact.model.generation import image_inputs
 
     probe = np.zeros((PROBE_SIDE, PROBE_SIDE, 3), np.uint8)
     tensors = image_inputs(loaded, [probe])  # the very processor call of sampling and learning
@@ -81,7 +81,7 @@ class ModelRules:
     once, and the learner calls the original meanwhile."""
 
     def __init__(self, loaded: LoadedVLM, vocab_size: int) -> None:
-        from agent.generation import image_token_ids, suppressed_token_ids
+        from visact.model.generation import image_token_ids, suppressed_token_ids
 
         processor = copy.deepcopy(loaded.processor)
         self._loaded = dataclasses.replace(loaded, processor=processor, tokenizer=processor.tokenizer)
@@ -107,7 +107,7 @@ class ModelRules:
             return block
 
     def _expand(self, height: int, width: int) -> tuple[int, ...]:
-        from agent.generation import prompt_token_ids
+        from visact.model.generation import prompt_token_ids
 
         blank = np.zeros((height, width, 3), np.uint8)  # the token count depends on the size only
         ids = prompt_token_ids(self._loaded, [blank], [""])[0]

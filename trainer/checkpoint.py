@@ -22,7 +22,7 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
-from agent.adapters import ADAPTER_FILE, apply_adapter, read_adapter, save_adapter_file
+from visact.model.adapters import ADAPTER_FILE, apply_adapter, read_adapter, save_adapter_file
 
 LATEST = "LATEST"
 

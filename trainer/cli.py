@@ -23,15 +23,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     command = args.pop(0)
     if command == "serve":
-        from trainer.config import TrainerConfig
-        from trainer.serve import serve
+        from visact.trainer.config import TrainerConfig
+        from visact.trainer.serve import serve
 
         config = parse_config(
             TrainerConfig, args, prog="trainer serve", description="the central PPO learner"
         )
         setup_logging(config.log_format, config.log_level)
         return serve(config)
-    from trainer.sft import SFTConfig, run_sft
+    from visact.trainer.sft import SFTConfig, run_sft
 
     sft_config = parse_config(SFTConfig, args, prog="trainer sft", description="supervised warm start")
     setup_logging(sft_config.log_format, sft_config.log_level)

@@ -7,9 +7,9 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from agent.config import attn_implementation_field, gradient_checkpointing_field
-from trainer.hub import DEFAULT_MAX_AGENTS
+from visact.model.options import attn_implementation_field, gradient_checkpointing_field
 from visact.rpc import DEFAULT_MAX_WATCHERS
+from visact.trainer.hub import DEFAULT_MAX_AGENTS
 
 
 @dataclass

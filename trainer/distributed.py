@@ -14,8 +14,8 @@ from typing import Any
 
 import torch
 
-from trainer.episodes import EpisodeData, decode_episode, episode_message
 from visact.trainer.v1 import trainer_pb2 as pb
+from visact.wire.episodes import EpisodeData, decode_episode, episode_message
 
 #: each episode's lengths: agent id, episode id, Episode message
 HEADER = "<IIQ"

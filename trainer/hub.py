@@ -18,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from trainer.episodes import EpisodeData
+from visact.wire.episodes import EpisodeData
 
 #: accepted (agent id, episode id) pairs remembered to count a retried episode once
 SEEN_EPISODES = 100_000

@@ -39,7 +39,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from agent.adapters import (
+from visact.model.adapters import (
     adapted_modules,
     apply_adapter,
     attach_lora,
@@ -47,17 +47,17 @@ from agent.adapters import (
     peft_config_from_dict,
     read_adapter,
 )
-from agent.generation import teacher_forced_log_probs
-from agent.models import (
+from visact.model.generation import teacher_forced_log_probs
+from visact.model.loading import (
     LoadedVLM,
     checkpointing_in_eval_mode,
     enable_activation_checkpointing,
     lora_target_modules,
     weights_fingerprint,
 )
-from trainer import ppo
-from trainer.config import TrainerConfig
-from trainer.episodes import EpisodeData, Sample
+from visact.trainer import ppo
+from visact.trainer.config import TrainerConfig
+from visact.wire.episodes import EpisodeData, StepData
 
 log = logging.getLogger(__name__)
 
@@ -176,7 +176,7 @@ class Learner:
         return self.accelerator.unwrap_model(self.loaded.model)
 
     # ------------------------------------------------------------------ forward passes
-    def _forward(self, samples: Sequence[Sample], *, local: bool = False) -> tuple[Tensor, Tensor]:
+    def _forward(self, samples: Sequence[StepData], *, local: bool = False) -> tuple[Tensor, Tensor]:
         """(action log-prob (B,), value (B,)) of samples under the current weights (``local``:
         through the model without its multi-process wrapper, for scoring without gradients)."""
         loaded, value_head = (
@@ -204,7 +204,7 @@ class Learner:
         return float(self.accelerator.reduce(total, reduction="sum"))
 
     @torch.no_grad()
-    def score(self, samples: Sequence[Sample]) -> Scored:
+    def score(self, samples: Sequence[StepData]) -> Scored:
         """Action log-probs and values of every sample, in micro batches, without gradients; a
         micro batch the model fails on is scored sample by sample, and the samples that fail
         alone are reported in ``failed``."""
@@ -477,7 +477,7 @@ def group_advantages(episodes: Sequence[EpisodeData], *, gamma: float, per_state
     return (advantages + per_step).float()
 
 
-def _state_key(sample: Sample) -> bytes:
+def _state_key(sample: StepData) -> bytes:
     """What identifies the state a step was taken from: its image and its prompt."""
     pixels = sample.image.pixels()
     digest = hashlib.blake2b(digest_size=16)
@@ -542,6 +542,6 @@ def _chunks(items: list[int], size: int) -> list[list[int]]:
 
 def _adapter_path(path: Any) -> Any:
     """An adapter file, or a directory holding ``adapter.safetensors``."""
-    from agent.adapters import ADAPTER_FILE
+    from visact.model.adapters import ADAPTER_FILE
 
     return path / ADAPTER_FILE if path.is_dir() else path

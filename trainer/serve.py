@@ -22,17 +22,17 @@ from typing import Any
 
 import torch
 
-from agent.adapters import ADAPTER_FILE, save_adapter_file
-from trainer.admission import model_admission
-from trainer.checkpoint import highest_published_version, load_checkpoint, save_checkpoint, weights_dir
-from trainer.config import TrainerConfig
-from trainer.distributed import share_batch
-from trainer.hub import Hub, PublishedVersion
-from trainer.learner import Learner
-from trainer.metrics import MetricsLogger, open_wandb
-from trainer.service import SERVICE, ModelIdentity, TrainerServicer
 from visact import rpc
 from visact.memory import tune_allocator
+from visact.model.adapters import ADAPTER_FILE, save_adapter_file
+from visact.trainer.admission import model_admission
+from visact.trainer.checkpoint import highest_published_version, load_checkpoint, save_checkpoint, weights_dir
+from visact.trainer.config import TrainerConfig
+from visact.trainer.distributed import share_batch
+from visact.trainer.hub import Hub, PublishedVersion
+from visact.trainer.learner import Learner
+from visact.trainer.metrics import MetricsLogger, open_wandb
+from visact.trainer.service import SERVICE, ModelIdentity, TrainerServicer
 from visact.trainer.v1 import trainer_pb2 as pb
 
 log = logging.getLogger("trainer")
@@ -154,7 +154,7 @@ def build_learner(config: TrainerConfig) -> tuple[Learner, dict[str, Any]]:
     from accelerate import Accelerator
     from accelerate.utils import InitProcessGroupKwargs
 
-    from agent.models import load_vlm
+    from visact.model.loading import load_vlm
 
     tune_allocator()
     if config.threads:

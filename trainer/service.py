@@ -18,12 +18,12 @@ from typing import BinaryIO
 
 import grpc
 
-from trainer.admission import Admission
-from trainer.episodes import EpisodeData, InvalidEpisode
-from trainer.hub import MAX_EPISODE_ID_CHARS, Hub, PublishedVersion, TooManyAgents
 from visact.rpc import StreamSlots, Workers, abort, event_loop
-from visact.status import shown
+from visact.rpc.messages import shown
+from visact.trainer.admission import Admission
+from visact.trainer.hub import MAX_EPISODE_ID_CHARS, Hub, PublishedVersion, TooManyAgents
 from visact.trainer.v1 import trainer_pb2 as pb
+from visact.wire.episodes import EpisodeData, InvalidEpisode
 
 log = logging.getLogger(__name__)
 

@@ -40,7 +40,7 @@ import torch
 from PIL import Image
 from torch import Tensor, nn
 
-from agent.config import attn_implementation_field, gradient_checkpointing_field
+from visact.model.options import attn_implementation_field, gradient_checkpointing_field
 
 log = logging.getLogger("trainer.sft")
 
@@ -128,7 +128,7 @@ class Demo:
 
 def load_demos(path: Path) -> list[Demo]:
     """Read a demonstrations JSONL; every problem is reported with its line number."""
-    from agent.prompts import instruction_text
+    from visact.model.prompts import instruction_text
 
     if not path.exists():
         raise FileNotFoundError(f"no demonstrations at {path}; write some with `visact demos -o {path}`")
@@ -203,7 +203,7 @@ def token_weights(
 
 def image_features(loaded: Any, images: Sequence[np.ndarray]) -> Tensor:
     """The projected image features the language model sees, flattened per image: (B, tokens * hidden)."""
-    from agent.generation import image_inputs
+    from visact.model.generation import image_inputs
 
     output = loaded.base_model.get_image_features(**image_inputs(loaded, images))
     features = getattr(output, "pooler_output", None)
@@ -282,7 +282,7 @@ class Encoded:
 def encode(loaded: Any, demo: Demo, fact_weight: float, words: frozenset[str] = frozenset()) -> Encoded:
     """Prompt ids through the model's chat template; answer ids with the stop token; loss weights
     (``fact_weight`` on the facts, the action and the thoughts' informative ``words``)."""
-    from agent.generation import prompt_token_ids
+    from visact.model.generation import prompt_token_ids
 
     messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": demo.prompt}]}]
     prompt = prompt_token_ids(loaded, [demo.image], [messages])[0]
@@ -302,8 +302,8 @@ def run_sft(config: SFTConfig) -> int:
 
 def train_sft(config: SFTConfig) -> dict[str, Any]:
     """Warm-start a VLM on demonstrations; writes the result under ``config.out`` and returns a summary."""
-    from agent.generation import teacher_forced_log_probs
-    from agent.models import enable_activation_checkpointing, load_vlm
+    from visact.model.generation import teacher_forced_log_probs
+    from visact.model.loading import enable_activation_checkpointing, load_vlm
 
     started = time.monotonic()
     torch.manual_seed(config.seed)
@@ -320,8 +320,8 @@ def train_sft(config: SFTConfig) -> dict[str, Any]:
     summary: dict[str, Any] = {"config": {k: str(v) for k, v in asdict(config).items()}, "demos": len(demos)}
     if config.mode == "lora":
         # before the warm-up, so that what it learns lands in the adapter (the base stays as is)
-        from agent.adapters import attach_lora, lora_config
-        from agent.models import lora_target_modules
+        from visact.model.adapters import attach_lora, lora_config
+        from visact.model.loading import lora_target_modules
 
         targets = lora_target_modules(loaded.model, loaded.traits)
         loaded.model = attach_lora(
@@ -394,7 +394,7 @@ def train_sft(config: SFTConfig) -> dict[str, Any]:
 @torch.no_grad()
 def fact_accuracy(loaded: Any, demos: Sequence[Demo], encoded: Sequence[Encoded]) -> float:
     """Share of image-dependent answer tokens the model predicts exactly (teacher-forced argmax)."""
-    from agent.generation import teacher_forced_log_probs
+    from visact.model.generation import teacher_forced_log_probs
 
     loaded.model.eval()
     hits = total = 0
@@ -420,7 +420,7 @@ def fact_accuracy(loaded: Any, demos: Sequence[Demo], encoded: Sequence[Encoded]
 def save_result(loaded: Any, config: SFTConfig) -> Path:
     config.out.mkdir(parents=True, exist_ok=True)
     if config.mode == "lora":
-        from agent.adapters import save_adapter_file
+        from visact.model.adapters import save_adapter_file
 
         path, _ = save_adapter_file(loaded.model, config.out)
         return path

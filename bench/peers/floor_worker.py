@@ -57,7 +57,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # this checkout's 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # harness
 import harness
 
-from env_server.games.numberline import NumberLine
+from visact.env_server.games.numberline import NumberLine
 
 SERVICE, METHOD = "floor.Echo", "Frame"
 
@@ -299,9 +299,9 @@ class ServicerSession:
     """One visact session with the servicer in this process and no transport in between."""
 
     def __init__(self, encoding: str) -> None:
-        from env_server import images
-        from env_server.service import EnvironmentServicer
+        from visact import images
         from visact.env.v1 import env_pb2 as pb
+        from visact.env_server.service import EnvironmentServicer
 
         self.pb = pb
         self.servicer = EnvironmentServicer(NumberLine)
@@ -310,7 +310,7 @@ class ServicerSession:
         self.seed = 0
 
     def reset(self) -> list[str]:
-        from env_server.client import _reset_result
+        from visact.env_server.client import _reset_result
 
         self.seed += 1
         request = self.pb.ResetRequest(session_id=self.session_id, seed=self.seed)
@@ -318,7 +318,7 @@ class ServicerSession:
         return list(result.observation.legal_actions)
 
     def step(self, action: str) -> tuple[list[str], bool]:
-        from env_server.client import _step_result
+        from visact.env_server.client import _step_result
 
         request = self.pb.StepRequest(session_id=self.session_id, action=action)
         result = _step_result(self.servicer.step(request, self.pb.StepResponse()))

@@ -57,14 +57,14 @@ def png_encode(frame: np.ndarray) -> bytes:
     compare transports, not codecs (a user of a peer would more likely call Pillow, which
     takes 1.7-2.9 ms per 300x300 frame here against 0.5 ms).
     """
-    from env_server.images import png_bytes
+    from visact.images import png_bytes
 
     return png_bytes(frame)
 
 
 def png_decode(data: bytes) -> np.ndarray:
     """An (H, W, 3) uint8 array from PNG bytes, with visact's decoder (what its client does)."""
-    from env_server.images import decode_png
+    from visact.images import decode_png
 
     return decode_png(data)
 

@@ -19,7 +19,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # this checkout's 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # harness
 import harness
 
-from env_server.games.numberline import NumberLine
+from visact.env_server.games.numberline import NumberLine
 
 
 class InProcessSession:

@@ -657,7 +657,15 @@ def main() -> None:
         )
         workers["floor"] = processes.worker("floor", [sys.executable, str(HERE / "floor_worker.py")])
         if "visact" in only:
-            server = [sys.executable, "-m", "env_server.server", "--env", "numberline", "--host", "127.0.0.1"]
+            server = [
+                sys.executable,
+                "-m",
+                "visact.env_server.server",
+                "--env",
+                "numberline",
+                "--host",
+                "127.0.0.1",
+            ]
             port = processes.server("visact", [*server, "--port", "0", "--log-level", "WARNING"])
             workers["visact"] = processes.worker(
                 "visact",
@@ -671,7 +679,15 @@ def main() -> None:
                 ],
             )
         if "visact_nocache" in only:  # the same, every PNG compressed afresh (as the peers do)
-            server = [sys.executable, "-m", "env_server.server", "--env", "numberline", "--host", "127.0.0.1"]
+            server = [
+                sys.executable,
+                "-m",
+                "visact.env_server.server",
+                "--env",
+                "numberline",
+                "--host",
+                "127.0.0.1",
+            ]
             port = processes.server(
                 "visact_nocache", [*server, "--port", "0", "--log-level", "WARNING", "--png-cache", "0"]
             )

@@ -22,7 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # this checkout's 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # harness
 import harness
 
-from env_server.client import EnvClient, ResetCall, ResetResult, StepCall, StepResult
+from visact.env_server.client import EnvClient, ResetCall, ResetResult, StepCall, StepResult
 
 
 class VisactSession:

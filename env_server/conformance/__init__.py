@@ -11,10 +11,10 @@ or from Python::
     assert report.ok, report.to_text()
 """
 
-from env_server.conformance.checks import CHECKS, NAMES, Check
-from env_server.conformance.context import Options
-from env_server.conformance.report import CheckResult, Level, Outcome, Report
-from env_server.conformance.runner import run_conformance
+from visact.env_server.conformance.checks import CHECKS, NAMES, Check
+from visact.env_server.conformance.context import Options
+from visact.env_server.conformance.report import CheckResult, Level, Outcome, Report
+from visact.env_server.conformance.runner import run_conformance
 
 __all__ = [
     "CHECKS",

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from env_server.conformance import (
+from visact.env_server.conformance import (
     checks_batch,
     checks_capacity,
     checks_concurrency,
@@ -22,8 +22,8 @@ from env_server.conformance import (
     checks_seed,
     checks_sessions,
 )
-from env_server.conformance.context import Context
-from env_server.conformance.report import Level
+from visact.env_server.conformance.context import Context
+from visact.env_server.conformance.report import Level
 
 
 @dataclass(frozen=True)

@@ -6,10 +6,16 @@ from dataclasses import dataclass
 
 import grpc
 
-from env_server.conformance.context import Context
-from env_server.conformance.observe import reset_difference, step_difference
-from env_server.conformance.wire import CheckFailed, CheckSkipped, Status, invalid_action, unknown_session_id
 from visact.env.v1 import env_pb2 as pb
+from visact.env_server.conformance.context import Context
+from visact.env_server.conformance.observe import reset_difference, step_difference
+from visact.env_server.conformance.wire import (
+    CheckFailed,
+    CheckSkipped,
+    Status,
+    invalid_action,
+    unknown_session_id,
+)
 
 MAX_ITEMS_TRIED = 100_000
 

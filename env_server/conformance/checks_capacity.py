@@ -8,9 +8,9 @@ from typing import Any
 
 import grpc
 
-from env_server.conformance.context import Context
-from env_server.conformance.wire import CheckFailed, CheckSkipped, rpc_status
 from visact.env.v1 import env_pb2 as pb
+from visact.env_server.conformance.context import Context
+from visact.env_server.conformance.wire import CheckFailed, CheckSkipped, rpc_status
 
 #: BatchStepStream calls held open at once: more than a thread-per-call server's usual pool
 HELD_STREAMS = 64

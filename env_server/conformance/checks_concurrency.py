@@ -6,10 +6,10 @@ import threading
 
 import grpc
 
-from env_server.conformance.context import Context
-from env_server.conformance.play import Episode, episode_difference, play
-from env_server.conformance.wire import CheckFailed, Status
 from visact.env.v1 import env_pb2 as pb
+from visact.env_server.conformance.context import Context
+from visact.env_server.conformance.play import Episode, episode_difference, play
+from visact.env_server.conformance.wire import CheckFailed, Status
 
 
 def check_concurrency(ctx: Context) -> str:

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import math
 
-from env_server.conformance.context import PNG, RAW, Context
-from env_server.conformance.observe import encoding_name
-from env_server.conformance.wire import CheckFailed, CheckSkipped, CheckWarning
 from visact.env.v1 import env_pb2 as pb
+from visact.env_server.conformance.context import PNG, RAW, Context
+from visact.env_server.conformance.observe import encoding_name
+from visact.env_server.conformance.wire import CheckFailed, CheckSkipped, CheckWarning
 
 PROTOCOL_VERSION = "v1"
 MESSAGE_SLACK = 16 * 1024  # per step, besides the image: task text, legal actions, info, framing

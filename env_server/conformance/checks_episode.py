@@ -7,11 +7,11 @@ from collections import Counter
 import grpc
 import numpy as np
 
-from env_server.conformance.context import PNG, Context
-from env_server.conformance.observe import check_observation, image_pixels
-from env_server.conformance.play import play, play_until_ended
-from env_server.conformance.wire import CheckFailed, CheckSkipped
 from visact.env.v1 import env_pb2 as pb
+from visact.env_server.conformance.context import PNG, Context
+from visact.env_server.conformance.observe import check_observation, image_pixels
+from visact.env_server.conformance.play import play, play_until_ended
+from visact.env_server.conformance.wire import CheckFailed, CheckSkipped
 
 
 def check_reset_observation(ctx: Context) -> str:

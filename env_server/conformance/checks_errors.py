@@ -7,11 +7,11 @@ from typing import cast
 
 import grpc
 
-from env_server.conformance.context import PNG, Context
-from env_server.conformance.observe import step_difference
-from env_server.conformance.play import play_until_ended
-from env_server.conformance.wire import CheckFailed, invalid_action, unknown_session_id
 from visact.env.v1 import env_pb2 as pb
+from visact.env_server.conformance.context import PNG, Context
+from visact.env_server.conformance.observe import step_difference
+from visact.env_server.conformance.play import play_until_ended
+from visact.env_server.conformance.wire import CheckFailed, invalid_action, unknown_session_id
 
 INVALID = grpc.StatusCode.INVALID_ARGUMENT
 NOT_FOUND = grpc.StatusCode.NOT_FOUND

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from env_server.conformance.context import Context
-from env_server.conformance.play import check_step
-from env_server.conformance.wire import CheckFailed, CheckSkipped
 from visact.env.v1 import env_pb2 as pb
+from visact.env_server.conformance.context import Context
+from visact.env_server.conformance.play import check_step
+from visact.env_server.conformance.wire import CheckFailed, CheckSkipped
 
 
 def check_expert(ctx: Context) -> str:

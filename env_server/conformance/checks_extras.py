@@ -8,8 +8,9 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2
 
-from env_server.conformance.context import Context
-from env_server.conformance.wire import (
+from visact.env.v1 import env_pb2 as pb
+from visact.env_server.conformance.context import Context
+from visact.env_server.conformance.wire import (
     CheckFailed,
     CheckSkipped,
     Metadata,
@@ -18,7 +19,6 @@ from env_server.conformance.wire import (
     rpc_status,
     unknown_session_id,
 )
-from visact.env.v1 import env_pb2 as pb
 
 ENVIRONMENT_SERVICE = pb.DESCRIPTOR.services_by_name["Environment"].full_name
 # v1 and v1alpha reflection share one message layout; a server may offer either.

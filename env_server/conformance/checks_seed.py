@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import random
 
-from env_server.conformance.context import Context
-from env_server.conformance.observe import observation_difference, step_difference
-from env_server.conformance.play import Episode, episode_difference, play
-from env_server.conformance.wire import CheckFailed, CheckSkipped, CheckWarning
 from visact.env.v1 import env_pb2 as pb
+from visact.env_server.conformance.context import Context
+from visact.env_server.conformance.observe import observation_difference, step_difference
+from visact.env_server.conformance.play import Episode, episode_difference, play
+from visact.env_server.conformance.wire import CheckFailed, CheckSkipped, CheckWarning
 
 DETERMINISM_SEEDS = 3
 VARIETY_SEEDS = 5

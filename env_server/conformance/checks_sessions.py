@@ -6,9 +6,9 @@ import time
 
 import grpc
 
-from env_server.conformance.context import Context
-from env_server.conformance.wire import CheckFailed, CheckSkipped, CheckWarning, invalid_action
 from visact.env.v1 import env_pb2 as pb
+from visact.env_server.conformance.context import Context
+from visact.env_server.conformance.wire import CheckFailed, CheckSkipped, CheckWarning, invalid_action
 
 EXHAUSTED = grpc.StatusCode.RESOURCE_EXHAUSTED
 SESSION_IDS = 16

@@ -12,11 +12,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from env_server.conformance.checks import CHECKS, NAMES, select
-from env_server.conformance.context import Options
-from env_server.conformance.report import CheckResult
-from env_server.conformance.runner import run_conformance
 from visact.configcli import parse_config
+from visact.env_server.conformance.checks import CHECKS, NAMES, select
+from visact.env_server.conformance.context import Options
+from visact.env_server.conformance.report import CheckResult
+from visact.env_server.conformance.runner import run_conformance
 
 NAME_WIDTH = max(len(name) for name in NAMES)
 

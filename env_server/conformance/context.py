@@ -9,8 +9,8 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 
-from env_server.conformance.wire import CheckFailed, Wire
 from visact.env.v1 import env_pb2 as pb
+from visact.env_server.conformance.wire import CheckFailed, Wire
 
 RAW = pb.IMAGE_ENCODING_RAW_RGB
 PNG = pb.IMAGE_ENCODING_PNG

@@ -7,8 +7,8 @@ import io
 import numpy as np
 from PIL import Image as PILImage
 
-from env_server.conformance.wire import CheckFailed
 from visact.env.v1 import env_pb2 as pb
+from visact.env_server.conformance.wire import CheckFailed
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 

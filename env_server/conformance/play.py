@@ -9,10 +9,10 @@ from dataclasses import dataclass, field
 
 from google.protobuf import struct_pb2
 
-from env_server.conformance.context import RAW, Context
-from env_server.conformance.observe import check_observation, reset_difference, step_difference
-from env_server.conformance.wire import CheckFailed
 from visact.env.v1 import env_pb2 as pb
+from visact.env_server.conformance.context import RAW, Context
+from visact.env_server.conformance.observe import check_observation, reset_difference, step_difference
+from visact.env_server.conformance.wire import CheckFailed
 
 
 @dataclass

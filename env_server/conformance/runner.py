@@ -5,10 +5,10 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-from env_server.conformance.checks import Check, select
-from env_server.conformance.context import Context, Options
-from env_server.conformance.report import CheckResult, Level, Outcome, Report
-from env_server.conformance.wire import CheckFailed, CheckSkipped, CheckWarning, Wire
+from visact.env_server.conformance.checks import Check, select
+from visact.env_server.conformance.context import Context, Options
+from visact.env_server.conformance.report import CheckResult, Level, Outcome, Report
+from visact.env_server.conformance.wire import CheckFailed, CheckSkipped, CheckWarning, Wire
 
 OnResult = Callable[[CheckResult], None]
 

@@ -15,9 +15,9 @@ from typing import Any
 import grpc
 
 from visact import rpc
-from visact.auth import token_metadata
 from visact.env.v1 import env_pb2 as pb
 from visact.env.v1 import env_pb2_grpc as pb_grpc
+from visact.rpc.auth import token_metadata
 
 Metadata = tuple[tuple[str, str], ...]
 

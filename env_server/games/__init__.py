@@ -13,8 +13,8 @@ from __future__ import annotations
 import importlib
 from collections.abc import Callable
 
-from env_server.core import Env
-from env_server.games.gym_registration import register_gym_envs
+from visact.env_server.core import Env
+from visact.env_server.games.gym_registration import register_gym_envs
 
 GAMES: dict[str, Callable[[], Env]] = {}
 #: Games whose extra is not installed: name -> how to install it.
@@ -94,7 +94,7 @@ def missing() -> dict[str, str]:
 
 def _load_builtin() -> None:
     """Import the built-in game modules (each registers itself)."""
-    from env_server.games import builtin  # noqa: F401
+    from visact.env_server.games import builtin  # noqa: F401
 
 
 register_gym_envs()

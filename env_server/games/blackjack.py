@@ -27,11 +27,11 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageDraw
 
-from env_server import render
-from env_server.core import Env, ExpertMove, StepOutcome
-from env_server.errors import InvalidAction, InvalidRequest, ResetNeeded
-from env_server.games.cards import Card, draw_with_replacement, parse_cards, ranks_text
-from env_server.games.options import bool_option, check_names
+from visact.env_server import render
+from visact.env_server.core import Env, ExpertMove, StepOutcome
+from visact.env_server.errors import InvalidAction, InvalidRequest, ResetNeeded
+from visact.env_server.games.cards import Card, draw_with_replacement, parse_cards, ranks_text
+from visact.env_server.games.options import bool_option, check_names
 
 HIT, STAND = "hit", "stand"
 DEALER_STANDS_AT = 17

@@ -6,13 +6,13 @@ module is imported when a game is made, not here (textworld takes a second to im
 
 from __future__ import annotations
 
-from env_server.core import Env
-from env_server.games import register, register_missing
-from env_server.games.alfworld import wheel as alfworld_wheel
-from env_server.games.blackjack import Blackjack
-from env_server.games.ezpoints import EZPoints
-from env_server.games.numberline import NumberLine
-from env_server.games.points24 import Points24
+from visact.env_server.core import Env
+from visact.env_server.games import register, register_missing
+from visact.env_server.games.alfworld import wheel as alfworld_wheel
+from visact.env_server.games.blackjack import Blackjack
+from visact.env_server.games.ezpoints import EZPoints
+from visact.env_server.games.numberline import NumberLine
+from visact.env_server.games.points24 import Points24
 
 #: The built-in game classes by name; their constructors take only keyword options with defaults.
 BUILTIN: dict[str, type[Env]] = {cls.name: cls for cls in (NumberLine, EZPoints, Points24, Blackjack)}
@@ -22,7 +22,7 @@ for _name, _cls in BUILTIN.items():
 
 
 def _alfworld() -> Env:
-    from env_server.games.alfworld.env import AlfWorld
+    from visact.env_server.games.alfworld.env import AlfWorld
 
     return AlfWorld()
 

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from env_server.errors import InvalidRequest
+from visact.env_server.errors import InvalidRequest
 
 RANKS: tuple[str, ...] = ("A", "2", "3", "4", "5", "6", "7", "8", "9", "10", "J", "Q", "K")
 SUITS: tuple[str, ...] = ("S", "H", "D", "C")

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from env_server import render
-from env_server.games.cards import Card
-from env_server.games.points import EQUALS, NUMBER_TOKENS, PointsGame
+from visact.env_server import render
+from visact.env_server.games.cards import Card
+from visact.env_server.games.points import EQUALS, NUMBER_TOKENS, PointsGame
 
 IMAGE_SIZE = 300
 CARD_BOXES: tuple[render.Box, ...] = ((14, 50, 144, 250), (156, 50, 286, 250))

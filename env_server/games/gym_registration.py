@@ -1,7 +1,7 @@
 """Gymnasium registration of the built-in games as ``visact/<Name>-v0``.
 
 ``import env_server.games`` calls :func:`register_gym_envs`, after which e.g.
-``gymnasium.make("visact/NumberLine-v0")`` works. :class:`GymEnv` wraps any of our
+``gymnasium.make("visact/NumberLine-v0")`` works. :class:`AsGymnasium` wraps any of our
 :class:`~env_server.core.Env` objects:
 
 - observation: ``{"image": (H, W, 3) uint8, "task": str}``;
@@ -23,8 +23,8 @@ import gymnasium
 import numpy as np
 from gymnasium import spaces
 
-from env_server.core import Env, StepOutcome
-from env_server.errors import InvalidAction
+from visact.env_server.core import Env, StepOutcome
+from visact.env_server.errors import InvalidAction
 
 #: Gymnasium id -> built-in game name.
 GYM_IDS: dict[str, str] = {
@@ -37,7 +37,7 @@ TASK_MAX_LENGTH = 4096
 TASK_CHARSET = frozenset(string.printable)
 
 
-class GymEnv(gymnasium.Env[dict[str, Any], Any]):
+class AsGymnasium(gymnasium.Env[dict[str, Any], Any]):
     """A ``gymnasium.Env`` over one of our games (by name, or an instance)."""
 
     metadata = {"render_modes": ["rgb_array"], "render_fps": 4}  # noqa: RUF012 - gymnasium's convention
@@ -103,7 +103,7 @@ class GymEnv(gymnasium.Env[dict[str, Any], Any]):
 
 
 def _build(name: str, kwargs: dict[str, Any]) -> Env:
-    from env_server.games.builtin import BUILTIN
+    from visact.env_server.games.builtin import BUILTIN
 
     try:
         cls = BUILTIN[name]
@@ -116,4 +116,4 @@ def register_gym_envs() -> None:
     """Register every built-in game with Gymnasium (idempotent)."""
     for gym_id, game in GYM_IDS.items():
         if gym_id not in gymnasium.registry:
-            gymnasium.register(gym_id, entry_point=f"{__name__}:GymEnv", kwargs={"game": game})
+            gymnasium.register(gym_id, entry_point=f"{__name__}:AsGymnasium", kwargs={"game": game})

@@ -15,10 +15,10 @@ from typing import Any, ClassVar
 import numpy as np
 from PIL import Image, ImageDraw
 
-from env_server import render
-from env_server.core import Env, ExpertMove, StepOutcome
-from env_server.errors import InvalidAction, InvalidRequest, ResetNeeded
-from env_server.games.options import check_names, int_option
+from visact.env_server import render
+from visact.env_server.core import Env, ExpertMove, StepOutcome
+from visact.env_server.errors import InvalidAction, InvalidRequest, ResetNeeded
+from visact.env_server.games.options import check_names, int_option
 
 IMAGE_SIZE = 300
 LABEL_SIZE = 46

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from env_server.errors import InvalidRequest
+from visact.env_server.errors import InvalidRequest
 
 
 def check_names(game: str, options: Mapping[str, Any] | None, accepted: tuple[str, ...]) -> dict[str, Any]:

@@ -27,11 +27,11 @@ from collections import Counter
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
-from env_server import formula
-from env_server.core import Env, ExpertMove, StepOutcome
-from env_server.errors import InvalidAction, InvalidRequest, ResetNeeded
-from env_server.games.cards import Card, draw_distinct, parse_cards, values_text
-from env_server.games.options import bool_option, check_names
+from visact.env_server import formula
+from visact.env_server.core import Env, ExpertMove, StepOutcome
+from visact.env_server.errors import InvalidAction, InvalidRequest, ResetNeeded
+from visact.env_server.games.cards import Card, draw_distinct, parse_cards, values_text
+from visact.env_server.games.options import bool_option, check_names
 
 NUMBER_TOKENS: tuple[str, ...] = tuple(str(n) for n in range(1, 11))
 EQUALS = "="

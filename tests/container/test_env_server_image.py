@@ -24,7 +24,6 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from env_server.client import EnvCallError, EnvClient
 from tests.container.podman_util import (
     BASE,
     ROOT,
@@ -35,6 +34,7 @@ from tests.container.podman_util import (
     timed_build,
 )
 from tests.own_env import write_my_games
+from visact.env_server.client import EnvCallError, EnvClient
 
 pytestmark = [pytest.mark.container, pytest.mark.slow]
 
@@ -162,7 +162,7 @@ def test_image_healthcheck_reports_healthy(server: Running) -> None:
     healthcheck = json.loads(
         podman(server.env, "image", "inspect", "--format", "{{json .Config.Healthcheck}}", server.image)
     )
-    assert healthcheck["Test"][-3:] == ["python", "-m", "env_server.healthcheck"]
+    assert healthcheck["Test"][-3:] == ["python", "-m", "visact.env_server.healthcheck"]
     result = subprocess.run(
         ["podman", "healthcheck", "run", server.name], env=server.env, capture_output=True, text=True
     )

@@ -1,4 +1,4 @@
-"""`python -m env_server.healthcheck`, the probe of the env-server image's HEALTHCHECK: exit 0 on
+"""`python -m visact.env_server.healthcheck`, the probe of the env-server image's HEALTHCHECK: exit 0 on
 SERVING, 1 otherwise, and the port found from the env-server that is PID 1 in a container."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from grpc_health.v1 import health_pb2
 
-from env_server.healthcheck import DEFAULT_PORT, HealthcheckConfig, check, main, port_of_pid1
+from visact.env_server.healthcheck import DEFAULT_PORT, HealthcheckConfig, check, main, port_of_pid1
 
 
 def test_serving_server_exits_zero(counter_server: Any, capsys: pytest.CaptureFixture[str]) -> None:

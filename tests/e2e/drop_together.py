@@ -16,13 +16,13 @@ import json
 import sys
 from pathlib import Path
 
-from agent.models import load_vlm
 from tests.episodes import answered_episodes
-from trainer.config import TrainerConfig
-from trainer.distributed import share_batch
-from trainer.episodes import PngImage
-from trainer.serve import build_learner
 from visact.logs import setup_logging
+from visact.model.loading import load_vlm
+from visact.trainer.config import TrainerConfig
+from visact.trainer.distributed import share_batch
+from visact.trainer.serve import build_learner
+from visact.wire.episodes import PngImage
 
 IMAGE_TOKEN = 3  # the tiny VLM's <image>
 

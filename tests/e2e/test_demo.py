@@ -17,9 +17,9 @@ from pathlib import Path
 import pytest
 from safetensors.torch import load as load_safetensors
 
-from agent.tiny_vlm import ensure_tiny_vlm
 from tests.processes import command, descendants, running, start, wait_for
 from visact.cache import write_manifest
+from visact.model.tiny_vlm import ensure_tiny_vlm
 
 pytestmark = pytest.mark.slow
 

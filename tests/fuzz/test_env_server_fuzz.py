@@ -24,11 +24,11 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, rule, run_state_machine_as_test
 from PIL import Image
 
-from env_server.server import RunningServer, ServerConfig, start_server
 from tests.fuzz.rpc import CLIENT_ERRORS, fuzz_settings, huge_text, json_values, odd_text, parses, raw_call
 from tests.processes import command, start
 from visact.env.v1 import env_pb2 as pb
 from visact.env.v1 import env_pb2_grpc as pb_grpc
+from visact.env_server.server import RunningServer, ServerConfig, start_server
 
 SERVICE = pb.DESCRIPTOR.services_by_name["Environment"]
 MAX_MESSAGE_MB = 1.0

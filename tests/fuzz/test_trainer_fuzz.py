@@ -28,12 +28,12 @@ from PIL import Image
 
 from tests.fuzz.rpc import CLIENT_ERRORS, fuzz_settings, huge_text, odd_text, parses, raw_call
 from tests.fuzz.trainer_messages import LATEST, TEMPERATURE, png, valid_episode
-from trainer.admission import Admission
-from trainer.config import TrainerConfig
-from trainer.hub import Hub, PublishedVersion
-from trainer.serve import start_server
-from trainer.service import ModelIdentity, TrainerServicer
 from visact.env.v1 import env_pb2
+from visact.trainer.admission import Admission
+from visact.trainer.config import TrainerConfig
+from visact.trainer.hub import Hub, PublishedVersion
+from visact.trainer.serve import start_server
+from visact.trainer.service import ModelIdentity, TrainerServicer
 from visact.trainer.v1 import trainer_pb2 as pb
 from visact.trainer.v1 import trainer_pb2_grpc as pb_grpc
 

@@ -78,7 +78,7 @@ def test_babyai_is_conformant_and_the_bot_wins(tmp_path: Path) -> None:
 
 
 def test_the_prompt_explains_the_picture_and_the_actions() -> None:
-    from env_server.gym_adapter import gym_env_factory
+    from visact.env_server.gym_adapter import gym_env_factory
 
     env = gym_env_factory(LEVEL)()
     env.reset(seed=1)

@@ -22,18 +22,18 @@ import grpc
 import numpy as np
 import pytest
 
-from env_server.conformance import NAMES, Options, Outcome, Report, run_conformance
-from env_server.conformance.cli import main as conformance_main
-from env_server.core import Env, StepOutcome
-from env_server.errors import InvalidAction, UnknownSession
-from env_server.server import ServerConfig, start_server
-from env_server.service import SERVICE, EnvironmentServicer, ServiceLimits
-from env_server.sessions import Session
 from tests.envs import CounterEnv
 from tests.processes import command, start_process
 from visact import rpc
 from visact.env.v1 import env_pb2 as pb
 from visact.env.v1 import env_pb2_grpc as pb_grpc
+from visact.env_server.conformance import NAMES, Options, Outcome, Report, run_conformance
+from visact.env_server.conformance.cli import main as conformance_main
+from visact.env_server.core import Env, StepOutcome
+from visact.env_server.errors import InvalidAction, UnknownSession
+from visact.env_server.server import ServerConfig, start_server
+from visact.env_server.service import SERVICE, EnvironmentServicer, ServiceLimits
+from visact.env_server.sessions import Session
 
 
 # ---------------------------------------------------------------------- a conformant server

@@ -6,8 +6,8 @@ import json
 import time
 from pathlib import Path
 
-from env_server.client import EnvClient
 from tests.processes import command, start
+from visact.env_server.client import EnvClient
 
 
 def test_sigterm_drains_and_exits_cleanly(tmp_path: Path) -> None:

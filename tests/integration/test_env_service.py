@@ -9,7 +9,7 @@ import grpc
 import numpy as np
 import pytest
 
-from env_server.client import EnvCallError, EnvClient, ResetCall, StepCall, StepResult
+from visact.env_server.client import EnvCallError, EnvClient, ResetCall, StepCall, StepResult
 
 
 @pytest.fixture

@@ -10,9 +10,9 @@ import gymnasium as gym
 import numpy as np
 import pytest
 
-from env_server.client import EnvCallError, EnvClient
-from env_server.gym_adapter import GymEnv, action_names_of
-from env_server.server import ServerConfig, start_server
+from visact.env_server.client import EnvCallError, EnvClient
+from visact.env_server.gym_adapter import FromGymnasium, action_names_of
+from visact.env_server.server import ServerConfig, start_server
 
 
 class Corridor(gym.Env):
@@ -58,7 +58,7 @@ def test_action_names_come_from_the_actions_enum() -> None:
 
 
 def test_the_adapter_plays_an_episode() -> None:
-    env = GymEnv("visact-test/Corridor-v0")
+    env = FromGymnasium("visact-test/Corridor-v0")
     assert env.image_shape == (16, 32, 3) and env.max_episode_steps == 8
     env.reset(seed=3)
     assert "Mission: walk to the right end" in env.task_text()

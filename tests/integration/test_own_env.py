@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from env_server import games
-from env_server.core import Env
 from tests.own_env import write_my_games
 from tests.processes import command, run_conformance, start_env
+from visact.env_server import games
+from visact.env_server.core import Env
 
 
 @pytest.fixture

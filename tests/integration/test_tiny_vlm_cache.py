@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from agent import tiny_vlm
 from tests.processes import Process, command, start, wait_for
+from visact.agent import tiny_vlm
 
 pytestmark = pytest.mark.slow
 

@@ -21,7 +21,7 @@ import torch.distributed as dist
 
 def load() -> dict[str, Any]:
     try:
-        from agent.models import load_vlm, weights_fingerprint
+        from visact.model.loading import load_vlm, weights_fingerprint
 
         loaded = load_vlm("tiny", dtype="float32", device="cpu")
         return {"ok": True, "path": loaded.path, "fingerprint": weights_fingerprint(loaded.model)}

@@ -17,12 +17,12 @@ import grpc
 import torch
 from safetensors.torch import save as save_safetensors_bytes
 
-from agent.adapters import CONFIG_KEY, adapter_bytes, attach_lora, lora_config, read_adapter
-from agent.models import LoadedVLM, load_vlm, lora_target_modules, weights_fingerprint
-from trainer.admission import model_admission
-from trainer.hub import Hub, PublishedVersion
-from trainer.service import SERVICE, ModelIdentity, TrainerServicer
 from visact import rpc
+from visact.model.adapters import CONFIG_KEY, adapter_bytes, attach_lora, lora_config, read_adapter
+from visact.model.loading import LoadedVLM, load_vlm, lora_target_modules, weights_fingerprint
+from visact.trainer.admission import model_admission
+from visact.trainer.hub import Hub, PublishedVersion
+from visact.trainer.service import SERVICE, ModelIdentity, TrainerServicer
 from visact.trainer.v1 import trainer_pb2 as pb
 
 TEMPERATURE = 1.0

@@ -28,8 +28,8 @@ from typing import Any
 import grpc
 import numpy as np
 
-from env_server import images
-from visact.auth import token_metadata
+from visact import images
+from visact.rpc.auth import token_metadata
 from visact.trainer.v1 import trainer_pb2 as pb
 from visact.trainer.v1 import trainer_pb2_grpc as pb_grpc
 
@@ -48,8 +48,8 @@ class Template:
 
 @functools.cache
 def tiny_template() -> Template:
-    from agent.models import load_vlm, weights_fingerprint
-    from agent.policy import PolicyInput, VLMPolicy
+    from visact.agent.policy import PolicyInput, VLMPolicy
+    from visact.model.loading import load_vlm, weights_fingerprint
 
     loaded = load_vlm("tiny", device="cpu")
     pixels = np.random.default_rng(0).integers(0, 256, (32, 32, 3), dtype=np.uint8)

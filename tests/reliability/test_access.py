@@ -22,22 +22,22 @@ import grpc
 import pytest
 import torch
 
-from agent.config import AgentConfig
-from agent.models import weights_fingerprint
-from agent.trainer_link import TrainerLink
-from env_server.client import EnvCallError, EnvClient
-from env_server.server import ServerConfig, start_server
 from tests.envs import CounterEnv
 from tests.fuzz.trainer_messages import LATEST, TEMPERATURE, valid_episode
 from tests.processes import start_process
 from tests.reliability.certs import Certificates, make_certificates
-from trainer.admission import Admission
-from trainer.config import TrainerConfig
-from trainer.hub import Hub, PublishedVersion
-from trainer.serve import start_server as start_trainer_server
-from trainer.service import ModelIdentity, TrainerServicer
 from visact import rpc
+from visact.agent.config import AgentConfig
+from visact.agent.trainer_link import TrainerLink
 from visact.env.v1 import env_pb2
+from visact.env_server.client import EnvCallError, EnvClient
+from visact.env_server.server import ServerConfig, start_server
+from visact.model.loading import weights_fingerprint
+from visact.trainer.admission import Admission
+from visact.trainer.config import TrainerConfig
+from visact.trainer.hub import Hub, PublishedVersion
+from visact.trainer.serve import start_server as start_trainer_server
+from visact.trainer.service import ModelIdentity, TrainerServicer
 from visact.trainer.v1 import trainer_pb2 as pb
 from visact.trainer.v1 import trainer_pb2_grpc as pb_grpc
 
@@ -428,7 +428,7 @@ def test_no_library_code_path_unpickles_data() -> None:
 def test_published_weights_are_safetensors_and_checkpoints_load_weights_only() -> None:
     """Adapters on the wire are safetensors (no code runs on load); the only torch.load calls
     (optimizer and scheduler state, local files) pass weights_only=True (checked above)."""
-    from agent.adapters import ADAPTER_FILE, adapter_bytes, attach_lora, lora_config, read_adapter
+    from visact.model.adapters import ADAPTER_FILE, adapter_bytes, attach_lora, lora_config, read_adapter
 
     assert ADAPTER_FILE.endswith(".safetensors")
     model = attach_lora(

@@ -16,14 +16,13 @@ from pathlib import Path
 import grpc
 import pytest
 
-from env_server.core import StepOutcome
-from env_server.games.numberline import NumberLine
-from env_server.server import ServerConfig, start_server
 from tests.processes import TRAINER_ARGS, Process, command, start, start_env, wait_for
-from visact.auth import token_metadata
 from visact.env.v1 import env_pb2 as pb
 from visact.env.v1 import env_pb2_grpc as pb_grpc
-from visact.fleet import (
+from visact.env_server.core import StepOutcome
+from visact.env_server.games.numberline import NumberLine
+from visact.env_server.server import ServerConfig, start_server
+from visact.orchestration.fleet import (
     Channels,
     cancel_all,
     close_calls,
@@ -32,6 +31,7 @@ from visact.fleet import (
     register_watching_agents,
 )
 from visact.rpc import run_async
+from visact.rpc.auth import token_metadata
 from visact.trainer.v1 import trainer_pb2 as tpb
 from visact.trainer.v1 import trainer_pb2_grpc as tpb_grpc
 

@@ -224,7 +224,13 @@ def test_8_agents_on_one_trainer(tmp_path: Path) -> None:
     agents = start(
         "agents",
         [
-            *(sys.executable, "-m", "tests.reliability.protocol_agent", "--trainer", trainer.address),
+            *(
+                sys.executable,
+                "-m",
+                "tests.reliability.protocol_agent",
+                "--trainer",
+                trainer.address,
+            ),
             *("--agents", str(AGENTS), "--seconds", str(AGENT_SECONDS), "--out", str(out)),
         ],
         tmp_path,

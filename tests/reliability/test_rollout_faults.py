@@ -17,12 +17,12 @@ from typing import Any
 
 import pytest
 
-from agent.policy import Answer, PolicyInput, RandomPolicy
-from agent.records import Episode
-from agent.rollout import Rollout, SeedSchedule
-from env_server.client import EnvClient
-from env_server.server import RunningServer, ServerConfig, start_server
 from tests.envs import CounterEnv
+from visact.agent.policy import Answer, PolicyInput, RandomPolicy
+from visact.agent.rollout import Rollout, SeedSchedule
+from visact.env_server.client import EnvClient
+from visact.env_server.server import RunningServer, ServerConfig, start_server
+from visact.wire.records import Episode
 
 SEEDS = 40
 KILL_AT, RESTART_AT = 3, 9  # generation rounds

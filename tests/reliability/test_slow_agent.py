@@ -18,16 +18,16 @@ from pathlib import Path
 import pytest
 import torch
 
-from agent.config import AgentConfig
-from agent.models import load_vlm
-from agent.parsing import BadAnswerPolicy
-from agent.policy import Answer, PolicyInput, VLMPolicy
-from agent.rollout import Rollout, SeedSchedule
-from agent.trainer_link import TrainerLink
-from env_server.client import EnvClient
-from env_server.server import ServerConfig, start_server
 from tests.envs import CounterEnv
 from tests.reliability.fake_trainer import FakeTrainer
+from visact.agent.config import AgentConfig
+from visact.agent.parsing import BadAnswerPolicy
+from visact.agent.policy import Answer, PolicyInput, VLMPolicy
+from visact.agent.rollout import Rollout, SeedSchedule
+from visact.agent.trainer_link import TrainerLink
+from visact.env_server.client import EnvClient
+from visact.env_server.server import ServerConfig, start_server
+from visact.model.loading import load_vlm
 
 MAX_POLICY_LAG = 1
 STEPS_PER_UPDATE = 4

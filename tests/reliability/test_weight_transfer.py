@@ -18,11 +18,6 @@ import pytest
 import torch
 from safetensors.torch import save as save_safetensors_bytes
 
-from agent.adapters import CONFIG_KEY, read_adapter
-from agent.config import AgentConfig
-from agent.models import load_vlm
-from agent.policy import VLMPolicy
-from agent.trainer_link import TrainerLink
 from tests.reliability.fake_trainer import (
     FakeTrainer,
     broken_stream,
@@ -31,6 +26,11 @@ from tests.reliability.fake_trainer import (
     good,
     lora_state,
 )
+from visact.agent.config import AgentConfig
+from visact.agent.policy import VLMPolicy
+from visact.agent.trainer_link import TrainerLink
+from visact.model.adapters import CONFIG_KEY, read_adapter
+from visact.model.loading import load_vlm
 
 
 class _Trap:
@@ -171,7 +171,7 @@ def test_an_agent_held_up_by_a_full_trainer_still_takes_new_weights(
     """While a finished episode waits for room in the outbox (the trainer answers WAIT, e.g. at
     --max-updates), no generation runs: the agent applies pending weights meanwhile, so that it
     can reach the version the trainer waits for (else both wait for each other)."""
-    from agent.records import Episode
+    from visact.wire.records import Episode
 
     tensors, lora = read_adapter(trainer.adapter(5))
     link._pending = (5, tensors, lora)  # fetched and checked by the watcher

@@ -19,7 +19,7 @@ from safetensors.torch import load as safetensors_load
 from safetensors.torch import save as safetensors_save
 from torch import nn
 
-from agent.adapters import (
+from visact.model.adapters import (
     CONFIG_KEY,
     AdapterError,
     adapter_bytes,
@@ -237,7 +237,7 @@ def test_a_refused_file_from_the_wire_leaves_the_model_unchanged(donor_bytes: by
 
 
 def test_attaching_lora_to_a_transformers_vlm_warns_nothing_about_peft_internals() -> None:
-    from agent.models import load_vlm, lora_target_modules
+    from visact.model.loading import load_vlm, lora_target_modules
 
     loaded = load_vlm("tiny", device="cpu")
     with warnings.catch_warnings(record=True) as caught:

@@ -16,12 +16,12 @@ import pytest
 pytest.importorskip("textworld")
 pytest.importorskip("fast_downward")
 
-from env_server import games
-from env_server.errors import InvalidAction, InvalidRequest, ResetNeeded
-from env_server.games.alfworld import engine, problem, rooms, scenes, text, translations, wheel
-from env_server.games.alfworld.env import HELD_OUT_SEEDS, MAX_STEPS, AlfWorld
-from env_server.games.alfworld.frame import FrameState, Tile, draw_frame
-from env_server.games.alfworld.world import goal_conditions, read_world
+from visact.env_server import games
+from visact.env_server.errors import InvalidAction, InvalidRequest, ResetNeeded
+from visact.env_server.games.alfworld import engine, problem, rooms, scenes, text, translations, wheel
+from visact.env_server.games.alfworld.env import HELD_OUT_SEEDS, MAX_STEPS, AlfWorld
+from visact.env_server.games.alfworld.frame import FrameState, Tile, draw_frame
+from visact.env_server.games.alfworld.world import goal_conditions, read_world
 
 #: A small bathroom: quick to translate.
 SMALL_ROOM = "FloorPlan401"
@@ -205,7 +205,7 @@ def test_same_seed_same_episode_byte_for_byte_in_another_process() -> None:
 
 
 def test_auto_split_plays_unseen_rooms_from_the_held_out_seeds(env: AlfWorld) -> None:
-    from agent.evaluation import EVAL_SEED_BASE
+    from visact.agent.evaluation import EVAL_SEED_BASE
 
     assert HELD_OUT_SEEDS == EVAL_SEED_BASE  # agent-client eval plays the unseen rooms
     env.reset(seed=HELD_OUT_SEEDS + 3)

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from visact.configcli import parse_config
-from visact.demos import DemosConfig
+from visact.orchestration.demos import DemosConfig
 
 
 @dataclass

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from visact.configcli import parse_config
-from visact.demo import BASE_SETTINGS, GAME_SETTINGS, DemoConfig, with_game_settings
+from visact.orchestration.demo import BASE_SETTINGS, GAME_SETTINGS, DemoConfig, with_game_settings
 
 
 def test_unset_settings_come_from_the_game_or_the_base() -> None:

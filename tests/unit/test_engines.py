@@ -16,17 +16,17 @@ import torch
 from accelerate import Accelerator
 from safetensors.torch import load_file, save_file
 
-from agent.config import AgentConfig
-from agent.engines import EngineError, SamplingSettings
-from agent.engines.vllm_checkpoint import renamed, vllm_checkpoint
-from agent.generation import Sample
-from agent.models import load_vlm
-from agent.policy import VLMPolicy
-from agent.rollout import Rollout, SeedSchedule
-from agent.trainer_link import TrainerLink
-from env_server.client import EnvClient
-from trainer.config import TrainerConfig
-from trainer.learner import Learner
+from visact.agent.config import AgentConfig
+from visact.agent.policy import VLMPolicy
+from visact.agent.rollout import Rollout, SeedSchedule
+from visact.agent.trainer_link import TrainerLink
+from visact.env_server.client import EnvClient
+from visact.model.engines import EngineError, SamplingSettings
+from visact.model.engines.vllm_checkpoint import renamed, vllm_checkpoint
+from visact.model.generation import Sample
+from visact.model.loading import load_vlm
+from visact.trainer.config import TrainerConfig
+from visact.trainer.learner import Learner
 from visact.trainer.v1 import trainer_pb2 as pb
 
 ANSWER = '{"action": "+"}'

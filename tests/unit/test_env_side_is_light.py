@@ -15,9 +15,9 @@ class Block:
             raise ImportError("blocked for this test: " + name)
         return None
 sys.meta_path.insert(0, Block())
-import env_server, env_server.server, env_server.service, env_server.client, env_server.games
-import env_server.conformance.cli
-from env_server import games
+import visact.env_server, visact.env_server.server, visact.env_server.service, visact.env_server.client, visact.env_server.games
+import visact.env_server.conformance.cli
+from visact.env_server import games
 for name in games.names():
     env = games.make(name)
     env.reset(seed=0)

@@ -12,8 +12,16 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from env_server import formula
-from env_server.formula import DivisionByZero, Malformed, Value, can_extend, evaluate, solutions, tokenize
+from visact.env_server import formula
+from visact.env_server.formula import (
+    DivisionByZero,
+    Malformed,
+    Value,
+    can_extend,
+    evaluate,
+    solutions,
+    tokenize,
+)
 
 TOKENS = st.sampled_from(["1", "2", "3", "7", "10", "0", "+", "-", "*", "/", "(", ")", "x", "", "=", " "])
 

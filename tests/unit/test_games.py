@@ -13,15 +13,15 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from env_server import games
-from env_server.core import Env
-from env_server.errors import InvalidAction, InvalidRequest, ResetNeeded
-from env_server.games.alfworld import wheel as alfworld_wheel
-from env_server.games.blackjack import Blackjack, basic_strategy, hand_total, is_natural, score
-from env_server.games.cards import RANKS, Card
-from env_server.games.ezpoints import EZPoints
-from env_server.games.numberline import NumberLine
-from env_server.games.points24 import Points24
+from visact.env_server import games
+from visact.env_server.core import Env
+from visact.env_server.errors import InvalidAction, InvalidRequest, ResetNeeded
+from visact.env_server.games.alfworld import wheel as alfworld_wheel
+from visact.env_server.games.blackjack import Blackjack, basic_strategy, hand_total, is_natural, score
+from visact.env_server.games.cards import RANKS, Card
+from visact.env_server.games.ezpoints import EZPoints
+from visact.env_server.games.numberline import NumberLine
+from visact.env_server.games.points24 import Points24
 
 NAMES = ["blackjack", "ezpoints", "numberline", "points24"]
 

@@ -9,9 +9,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from env_server import client, games, images
-from env_server.service import EnvironmentServicer
+from visact import images
 from visact.env.v1 import env_pb2 as pb
+from visact.env_server import client, games
+from visact.env_server.service import EnvironmentServicer
 
 
 def _frames() -> list[np.ndarray]:
@@ -215,7 +216,7 @@ def test_decoded_pngs_off_damaged_files_and_pillow_arrays() -> None:
 
 @pytest.mark.parametrize("batched", [False, True])
 def test_a_client_decodes_each_frame_the_server_sends_again_once(batched: bool) -> None:
-    from env_server.server import ServerConfig, start_server
+    from visact.env_server.server import ServerConfig, start_server
 
     running = start_server(ServerConfig(host="127.0.0.1", port=0, log_format="text"))
     try:

@@ -12,8 +12,8 @@ import pytest
 import torch
 
 from tests.episodes import png_image
-from trainer.episodes import EpisodeData, Sample
-from trainer.learner import ValueHead, batch_metrics, group_advantages, lr_factor
+from visact.trainer.learner import ValueHead, batch_metrics, group_advantages, lr_factor
+from visact.wire.episodes import EpisodeData, StepData
 
 # ---------------------------------------------------------------------------------------------
 # lr_factor
@@ -104,8 +104,8 @@ def test_value_head_returns_fp32_for_half_precision_input() -> None:
 
 def step(
     *, version: int, action_start: int, answer: int, valid: bool, env_reward: float, success: bool = False
-) -> Sample:
-    return Sample(
+) -> StepData:
+    return StepData(
         image=png_image(np.zeros((2, 2, 3), dtype=np.uint8)),
         prompt_ids=[1],
         generated_ids=list(range(answer)),
@@ -172,7 +172,7 @@ def test_batch_metrics_of_an_empty_batch_are_zero() -> None:
 # ---------------------------------------------------------------------------------------------
 
 
-def at(state: int, reward: float, *, last: bool = False) -> Sample:
+def at(state: int, reward: float, *, last: bool = False) -> StepData:
     """A step taken from ``state`` (its image and prompt) that earned ``reward``."""
     sample = step(version=0, action_start=0, answer=1, valid=True, env_reward=reward, success=last)
     sample.image = png_image(np.full((2, 2, 3), state, dtype=np.uint8))

@@ -17,12 +17,12 @@ import pytest
 import torch
 from accelerate import Accelerator
 
-from agent.models import LoadedVLM, load_vlm
 from tests.episodes import answered_episodes
-from trainer import ppo
-from trainer.config import TrainerConfig
-from trainer.episodes import EpisodeData, PngImage
-from trainer.learner import Learner
+from visact.model.loading import LoadedVLM, load_vlm
+from visact.trainer import ppo
+from visact.trainer.config import TrainerConfig
+from visact.trainer.learner import Learner
+from visact.wire.episodes import EpisodeData, PngImage
 
 EPISODES = 8
 TEMPERATURE = 1.0
@@ -130,8 +130,8 @@ def test_in_eval_mode_layers_are_checkpointed_only_under_the_learners_context(
     """transformers checkpoints only layers in training mode; the learner stays in eval mode (no
     dropout), so without ``checkpointing_in_eval_mode`` nothing would be recomputed. What the
     forward keeps for the backward (every tensor saved outside a checkpointed layer) shrinks."""
-    from agent.generation import teacher_forced_log_probs
-    from agent.models import checkpointing_in_eval_mode
+    from visact.model.generation import teacher_forced_log_probs
+    from visact.model.loading import checkpointing_in_eval_mode
 
     config = TrainerConfig(lora_r=8, lora_alpha=16, gradient_checkpointing=True)
     learner = Learner(config, fresh_tiny(), Accelerator(cpu=True))

@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from trainer.config import TrainerConfig
-from trainer.metrics import MetricsLogger, open_wandb
+from visact.trainer.config import TrainerConfig
+from visact.trainer.metrics import MetricsLogger, open_wandb
 
 
 class FakeRun:

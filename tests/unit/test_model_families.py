@@ -18,23 +18,23 @@ import pytest
 import torch
 from accelerate import Accelerator
 
-from agent.generation import (
+from tests.episodes import answered_episodes, numberline_frames, one_step_message
+from tests.vlm_families import FAMILY_BUILDERS
+from visact.model.generation import (
     _encode,
     _token_extras,
     generate_batch,
     prompt_token_ids,
     teacher_forced_log_probs,
 )
-from agent.models import LoadedVLM, ModelLoadError, load_vlm, lora_target_modules
-from tests.episodes import answered_episodes, numberline_frames, one_step_message
-from tests.vlm_families import FAMILY_BUILDERS
-from trainer.admission import model_admission
-from trainer.config import TrainerConfig
-from trainer.episodes import InvalidEpisode
-from trainer.learner import Learner
-from trainer.sft import SFTConfig, train_sft, vision_parameters
-from visact.demos import DemosConfig, write_demos
+from visact.model.loading import LoadedVLM, ModelLoadError, load_vlm, lora_target_modules
+from visact.orchestration.demos import DemosConfig, write_demos
+from visact.trainer.admission import model_admission
+from visact.trainer.config import TrainerConfig
+from visact.trainer.learner import Learner
+from visact.trainer.sft import SFTConfig, train_sft, vision_parameters
 from visact.trainer.v1 import trainer_pb2 as pb
+from visact.wire.episodes import InvalidEpisode
 
 FAMILIES = sorted(FAMILY_BUILDERS)
 PROMPTS = ["Read the numbers.", "What is the target number? Answer in json.", "Go"]

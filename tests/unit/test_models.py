@@ -17,8 +17,8 @@ import pytest
 import torch
 from PIL import Image, ImageDraw, ImageFont
 
-from agent import tiny_vlm
-from agent.generation import (
+from visact.agent import tiny_vlm
+from visact.model.generation import (
     Sample,
     _SampleAndRecord,
     generate_batch,
@@ -27,7 +27,7 @@ from agent.generation import (
     teacher_forced_log_probs,
     token_char_spans,
 )
-from agent.models import (
+from visact.model.loading import (
     LoadedVLM,
     ModelLoadError,
     load_vlm,

@@ -12,7 +12,7 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from agent.parsing import (
+from visact.agent.parsing import (
     BadAnswerPolicy,
     ParsedAction,
     ParseFailure,
@@ -21,7 +21,7 @@ from agent.parsing import (
     parse_action,
     resolve,
 )
-from agent.prompts import format_target, key_name
+from visact.model.prompts import format_target, key_name
 
 NUMBERLINE = ("-", "+")
 BLACKJACK = ("stand", "hit")

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from trainer.metrics import trailing_success
-from visact.plots import compare_curves, learning_curve, running_mean, trailing_curve
+from visact.orchestration.plots import compare_curves, learning_curve, running_mean, trailing_curve
+from visact.trainer.metrics import trailing_success
 
 ROWS = [
     {

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 import torch
 
-from trainer.ppo import (
+from visact.trainer.ppo import (
     action_log_prob,
     compute_gae,
     explained_variance,

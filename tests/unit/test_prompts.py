@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from agent.prompts import (
+from visact.model.prompts import (
     ACTION_KEY,
     THOUGHTS_KEY,
     answer_format,
@@ -217,7 +217,7 @@ class Block:
             raise ImportError("blocked for this test: " + name)
         return None
 sys.meta_path.insert(0, Block())
-import agent.prompts, agent.parsing
+import visact.model.prompts, visact.agent.parsing
 print(agent.parsing.parse_action('{"action": "+"}', ["-", "+"]).action)
 """
 

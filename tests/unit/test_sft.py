@@ -6,9 +6,9 @@ import json
 
 import pytest
 
-from agent.prompts import format_target
-from trainer.metrics import trailing_success
-from trainer.sft import SFTConfig, informative_words, thought_spans, token_weights, value_spans
+from visact.model.prompts import format_target
+from visact.trainer.metrics import trailing_success
+from visact.trainer.sft import SFTConfig, informative_words, thought_spans, token_weights, value_spans
 
 THOUGHTS = [
     "The current number 2 is less than the target 4, so I should increase it.",

@@ -14,12 +14,12 @@ import numpy as np
 import pytest
 import torch
 
-from agent.generation import generate_batch
-from agent.models import LoadedVLM, load_vlm
 from tests.episodes import numberline_frames, one_step_message
-from trainer.admission import Admission, default_max_image_pixels, model_admission, processor_pixels
-from trainer.episodes import InvalidEpisode
+from visact.model.generation import generate_batch
+from visact.model.loading import LoadedVLM, load_vlm
+from visact.trainer.admission import Admission, default_max_image_pixels, model_admission, processor_pixels
 from visact.trainer.v1 import trainer_pb2 as pb
+from visact.wire.episodes import InvalidEpisode
 
 TEMPERATURE = 0.7
 IMAGE, PAD, START, STOP = 3, 0, 1, 2  # the tiny VLM's <image>, <pad>, <|im_start|>, <|im_end|>

@@ -18,17 +18,17 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from agent.records import Episode, StepRecord
-from agent.trainer_link import encode_episode
-from trainer.episodes import (
+from visact.env.v1 import env_pb2
+from visact.trainer.v1 import trainer_pb2 as pb
+from visact.wire.episodes import (
     LOG_PROB_ROUNDING,
     EpisodeData,
     InvalidEpisode,
     decode_episode,
+    encode_episode,
     episode_message,
 )
-from visact.env.v1 import env_pb2
-from visact.trainer.v1 import trainer_pb2 as pb
+from visact.wire.records import Episode, StepRecord
 
 VOCAB = 100
 MAX_TOKENS = 64

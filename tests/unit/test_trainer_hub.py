@@ -13,13 +13,13 @@ from pathlib import Path
 
 import pytest
 
-from trainer import hub as hub_module
-from trainer.episodes import EpisodeData, PngImage, Sample
-from trainer.hub import Hub, PublishedVersion, TooManyAgents
+from visact.trainer import hub as hub_module
+from visact.trainer.hub import Hub, PublishedVersion, TooManyAgents
+from visact.wire.episodes import EpisodeData, PngImage, StepData
 
 
-def sample(version: int = 0) -> Sample:
-    return Sample(
+def sample(version: int = 0) -> StepData:
+    return StepData(
         image=PngImage(b"PNG bytes", 2, 2),  # the hub never decodes
         prompt_ids=[1, 2],
         generated_ids=[3],

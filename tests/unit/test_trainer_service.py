@@ -17,15 +17,15 @@ import grpc
 import numpy as np
 import pytest
 
-from agent.records import Episode, StepRecord
-from agent.trainer_link import encode_episode
-from trainer import service
-from trainer.admission import Admission
-from trainer.hub import Hub, PublishedVersion
-from trainer.service import ModelIdentity, TrainerServicer
 from visact import rpc
+from visact.trainer import service
+from visact.trainer.admission import Admission
+from visact.trainer.hub import Hub, PublishedVersion
+from visact.trainer.service import ModelIdentity, TrainerServicer
 from visact.trainer.v1 import trainer_pb2 as pb
 from visact.trainer.v1 import trainer_pb2_grpc as pb_grpc
+from visact.wire.episodes import encode_episode
+from visact.wire.records import Episode, StepRecord
 
 VOCAB = 50
 TEMPERATURE = 0.2

@@ -12,15 +12,15 @@ from typing import Any
 import pytest
 import torch
 
-from agent.adapters import AdapterError, adapter_bytes, attach_lora, lora_config, read_adapter
-from agent.engines import EngineError, SamplingSettings
-from agent.engines.transformers_engine import TransformersEngine
-from agent.engines.vllm_engine import VLLMEngine
-from agent.generation import teacher_forced_log_probs
-from agent.models import LoadedVLM, load_vlm, lora_target_modules
-from agent.prompts import build_messages
-from env_server import games
 from tests.vllm_rollouts.gate import require_vllm
+from visact.env_server import games
+from visact.model.adapters import AdapterError, adapter_bytes, attach_lora, lora_config, read_adapter
+from visact.model.engines import EngineError, SamplingSettings
+from visact.model.engines.transformers_engine import TransformersEngine
+from visact.model.engines.vllm_engine import VLLMEngine
+from visact.model.generation import teacher_forced_log_probs
+from visact.model.loading import LoadedVLM, load_vlm, lora_target_modules
+from visact.model.prompts import build_messages
 
 require_vllm()
 

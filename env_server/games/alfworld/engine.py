@@ -34,8 +34,8 @@ from collections.abc import Mapping
 from functools import lru_cache
 from typing import Any, NamedTuple
 
-from env_server.games.alfworld import wheel
-from env_server.games.alfworld.translations import LOCK, Translation
+from visact.env_server.games.alfworld import wheel
+from visact.env_server.games.alfworld.translations import LOCK, Translation
 
 _POOL_LOCK = threading.Lock()
 _POOL: list[Any] = []

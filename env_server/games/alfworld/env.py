@@ -33,16 +33,16 @@ from typing import Any, cast
 
 import numpy as np
 
-from env_server.core import Env, ExpertMove, StepOutcome
-from env_server.errors import InvalidAction, InvalidRequest, ResetNeeded
-from env_server.games.alfworld import engine as engines
-from env_server.games.alfworld import expert, text, translations
-from env_server.games.alfworld.frame import FrameState, Tile, draw_frame
-from env_server.games.alfworld.problem import problem_text
-from env_server.games.alfworld.rooms import Split, load_room, room_names
-from env_server.games.alfworld.scenes import TASK_TYPES, Game, generate, goal_targets, rooms_for
-from env_server.games.alfworld.world import World, goal_conditions, read_world
-from env_server.games.options import check_names
+from visact.env_server.core import Env, ExpertMove, StepOutcome
+from visact.env_server.errors import InvalidAction, InvalidRequest, ResetNeeded
+from visact.env_server.games.alfworld import engine as engines
+from visact.env_server.games.alfworld import expert, text, translations
+from visact.env_server.games.alfworld.frame import FrameState, Tile, draw_frame
+from visact.env_server.games.alfworld.problem import problem_text
+from visact.env_server.games.alfworld.rooms import Split, load_room, room_names
+from visact.env_server.games.alfworld.scenes import TASK_TYPES, Game, generate, goal_targets, rooms_for
+from visact.env_server.games.alfworld.world import World, goal_conditions, read_world
+from visact.env_server.games.options import check_names
 
 MAX_STEPS = 50
 WIN_REWARD = 50.0

@@ -17,10 +17,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from env_server.core import ExpertMove
-from env_server.games.alfworld.rooms import Receptacle
-from env_server.games.alfworld.scenes import APPLIANCES, Game, holders
-from env_server.games.alfworld.world import World, kind_of
+from visact.env_server.core import ExpertMove
+from visact.env_server.games.alfworld.rooms import Receptacle
+from visact.env_server.games.alfworld.scenes import APPLIANCES, Game, holders
+from visact.env_server.games.alfworld.world import World, kind_of
 
 FACT_KEYS = ("facing", "contents", "holding")
 #: The state each state-change task needs, and the command that gives it.

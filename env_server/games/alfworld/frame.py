@@ -23,9 +23,9 @@ from functools import lru_cache
 import numpy as np
 from PIL import Image, ImageDraw
 
-from env_server import render
-from env_server.games.alfworld.rooms import HEADINGS, Room, load_room
-from env_server.games.alfworld.scenes import start_point
+from visact.env_server import render
+from visact.env_server.games.alfworld.rooms import HEADINGS, Room, load_room
+from visact.env_server.games.alfworld.scenes import start_point
 
 SIZE = 300
 HEADER = (0, 0, SIZE - 1, 33)

@@ -11,8 +11,8 @@ ButterKnifeType) are always declared.
 
 from __future__ import annotations
 
-from env_server.games.alfworld import wheel
-from env_server.games.alfworld.scenes import Game, action_kinds
+from visact.env_server.games.alfworld import wheel
+from visact.env_server.games.alfworld.scenes import Game, action_kinds
 
 START = "loc_start"
 #: Types the domain's actions refer to by name.

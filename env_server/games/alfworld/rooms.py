@@ -21,7 +21,7 @@ from typing import Literal
 
 import numpy as np
 
-from env_server.games.alfworld import wheel
+from visact.env_server.games.alfworld import wheel
 
 Split = Literal["train", "unseen"]
 

@@ -21,8 +21,8 @@ from functools import cache
 
 import numpy as np
 
-from env_server.games.alfworld import wheel
-from env_server.games.alfworld.rooms import Receptacle, Room, Split, load_room, numbered, rooms_in
+from visact.env_server.games.alfworld import wheel
+from visact.env_server.games.alfworld.rooms import Receptacle, Room, Split, load_room, numbered, rooms_in
 
 #: ALFWorld's six task types, in its order (its task-type ids are 1..6).
 TASK_TYPES: tuple[str, ...] = (

@@ -33,8 +33,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from env_server.games.alfworld import wheel
 from visact.cache import cache_root
+from visact.env_server.games.alfworld import wheel
 
 log = logging.getLogger(__name__)
 

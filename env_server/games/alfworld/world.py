@@ -13,8 +13,8 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
-from env_server.games.alfworld.problem import START
-from env_server.games.alfworld.scenes import Game
+from visact.env_server.games.alfworld.problem import START
+from visact.env_server.games.alfworld.scenes import Game
 
 #: Object states the frame shows, by the engine's predicate.
 STATE_PREDICATES = (("ishot", "hot"), ("iscool", "cold"), ("isclean", "clean"), ("issliced", "sliced"))

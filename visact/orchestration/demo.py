@@ -400,8 +400,8 @@ def run_demo(config: DemoConfig) -> dict[str, Any]:
     finally:
         stop_processes(processes)
 
-    from trainer.metrics import read_metrics, trailing_success
-    from visact.plots import learning_curve
+    from visact.orchestration.plots import learning_curve
+    from visact.trainer.metrics import read_metrics, trailing_success
 
     rows = read_metrics(run_dir)
     plot = learning_curve(
@@ -444,7 +444,7 @@ def ppo(
 
     assert config.ppo_lr is not None, "with_game_settings fills it in"
 
-    from trainer.metrics import read_metrics
+    from visact.trainer.metrics import read_metrics
 
     shutil.rmtree(run_dir, ignore_errors=True)
     ready = run_dir.parent / "trainer.port"

@@ -1,9 +1,10 @@
-"""Episodes as the learner takes them: decoded from the wire and checked whole.
+"""The episode on the wire, both ways: the agent's finished episode (``visact.wire.records``)
+encoded (:func:`encode_episode`), and decoded and checked whole into the learner's form
+(:func:`decode_episode`: :class:`EpisodeData` of :class:`StepData` steps).
 
 A malformed or inconsistent episode raises :class:`InvalidEpisode` with what was
-wrong; nothing of it enters a batch. The agent encodes them
-(``agent.trainer_link``); :func:`episode_message` encodes them again, to share a batch
-with other learner processes.
+wrong; nothing of it enters a batch. :func:`episode_message` encodes a decoded episode again,
+to share a batch with other learner processes.
 
 What an episode holds while it waits in the buffer is what came on the wire, no more: each
 image stays the PNG file it arrived as (:class:`PngImage`; its pixels are decoded when a micro
@@ -28,8 +29,10 @@ from typing import TypeVar
 import numpy as np
 from PIL import Image
 
+from visact import images
 from visact.env.v1 import env_pb2
 from visact.trainer.v1 import trainer_pb2 as pb
+from visact.wire.records import Episode
 
 #: log-probs are <= 0; above this (float rounding of 0) they are refused, up to it they count as 0
 LOG_PROB_ROUNDING = 1e-6
@@ -78,7 +81,7 @@ class PngImage:
 
 
 @dataclass
-class Sample:
+class StepData:
     """One environment step, as the learner needs it."""
 
     image: PngImage
@@ -108,7 +111,7 @@ class EpisodeData:
 
     agent_id: str
     env: str
-    steps: list[Sample]
+    steps: list[StepData]
     #: the reset seed: episodes of one env from one seed start alike (a group, under --group-size)
     seed: int = 0
     bootstrap_image: PngImage | None = None
@@ -225,7 +228,7 @@ def decode_episode(
 
 def _decode_step(
     step: pb.TrajectoryStep, where: str, *, vocab_size: int, max_tokens: int, max_pixels: int
-) -> Sample:
+) -> StepData:
     prompt = _token_ids(step.prompt_ids, f"{where} prompt", vocab_size)
     generated = _token_ids(step.generated_ids, f"{where} answer", vocab_size)
     if len(step.log_probs) != len(generated):
@@ -257,7 +260,7 @@ def _decode_step(
         raise InvalidEpisode(f"{where}: temperature must be > 0, got {step.temperature}")
     if step.terminated and step.truncated:
         raise InvalidEpisode(f"{where}: terminated and truncated may not both be true")
-    return Sample(
+    return StepData(
         image=check_png(step.image, where, max_pixels),
         prompt_ids=prompt,
         generated_ids=generated,
@@ -322,3 +325,33 @@ def _image_message(image: PngImage) -> env_pb2.Image:
         width=image.width,
         channels=3,
     )
+
+
+def encode_episode(episode: Episode) -> pb.Episode:
+    """The wire form of a finished episode: images as PNG, tokens as ids."""
+    message = pb.Episode(env=episode.env, session=episode.session, seed=episode.seed)
+    for step in episode.steps:
+        message.steps.append(
+            pb.TrajectoryStep(
+                image=images.encode(step.image, images.PNG),
+                prompt_ids=step.prompt_ids,
+                generated_ids=step.generated_ids,
+                log_probs=step.log_probs,
+                action_start=step.action_start,
+                text=step.text,
+                action=step.action,
+                parse_failure=step.parse_failure,
+                format_penalty=step.format_penalty,
+                reward=step.reward,
+                terminated=step.terminated,
+                truncated=step.truncated,
+                policy_version=step.policy_version,
+                temperature=step.temperature,
+                episode_step=step.episode_step,
+                success=bool(step.info.get("success", False)),
+            )
+        )
+    if episode.bootstrap_image is not None:
+        message.bootstrap_image.CopyFrom(images.encode(episode.bootstrap_image, images.PNG))
+        message.bootstrap_prompt_ids.extend(episode.bootstrap_prompt_ids or [])
+    return message

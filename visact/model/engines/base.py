@@ -23,8 +23,8 @@ from typing import TYPE_CHECKING, Any, Protocol
 if TYPE_CHECKING:
     import torch
 
-    from agent.generation import ImageLike, Prompt, Sample
-    from agent.models import LoadedVLM
+    from visact.model.generation import ImageLike, Prompt, Sample
+    from visact.model.loading import LoadedVLM
 
 #: the engines ``agent-client --engine`` takes
 ENGINES = ("transformers", "vllm")

@@ -34,7 +34,7 @@ from PIL import Image
 from torch import Tensor
 from transformers import LogitsProcessor
 
-from agent.models import LoadedVLM, base_model_of
+from visact.model.loading import LoadedVLM, base_model_of
 
 __all__ = [
     "ImageLike",

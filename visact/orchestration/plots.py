@@ -78,7 +78,7 @@ def _finish(figure: Any, axis: Any, out: Path, *, title: str, ylabel: str) -> Pa
 
 def trailing_curve(rows: Sequence[Mapping[str, float]], window: int) -> tuple[list[float], list[float]]:
     """(environment steps, training success over about the last ``window`` episodes) per update."""
-    from trainer.metrics import trailing_success
+    from visact.trainer.metrics import trailing_success
 
     steps, success, total = [], [], 0.0
     for index, row in enumerate(rows):

@@ -12,7 +12,7 @@ merge, so every digit the model must read off an image is one token of its own.
 else ``$XDG_CACHE_HOME/visact``, else ``~/.cache/visact``) under a name derived from the recipe,
 as a ``visact.cache`` entry: used only while every file matches the manifest written last,
 rebuilt (with a warning in the log) otherwise, built by one process while the others wait. The
-build runs in a child process (``python -m agent.tiny_vlm``): one with no torch.distributed
+build runs in a child process (``python -m visact.model.tiny_vlm``): one with no torch.distributed
 process group, where ``save_pretrained`` writes the weights. transformers writes checkpoint
 files only on rank 0 once a process group is up (``should_save_on_this_rank``), so a build on
 rank 1 of ``torchrun`` saved no weights (this built 5 of the 8 files; that entry broke every
@@ -435,7 +435,7 @@ def build_in_child(out_dir: Path, spec: TinySpec = DEFAULT_SPEC) -> None:
     the child dies with this process."""
     from visact.children import tied_to_this_process
 
-    argv = [sys.executable, "-m", "agent.tiny_vlm", str(out_dir), json.dumps(dataclasses.asdict(spec))]
+    argv = [sys.executable, "-m", "visact.model.tiny_vlm", str(out_dir), json.dumps(dataclasses.asdict(spec))]
     result = subprocess.run(tied_to_this_process(argv), capture_output=True, text=True)
     if result.returncode != 0:
         raise RuntimeError(
@@ -445,10 +445,10 @@ def build_in_child(out_dir: Path, spec: TinySpec = DEFAULT_SPEC) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m agent.tiny_vlm OUT_DIR [SPEC_JSON]``: build the tiny VLM into ``OUT_DIR``."""
+    """``python -m visact.model.tiny_vlm OUT_DIR [SPEC_JSON]``: build the tiny VLM into ``OUT_DIR``."""
     args = list(sys.argv[1:] if argv is None else argv)
     if len(args) not in (1, 2):
-        print("usage: python -m agent.tiny_vlm OUT_DIR [SPEC_JSON]", file=sys.stderr)
+        print("usage: python -m visact.model.tiny_vlm OUT_DIR [SPEC_JSON]", file=sys.stderr)
         return 2
     spec = TinySpec(**json.loads(args[1])) if len(args) == 2 else DEFAULT_SPEC
     build_tiny_vlm(args[0], spec)

@@ -33,12 +33,12 @@ from pathlib import Path
 
 from PIL import Image
 
-from agent.evaluation import EVAL_SEED_BASE
-from agent.policy import OraclePolicy
-from agent.prompts import format_target, instruction_text
-from agent.records import Episode, StepRecord
-from agent.rollout import Rollout, SeedSchedule
-from env_server.client import EnvClient
+from visact.agent.evaluation import EVAL_SEED_BASE
+from visact.agent.policy import OraclePolicy
+from visact.agent.rollout import Rollout, SeedSchedule
+from visact.env_server.client import EnvClient
+from visact.model.prompts import format_target, instruction_text
+from visact.wire.records import Episode, StepRecord
 
 
 @dataclass
@@ -77,7 +77,7 @@ def write_demos(config: DemosConfig) -> int:
     running = None
     address = config.server
     if address is None:
-        from env_server.server import ServerConfig, start_server
+        from visact.env_server.server import ServerConfig, start_server
 
         running = start_server(ServerConfig(env=config.env, host="127.0.0.1", port=0))
         address = f"127.0.0.1:{running.port}"

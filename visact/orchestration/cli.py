@@ -19,10 +19,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     command = args.pop(0)
     if command == "demos":
-        from visact.demos import main as demos_main
+        from visact.orchestration.demos import main as demos_main
 
         return demos_main(args)
-    from visact.demo import main as demo_main
+    from visact.orchestration.demo import main as demo_main
 
     return demo_main(args)
 

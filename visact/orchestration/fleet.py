@@ -24,8 +24,8 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from visact import rpc
-from visact.auth import token_metadata
 from visact.env.v1 import env_pb2, env_pb2_grpc
+from visact.rpc.auth import token_metadata
 from visact.trainer.v1 import trainer_pb2, trainer_pb2_grpc
 
 #: streams per connection (well under HTTP/2's usual 100-per-connection client limits)

@@ -248,7 +248,7 @@ def load_vlm(
     hide_library_bars_off_terminal()  # "Loading weights" and downloads, in a log file
     name = str(name_or_path)
     if name == TINY:
-        from agent.tiny_vlm import ensure_tiny_vlm
+        from visact.model.tiny_vlm import ensure_tiny_vlm
 
         path = str(ensure_tiny_vlm())
     else:
@@ -294,7 +294,7 @@ def load_vlm(
 
     adapter_path = None
     if adapter is not None:
-        from agent.adapters import load_adapter_file, visact_adapter_file
+        from visact.model.adapters import load_adapter_file, visact_adapter_file
 
         adapter_path = str(adapter)
         single_file = visact_adapter_file(adapter_path)
@@ -303,7 +303,7 @@ def load_vlm(
         else:  # a peft adapter directory
             from peft import PeftModel
 
-            from agent.adapters import quiet_peft_checkpointing_probe
+            from visact.model.adapters import quiet_peft_checkpointing_probe
 
             with quiet_peft_checkpointing_probe():
                 model = PeftModel.from_pretrained(model, adapter_path, is_trainable=adapter_trainable)

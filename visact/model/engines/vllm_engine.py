@@ -43,10 +43,10 @@ import numpy as np
 import torch
 from PIL import Image
 
-from agent.adapters import ADAPTER_FILE, AdapterError, read_adapter, visact_adapter_file
-from agent.engines.base import EngineError, SamplingSettings
-from agent.engines.vllm_checkpoint import vllm_checkpoint
-from agent.generation import (
+from visact.model.adapters import ADAPTER_FILE, AdapterError, read_adapter, visact_adapter_file
+from visact.model.engines.base import EngineError, SamplingSettings
+from visact.model.engines.vllm_checkpoint import vllm_checkpoint
+from visact.model.generation import (
     ImageLike,
     Prompt,
     Sample,
@@ -55,7 +55,7 @@ from agent.generation import (
     suppressed_token_ids,
     token_char_spans,
 )
-from agent.models import load_vlm, resolve_dtype, weights_fingerprint
+from visact.model.loading import load_vlm, resolve_dtype, weights_fingerprint
 
 log = logging.getLogger(__name__)
 

@@ -9,10 +9,6 @@ cut to :data:`MAX_MESSAGE_BYTES` of UTF-8 (:func:`bounded`): at most ~6 KB on th
 
 from __future__ import annotations
 
-from typing import NoReturn
-
-import grpc
-
 #: the most UTF-8 bytes of a status message
 MAX_MESSAGE_BYTES = 2000
 #: the most characters of one client-given value shown in a message
@@ -31,9 +27,3 @@ def shown(value: object, limit: int = SHOWN_CHARS) -> str:
     """``repr(value)``, cut to ``limit`` characters: a client-given value inside a message."""
     text = repr(value)
     return text if len(text) <= limit else f"{text[: limit - 3]}...(+{len(text) - limit + 3} chars)"
-
-
-def abort(context: grpc.ServicerContext, code: grpc.StatusCode, message: str) -> NoReturn:
-    """``context.abort`` with a bounded message."""
-    context.abort(code, bounded(message))
-    raise AssertionError("unreachable: context.abort raises")

@@ -13,10 +13,10 @@ from typing import Any
 
 import torch
 
-from agent.adapters import apply_adapter, attach_lora, peft_config_from_dict
-from agent.engines.base import SamplingSettings
-from agent.generation import ImageLike, Prompt, Sample, generate_batch, prompt_token_ids
-from agent.models import LoadedVLM, weights_fingerprint
+from visact.model.adapters import apply_adapter, attach_lora, peft_config_from_dict
+from visact.model.engines.base import SamplingSettings
+from visact.model.generation import ImageLike, Prompt, Sample, generate_batch, prompt_token_ids
+from visact.model.loading import LoadedVLM, weights_fingerprint
 
 
 class TransformersEngine:

@@ -1,0 +1,185 @@
+"""What an agent-client runs: held-out evaluation, play, and training with a trainer.
+
+``connect`` and ``make_policy`` turn an ``AgentConfig`` into env clients and a policy;
+``rollout_for`` is the one place a Rollout is built from it.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Any
+
+from visact.agent.config import AgentConfig
+from visact.agent.evaluation import EVAL_SEED_BASE, EvalSummary, summarize
+from visact.agent.parsing import BadAnswerPolicy
+from visact.agent.policy import OraclePolicy, Policy, RandomPolicy, VLMPolicy
+from visact.agent.rollout import Rollout, SeedSchedule
+from visact.agent.trainer_link import TrainerLink
+from visact.env_server.client import EnvClient
+from visact.wire.records import Episode
+
+log = logging.getLogger("agent")
+
+
+def connect(config: AgentConfig) -> list[EnvClient]:
+    """One client per --server, each checked to answer."""
+    clients = []
+    for address in config.server:
+        client = EnvClient(
+            address,
+            token=config.token,
+            timeout=config.timeout,
+            tls_ca=config.tls_ca,
+            tls_cert=config.tls_cert,
+            tls_key=config.tls_key,
+        )
+        client.wait_ready(timeout=config.timeout)
+        clients.append(client)
+    return clients
+
+
+def make_policy(config: AgentConfig) -> Policy:
+    """The oracle, a random player, or the VLM the config names."""
+    if config.oracle:
+        return OraclePolicy(cot=config.cot)
+    if config.random_policy:
+        return RandomPolicy(seed=config.seed)
+    import torch
+
+    from visact.model.engines import make_engine
+
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    engine = make_engine(
+        config.engine,
+        config.model,
+        dtype=config.dtype,
+        device=config.device,
+        adapter=config.adapter,
+        attn_implementation=config.attn_implementation,
+        seed=config.seed,
+        threads=config.threads,
+    )
+    return VLMPolicy(
+        engine,
+        cot=config.cot,
+        temperature=config.temperature,
+        max_new_tokens=config.max_new_tokens,
+        seed=config.seed,
+    )
+
+
+def rollout_for(config: AgentConfig, clients: list[EnvClient], policy: Policy, **overrides: Any) -> Rollout:
+    """The rollout ``config`` describes over ``clients`` (``overrides``: Rollout's own arguments)."""
+    settings: dict[str, Any] = {
+        "sessions": config.sessions,
+        "bad_answer": BadAnswerPolicy(config.format_penalty),
+        "want_expert": config.oracle,
+        "label": config.name,
+        "seed": config.seed,
+    }
+    settings.update(overrides)
+    return Rollout(clients, policy, **settings)
+
+
+def evaluate(config: AgentConfig, policy: Policy | None = None) -> EvalSummary:
+    """Play ``config.episodes`` held-out seeds and summarize them."""
+    clients = connect(config)
+    policy = policy or make_policy(config)
+    rollout = rollout_for(
+        config, clients, policy, sessions=min(config.sessions, config.episodes), label=f"{config.name}:eval"
+    )
+    episodes: list[Episode] = []
+    bar = _progress(config.episodes, "eval episodes", config.progress)
+    seeds = SeedSchedule.fixed(range(EVAL_SEED_BASE, EVAL_SEED_BASE + config.episodes))
+    started = time.monotonic()
+
+    def on_episode(episode: Episode) -> None:
+        episodes.append(episode)
+        if bar is not None:
+            bar.update(1)
+            bar.set_postfix(success=f"{sum(e.success for e in episodes) / len(episodes):.0%}")
+
+    try:
+        rollout.run(seeds, on_episode)
+    finally:
+        if bar is not None:
+            bar.close()
+        rollout.close()
+        for client in clients:
+            client.close()
+    envs = sorted({e.env for e in episodes}) or [c.address for c in clients]
+    return summarize(
+        episodes,
+        env=",".join(envs),
+        policy=policy.name,
+        seconds=time.monotonic() - started,
+        policy_version=policy.version,
+    )
+
+
+def play(config: AgentConfig, stop: threading.Event) -> int:
+    """Play training episodes until ``stop``, logging how they go (no trainer)."""
+    clients = connect(config)
+    policy = make_policy(config)
+    rollout = rollout_for(config, clients, policy)
+    wins: list[bool] = []
+
+    def on_episode(episode: Episode) -> None:
+        wins.append(episode.success)
+        if len(wins) % 20 == 0:
+            stats = rollout.stats
+            log.info(
+                "episodes",
+                extra={
+                    "episodes": stats.episodes,
+                    "success_last_20": sum(wins[-20:]) / 20,
+                    "valid_rate": round(stats.parse.valid_rate, 3),
+                    "steps_per_s": round(stats.steps / max(stats.seconds, 1e-9), 2),
+                },
+            )
+
+    try:
+        rollout.run(SeedSchedule(rng_seed=config.seed), on_episode, stop=stop)
+    finally:
+        rollout.close()
+    return 0
+
+
+def train(config: AgentConfig, stop: threading.Event) -> int:
+    """Roll out with the trainer's newest weights and ship every finished episode to it, until ``stop``."""
+    if config.oracle or config.random_policy:
+        raise ValueError("training needs a model policy; drop --oracle/--random-policy")
+    clients = connect(config)
+    policy = make_policy(config)
+    assert isinstance(policy, VLMPolicy)
+    environments = sorted({c.describe().name for c in clients})
+    link = TrainerLink(config, policy, environments, stop)
+    link.start()
+    link.wait_for_first_weights()  # start from the trainer's newest weights
+    rollout = rollout_for(
+        config,
+        clients,
+        policy,
+        bad_answer=BadAnswerPolicy(link.format_penalty),  # the trainer's
+        bootstrap=True,  # the learner bootstraps values of truncated episodes
+        group_size=link.group_size,
+    )
+    try:
+        rollout.run(
+            SeedSchedule(rng_seed=config.seed), link.submit, stop=stop, between_rounds=link.between_rounds
+        )
+    finally:
+        rollout.close()
+        link.close()
+    return 0
+
+
+def _progress(total: int, desc: str, enabled: bool) -> Any:
+    if not enabled:
+        return None
+    from visact.progress import progress_bar
+
+    return progress_bar(total, desc, "ep")
