@@ -2,7 +2,7 @@
 
 RL4VLM (method step 3) lower-cases the text after ``"action":`` and takes the one legal action
 it contains, else a random one. Here the reply is read as the JSON object the prompt asks for
-(``agent.prompts``), tolerantly, and every failure has a kind, a message and a count:
+(``visact.model.prompts``), tolerantly, and every failure has a kind, a message and a count:
 
 1. :func:`parse_action`: the reply to a :class:`ParsedAction` (the action, or why not), plus
    where the action part starts (``action_char_start``) for the CoT/action log-prob split.
@@ -18,7 +18,7 @@ single quotes (backslash escapes; a quote closes a string only when followed, af
 tabs, by ``, } ] :``, a line break or the end, so an unescaped quote inside ``"thoughts"`` does
 not end it; an unclosed string runs to the end); code fences (backticks and a language tag)
 are skipped; anything else is a bare word (so unquoted values work). A *key* is a string or
-word followed by ``:``; the *action key* is one whose :func:`agent.prompts.key_name` is
+word followed by ``:``; the *action key* is one whose :func:`visact.model.prompts.key_name` is
 ``"action"``. Because the thoughts are one string, action words inside them are never keys.
 
 The action keys are taken from the first top-level ``{...}`` object holding any (the object may
@@ -459,7 +459,7 @@ class ParseStats:
 
 
 def action_span_start_token(offsets: Sequence[tuple[int, int]], char_start: int | None) -> int:
-    """The index of the first generated token of the action part, for ``trainer.ppo.split_log_prob``.
+    """The index of the first generated token of the action part, for ``visact.trainer.ppo.split_log_prob``.
 
     ``offsets[i] = (start, end)`` is the half-open character span of generated token ``i`` in
     the reply text that was parsed (the tokenizer's offset mapping of the generated tokens, in

@@ -67,7 +67,7 @@ class Policy(Protocol):
 
 class VLMPolicy:
     """A vision-language model prompted for the paper's JSON chain of thought, sampled through an
-    engine (``agent.engines``; a ``LoadedVLM`` is run by the transformers engine)."""
+    engine (``visact.model.engines``; a ``LoadedVLM`` is run by the transformers engine)."""
 
     def __init__(
         self,

@@ -2,7 +2,7 @@
 
     python bench/alfworld_expert.py --episodes 200
 
-Seeds 10^9 .. 10^9 + episodes - 1 (``agent.evaluation.EVAL_SEED_BASE`` on: alfworld's unseen
+Seeds 10^9 .. 10^9 + episodes - 1 (``visact.agent.evaluation.EVAL_SEED_BASE`` on: alfworld's unseen
 rooms under the default ``split="auto"``), the same games the server gives ``agent-client
 eval``; each played by the expert to its end or to the 50-step limit. Writes
 ``bench/results/alfworld_expert.json``: wins, steps and return per task type and overall.

@@ -5,7 +5,7 @@ by visact's agent with transformers' generate and with vLLM. Runs in the vLLM ve
 
 Both engines hold the same model (``--model``, the tiny VLM by default) in this process, fp32,
 with ``--threads`` torch threads; measurements alternate between them and the medians are
-compared (env steps per second of ``agent.rollout.Rollout`` over one `env-server` process, as
+compared (env steps per second of ``visact.agent.rollout.Rollout`` over one `env-server` process, as
 ``bench/rollout_throughput.py`` measures its batched configuration). Writes
 ``bench/results/engine_throughput.json`` (or ``--out``).
 """

@@ -4,7 +4,7 @@
     python bench/fleet.py --env-streams 0 1000 4000 --agents 0 500 2000 --calls 200
 
 Starts a real ``env-server`` (default flags) and a real ``trainer serve`` (the tiny VLM) on
-loopback. For each level it opens more streams from this process (``visact.fleet``: grpc.aio,
+loopback. For each level it opens more streams from this process (``visact.orchestration.fleet``: grpc.aio,
 protocol-level clients, spread over connections of 64 streams), then times unary calls made by
 another client on a connection of its own, sequentially, and reads the server's RSS:
 

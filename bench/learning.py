@@ -57,7 +57,7 @@ class Plan:
 
 PLANS: dict[str, Plan] = {
     "numberline": Plan({}, 89.4, 26.9, 24.8, goal=95.0),
-    # EZPoints gets its own SFT steps, PPO lr and format penalty from visact.demo.GAME_SETTINGS
+    # EZPoints gets its own SFT steps, PPO lr and format penalty from visact.orchestration.demo.GAME_SETTINGS
     "ezpoints": Plan({}, 50.0, 29.9, 23.0, goal=50.0),
     "blackjack": Plan({}, 40.2, 40.4, 23.1, goal=40.2, running_window=1000),
     "points24": Plan({}, 2.3, 0.0, 2.6),

@@ -4,7 +4,7 @@ against the original RL4VLM loop (one env in the agent's process, batch-1 genera
     python bench/rollout_throughput.py --sessions 16 --seconds 30 --repeats 3
 
 Three configurations, the same policy (the tiny model, same sampling settings) in each:
-``batched`` (visact's agent: ``agent.rollout.Rollout`` over 16 sessions of one `env-server`
+``batched`` (visact's agent: ``visact.agent.rollout.Rollout`` over 16 sessions of one `env-server`
 process), ``in_process`` (RL4VLM's loop: the game in this process, one observation per
 generation) and ``one_at_a_time`` (visact's agent with one session, batch-1 generation over
 gRPC). Measurements are interleaved and the medians compared. Writes

@@ -4,7 +4,7 @@ Two parts, each a few minutes of CPU on 2 threads (the machines are shared: keep
 
 ``speed``  parameters, build and load time, ``generate_batch`` of 60 tokens at B=1/8/16, and one
            teacher-forced forward+backward at B=8 on real NumberLine prompts (full model and LoRA).
-``read``   supervised training on NumberLine frames (``env_server.games.numberline``), then greedy
+``read``   supervised training on NumberLine frames (``visact.env_server.games.numberline``), then greedy
            decoding of every state: are the numbers read and the action right? The tricks of
            /work/shared/notes/tiny-vlm.md: few image tokens, the image-dependent answer tokens
            (digits, comparison words, the action) weighted x``--weight`` in the loss, and a short

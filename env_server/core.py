@@ -1,15 +1,15 @@
 """What an environment is, with no gRPC in it.
 
 A game is a small class deriving from :class:`Env`. The generic servicer
-(``env_server.service``) serves any such class; Gymnasium environments are
-wrapped by ``env_server.gym_adapter``. ``env_server.checker.check_env`` checks
+(``visact.env_server.service``) serves any such class; Gymnasium environments are
+wrapped by ``visact.env_server.gym_adapter``. ``visact.env_server.checker.check_env`` checks
 a class in process, the way the conformance suite checks a server.
 
 Contract:
 - ``reset(seed, options)`` starts an episode; the same seed gives the same
   episode (use ``self.np_random`` seeded by :meth:`seed_rng`, never global RNGs).
 - ``step(action)`` takes one action string from :meth:`legal_actions` and
-  returns a :class:`StepOutcome`. It raises :class:`~env_server.errors.InvalidAction`
+  returns a :class:`StepOutcome`. It raises :class:`~visact.env_server.errors.InvalidAction`
   for strings it does not accept, and must leave the state unchanged then.
 - ``render()`` returns the state as an ``(H, W, 3)`` uint8 RGB array of
   ``image_shape``.

@@ -1,6 +1,6 @@
 """The environment side's typed errors, each mapped once to a gRPC status code.
 
-Games and the servicer raise these; ``env_server.service`` turns them into
+Games and the servicer raise these; ``visact.env_server.service`` turns them into
 status codes (unary calls) or ``Error`` items (batched calls). Every message
 says what was expected, what came, and how to fix it.
 """

@@ -6,7 +6,7 @@ are the smallest that run: 32-wide layers, one of each, 32x32 images, 4 image to
 
 Qwen-VL, SmolVLM and InternVL checkpoints are saved part by part rather than through their
 processor: those processors also take videos, and without torchvision they cannot be built
-(``agent.models`` builds them without the video part at load time; a hub checkpoint has the
+(``visact.model.loading`` builds them without the video part at load time; a hub checkpoint has the
 same files).
 """
 

@@ -3,7 +3,7 @@
 :meth:`Admission.episode` is the one entry point: it takes the wire message and returns the
 checked episode, or raises :class:`InvalidEpisode` naming the first problem. It is plain,
 synchronous and thread-safe, for a server to call off its event loop. On top of the structure
-(``trainer.episodes``) it checks:
+(``visact.wire.episodes``) it checks:
 
 - the sampling temperature is the trainer's (the log-probs would not match the policy else);
 - the episode fits the buffer's byte budget at all (else it could never be accepted);
@@ -11,7 +11,7 @@ synchronous and thread-safe, for a server to call off its event loop. On top of 
   the image tokens the processor expands its image into, laid out as the processor lays them
   out (the model matches their count against its image features and fails the whole batch
   otherwise), and each answer holds no token that sampling never draws (the image token and the
-  other special tokens that ``agent.generation.suppressed_token_ids`` masks; a stop token only
+  other special tokens that ``visact.model.generation.suppressed_token_ids`` masks; a stop token only
   as its last token).
 
 Images are bounded by what the model's processor can use (:func:`default_max_image_pixels`).

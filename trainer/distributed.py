@@ -2,7 +2,7 @@
 agents and gathers each batch; every process takes part in the update.
 
 Batches travel from the main process to the others as the episodes' protobuf bytes
-(``trainer.episodes.episode_message``) in a uint8 tensor (``accelerate.utils.broadcast``), never as pickles; each process decodes and checks them
+(``visact.wire.episodes.episode_message``) in a uint8 tensor (``accelerate.utils.broadcast``), never as pickles; each process decodes and checks them
 exactly as the service did. An empty broadcast means "stop".
 """
 

@@ -174,7 +174,7 @@ class Hub:
     def offer(self, episode_id: str, episode: EpisodeData) -> tuple[bool, str]:
         """(accepted, reason). A retried id is accepted once; a full buffer (in steps or bytes) says
         wait. An episode larger than the whole byte budget is never accepted: the caller refuses
-        it first (``trainer.admission``)."""
+        it first (``visact.trainer.admission``)."""
         key = (episode.agent_id, episode_id)
         episode.episode_id = episode_id
         with self._lock:

@@ -16,7 +16,7 @@ update(episodes), top to bottom:
      drifted further than that from the starting policy (never before the first step: the
      first minibatch is scored by the weights it starts from, its KL is 0 up to rounding);
   5. one scheduler step; the version goes up by one.
-The math itself is in ``trainer.ppo``; this file wires it to the model.
+The math itself is in ``visact.trainer.ppo``; this file wires it to the model.
 Images stay PNG files until a micro batch needs their pixels (decoded then, dropped after).
 Dropout stays off (eval mode) so the ratio starts at exactly 1 on the first minibatch; with
 ``gradient_checkpointing`` the layers recompute their activations in the backward pass all the same.

@@ -249,7 +249,7 @@ class PngCache:
     An entry belongs to one ndarray *object* and is used only for that very object while it is
     alive, read-only and owns its memory (no writable base it could change through): what an
     environment hands out when it keeps its drawn frames frozen, as every built-in game does
-    (``env_server.render.frame_cache``). Any other frame is encoded every time, so a frame that
+    (``visact.env_server.render.frame_cache``). Any other frame is encoded every time, so a frame that
     may change can never get stale bytes. Thread-safe; least recently used entries go first.
     """
 

@@ -31,7 +31,7 @@ Runner = Callable[[float], int]
 
 
 def use_repo_sources() -> None:
-    """Import the game from this checkout (``env_server.games.numberline``)."""
+    """Import the game from this checkout (``visact.env_server.games.numberline``)."""
     if str(REPO) not in sys.path:
         sys.path.insert(0, str(REPO))
 
@@ -51,7 +51,7 @@ tune_allocator()
 
 
 def png_encode(frame: np.ndarray) -> bytes:
-    """PNG bytes of an (H, W, 3) uint8 frame, made by visact's encoder (``env_server.images``).
+    """PNG bytes of an (H, W, 3) uint8 frame, made by visact's encoder (``visact.images``).
 
     Every system here encodes and decodes PNG with visact's codec, so that the PNG rows
     compare transports, not codecs (a user of a peer would more likely call Pillow, which

@@ -7,7 +7,7 @@ Run it with the project's venv active (``pip install 'torch==2.13.*' -e '.[all,d
 one venv per peer under ``.bench-venvs/`` (gitignored; reused while the pins are unchanged)
 with ``dm-env-rpc==1.1.7`` or ``openenv-core==0.3.0`` from PyPI plus this checkout's
 environment side (``pip install -e .``: grpcio, numpy, Pillow, Gymnasium; no torch), so that
-every system serves the same game, ``env_server.games.numberline.NumberLine`` (300x300 RGB).
+every system serves the same game, ``visact.env_server.games.numberline.NumberLine`` (300x300 RGB).
 
 Then it starts, on 127.0.0.1: ``env-server`` (visact), our dm_env_rpc server, our OpenEnv server
 twice (WebSocket compression on, OpenEnv's default, and off), and one client worker per

@@ -1,4 +1,4 @@
-"""Benchmark worker for visact: steps an ``env-server`` through ``env_server.client.EnvClient``.
+"""Benchmark worker for visact: steps an ``env-server`` through ``visact.env_server.client.EnvClient``.
 
     python bench/peers/visact_worker.py --address 127.0.0.1:PORT --sessions 16
 
@@ -42,7 +42,7 @@ class VisactSession:
 
 def batched(client: EnvClient, encoding: str, n: int) -> harness.Runner:
     """N sessions, one BatchStep per round, then one batched Reset for the sessions that ended
-    (what ``agent.rollout`` does)."""
+    (what ``visact.agent.rollout`` does)."""
     sids = [client.create_session(encoding=encoding) for _ in range(n)]
     rng = np.random.default_rng(0)
     seeds = iter(range(10**9))

@@ -1,7 +1,7 @@
 """EZPoints: make 12 from two cards with '+' and '*' (RL4VLM's second game).
 
 Rules, rewards, the length limit and the solvable-hand sampling are those of
-:mod:`env_server.games.points`. The two cards are drawn side by side at fixed positions.
+:mod:`visact.env_server.games.points`. The two cards are drawn side by side at fixed positions.
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 ``import env_server.games`` calls :func:`register_gym_envs`, after which e.g.
 ``gymnasium.make("visact/NumberLine-v0")`` works. :class:`AsGymnasium` wraps any of our
-:class:`~env_server.core.Env` objects:
+:class:`~visact.env_server.core.Env` objects:
 
 - observation: ``{"image": (H, W, 3) uint8, "task": str}``;
 - action: an index into the game's ``action_vocabulary`` (``Discrete``), or the action

@@ -1,7 +1,7 @@
 """Points24: make 24 from four cards with + - * / and parentheses (RL4VLM's third game).
 
 Rules, rewards, the length limit and the solvable-hand sampling are those of
-:mod:`env_server.games.points`. The four cards sit in a fixed 2x2 grid, read
+:mod:`visact.env_server.games.points`. The four cards sit in a fixed 2x2 grid, read
 row by row (the order of the "cards" fact).
 """
 

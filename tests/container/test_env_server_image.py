@@ -185,8 +185,8 @@ def test_reset_and_step_from_the_host(server: Running) -> None:
 
 
 def test_conformance_from_the_host(server: Running) -> None:
-    if importlib.util.find_spec("env_server.conformance") is None:
-        pytest.skip("env_server.conformance (env-conformance) is not written yet")
+    if importlib.util.find_spec("visact.env_server.conformance") is None:
+        pytest.skip("visact.env_server.conformance (env-conformance) is not written yet")
     script = Path(sys.executable).with_name("env-conformance")
     command = (
         [str(script)]

@@ -192,7 +192,7 @@ def test_containerfile_conventions(path: Path) -> None:
     assert re.search(r'^ENTRYPOINT \["[a-z-]+"\]$', text, re.M), "exec-form entrypoint: the CLI is PID 1"
     if path.name == "env-server.Containerfile":
         assert base.group(1).startswith("python:3.11")
-        assert "HEALTHCHECK" in text and "env_server.healthcheck" in text
+        assert "HEALTHCHECK" in text and "visact.env_server.healthcheck" in text
         # the base dependencies only by default; EXTRAS adds env-side extras (agent/trainer bring torch)
         assert re.search(r'^ARG EXTRAS=""$', text, re.M)
         assert "python pyproject_deps.py pyproject.toml $EXTRAS --build >requirements.txt" in text
@@ -241,9 +241,9 @@ def test_setup_script_is_valid_bash() -> None:
 # -- the options the manifests, the compose file and the Containerfiles give are the real CLIs'
 
 CLI_CONFIGS = {  # image name -> the config dataclass its entrypoint parses
-    "visact-env-server": ("env_server.server", "ServerConfig"),
-    "visact-agent": ("agent.config", "AgentConfig"),
-    "visact-trainer": ("trainer.config", "TrainerConfig"),
+    "visact-env-server": ("visact.env_server.server", "ServerConfig"),
+    "visact-agent": ("visact.agent.config", "AgentConfig"),
+    "visact-trainer": ("visact.trainer.config", "TrainerConfig"),
 }
 
 

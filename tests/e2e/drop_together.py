@@ -4,7 +4,7 @@ tests/e2e/test_accelerate_launch.py):
     torchrun --nproc_per_node 2 -m tests.e2e.drop_together OUT_DIR
 
 The main process shares a batch of six answered NumberLine episodes, as `trainer serve` does
-(``trainer.distributed.share_batch``): one has a prompt without its image tokens (no process can
+(``visact.trainer.distributed.share_batch``): one has a prompt without its image tokens (no process can
 score it), and the second process cuts its own copy of another's image short (only it fails on
 that one). Each process updates on the batch and writes what it did to OUT_DIR/rank-N.json.
 """

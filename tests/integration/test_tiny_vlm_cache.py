@@ -25,7 +25,7 @@ HERE = Path(__file__).resolve().parent
 ENSURE = (
     "import logging, sys\n"
     "logging.basicConfig(level=logging.INFO, stream=sys.stdout)\n"
-    "from agent.tiny_vlm import ensure_tiny_vlm\n"
+    "from visact.model.tiny_vlm import ensure_tiny_vlm\n"
     "print('ENTRY', ensure_tiny_vlm(), flush=True)\n"
 )
 

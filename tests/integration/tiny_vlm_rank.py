@@ -1,6 +1,6 @@
 """One rank of ``torchrun --nproc_per_node 2 tiny_vlm_rank.py OUT ORDER`` (from
 test_tiny_vlm_cache.py): joins a gloo process group, loads ``--model tiny`` through
-``agent.models.load_vlm`` as ``trainer serve`` does, and writes ``OUT/rank<N>.json`` with the
+``visact.model.loading.load_vlm`` as ``trainer serve`` does, and writes ``OUT/rank<N>.json`` with the
 outcome and the weights' fingerprint.
 
 ORDER ``rank1-first``: rank 1 loads while rank 0 waits at a barrier, then rank 0 loads (the

@@ -1,7 +1,7 @@
 """Access control on every server: bearer tokens, TLS and mutual TLS with certificates made here,
 episodes only from registered agents, and no code path that unpickles what comes over the network.
 
-The env server and the trainer are the real server wiring (``start_server``, ``trainer.serve``'s
+The env server and the trainer are the real server wiring (``start_server``, ``visact.trainer.serve``'s
 ``start_server``) in process on port 0; the Node example runs as a process when it is built.
 """
 

@@ -2,7 +2,7 @@
 trainer follows more agents than it has threads, and a refused BatchStep changes nothing.
 
 Real ``env-server`` and ``trainer serve`` processes on loopback with default flags unless named;
-the clients are protocol-level (``visact.fleet``: grpc.aio, stubs from the .proto) as a stranger's
+the clients are protocol-level (``visact.orchestration.fleet``: grpc.aio, stubs from the .proto) as a stranger's
 would be. Each test reproduces what froze or misled the thread-per-call servers.
 """
 

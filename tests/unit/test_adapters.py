@@ -1,4 +1,4 @@
-"""Unit tests for agent/adapters.py on a tiny real peft model (two Linear layers, LoRA r=2).
+"""Unit tests for visact/model/adapters.py on a tiny real peft model (two Linear layers, LoRA r=2).
 
 What an agent relies on: the file round-trips tensors and LoRA config, is safetensors (never a
 pickle), a damaged transfer is refused, and applying a file that does not fit changes nothing.

@@ -1,4 +1,4 @@
-"""agent.models / agent.tiny_vlm / agent.generation: the tiny VLM, the loader, sampling and log-probs.
+"""visact.model.loading / visact.model.tiny_vlm / visact.model.generation: the tiny VLM, the loader, sampling and log-probs.
 
 Everything is built offline in temporary directories. Other families through the same
 ``load_vlm``: ``test_model_families.py``.

@@ -1,4 +1,4 @@
-"""Unit tests for trainer/episodes.py: what decode_episode takes and what it refuses.
+"""Unit tests for visact/wire/episodes.py: what decode_episode takes and what it refuses.
 
 Valid episodes are built the way an agent builds them: StepRecords with small random images,
 encoded by agent.trainer_link.encode_episode. Each malformation is then applied to the wire

@@ -68,7 +68,7 @@ class Sample:
     text: str  # decode of generated_ids, special tokens skipped
     token_spans: list[tuple[int, int]]  # [start, end) chars of ``text`` completed by each token
     finished: bool  # ended on a stop token (False: cut at max_new_tokens)
-    version: int = 0  # the weights version that answered (set by the engine, agent.engines)
+    version: int = 0  # the weights version that answered (set by the engine, visact.model.engines)
 
     def token_at(self, char_index: int) -> int:
         """Index of the generated token that completes character ``char_index`` of ``text``."""

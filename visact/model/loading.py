@@ -8,9 +8,9 @@ modules (LoRA targets with or without the vision tower), whether the processor w
 nested per prompt, whether it has a chat template, and which per-token types the model's forward
 wants (Qwen's multimodal RoPE, Gemma 3's image blocks, PaliGemma's prefix). Unknown families get
 a generic entry that guesses the module names. ``"tiny"`` is the project's built-in model (see
-``agent.tiny_vlm``).
+``visact.model.tiny_vlm``).
 
-Every loaded model is set up for batched sampling the way ``agent.generation`` does it:
+Every loaded model is set up for batched sampling the way ``visact.model.generation`` does it:
 padding on the left, a pad token, and a neutral ``generation_config`` (a checkpoint's own
 sampling defaults such as ``repetition_penalty`` or ``top_k`` would change the distribution
 behind the recorded log-probs, so they are dropped; visact samples with its own processor).

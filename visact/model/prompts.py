@@ -9,7 +9,7 @@ action-only ablation: the object holds the ``"action"`` key alone.
   model's own chat template (``processor.apply_chat_template``) turns them into text, so no
   template lives here.
 - :func:`format_target` gives the exact answer string the model should produce (SFT
-  demonstrations, tests); ``agent.parsing.parse_action`` parses every such string back.
+  demonstrations, tests); ``visact.agent.parsing.parse_action`` parses every such string back.
 
 Pure: no torch, no transformers.
 """

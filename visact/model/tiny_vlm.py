@@ -70,7 +70,7 @@ CHAT_TEMPLATE = (
     "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
 )
 
-#: Phrases of the games' prompts and answers (as agent/prompts.py and env_server/games word them
+#: Phrases of the games' prompts and answers (as visact/model/prompts.py and env_server/games word them
 #: when this was written); the merges are learned from these, each line counted ``weight`` times.
 #: Only compression depends on it: any text still tokenizes. Changing it changes the tokenizer:
 #: bump RECIPE_VERSION and the pinned hash in tests/unit/test_models.py.

@@ -30,7 +30,7 @@ class _Undecodable:
 
 
 async def abort(context: grpc.aio.ServicerContext, code: grpc.StatusCode, message: str) -> NoReturn:
-    """``context.abort`` with a bounded message (visact.status says why)."""
+    """``context.abort`` with a bounded message (visact.rpc.messages says why)."""
     await context.abort(code, bounded(message))
     raise AssertionError("unreachable: context.abort raises")
 

@@ -40,7 +40,7 @@ LOG_PROB_ROUNDING = 1e-6
 #: the learner's returns and value loss and poison the shared weights
 MAX_ABS_REWARD = 1e6
 #: the largest image the protocol allows (pixels); a trainer allows at most what its model's
-#: processor can use (``trainer.admission``); a PNG is checked against it before decoding
+#: processor can use (``visact.trainer.admission``); a PNG is checked against it before decoding
 MAX_IMAGE_PIXELS = 4096 * 4096
 #: the threads that decode images to check them, for every server thread: at most this many
 #: images' pixels exist at once, in these threads' allocator arenas only

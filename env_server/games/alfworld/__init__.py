@@ -10,7 +10,7 @@ made of ship on PyPI (``pip install 'visact[alfworld]'``). The parts, bottom up:
 - :mod:`engine`: alfworld's engine (textworld's ``PddlEnv``) loaded with it;
 - :mod:`world`, :mod:`text`, :mod:`frame`, :mod:`expert`: the state, the task text, the image
   and the oracle;
-- :mod:`env`: the :class:`~env_server.core.Env` (``env-server --env alfworld``).
+- :mod:`env`: the :class:`~visact.env_server.core.Env` (``env-server --env alfworld``).
 
 Importing this package imports nothing of alfworld or textworld; :mod:`env` does.
 """

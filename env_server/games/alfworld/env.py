@@ -47,7 +47,7 @@ from visact.env_server.games.options import check_names
 MAX_STEPS = 50
 WIN_REWARD = 50.0
 #: Seeds from here on play alfworld's unseen rooms under ``split="auto"``: agent-client eval plays
-#: seeds 10^9, 10^9 + 1, ... (``agent.evaluation.EVAL_SEED_BASE``); training seeds are drawn below.
+#: seeds 10^9, 10^9 + 1, ... (``visact.agent.evaluation.EVAL_SEED_BASE``); training seeds are drawn below.
 HELD_OUT_SEEDS = 1_000_000_000
 SPLITS = ("auto", "train", "unseen")
 

@@ -1,6 +1,6 @@
 """Engines: what samples the answers of a batch of observations for the rollout.
 
-One interface (``agent.engines.base.Engine``), two implementations: ``transformers`` (the default:
+One interface (``visact.model.engines.base.Engine``), two implementations: ``transformers`` (the default:
 ``model.generate`` with visact's own sampler, any Hugging Face VLM, any LoRA) and ``vllm`` (vLLM's
 engine with versioned LoRA adapters hot-loaded from the trainer; language-model LoRA only).
 ``make_engine`` builds the one named.

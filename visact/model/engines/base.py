@@ -1,9 +1,9 @@
 """The engine interface the rollout samples through, whatever runs the model.
 
 An engine takes a batch of (image, prompt) pairs, each optionally pinned to a weights version,
-and returns one ``agent.generation.Sample`` per pair: the prompt's token ids as the model saw them,
+and returns one ``visact.model.generation.Sample`` per pair: the prompt's token ids as the model saw them,
 the sampled token ids, their fp32 log-probs under the distribution actually sampled from (special
-tokens masked, then temperature, then top-p: ``agent.generation.sampling_log_probs``, which the
+tokens masked, then temperature, then top-p: ``visact.model.generation.sampling_log_probs``, which the
 learner's teacher-forced recompute uses too), the decoded text with each token's character span
 (from which the policy finds the action's first token), and the version that answered.
 
@@ -57,7 +57,7 @@ class Engine(Protocol):
 
     @property
     def fingerprint(self) -> str:
-        """sha256 of the base weights (``agent.models.weights_fingerprint``), as the trainer checks it."""
+        """sha256 of the base weights (``visact.model.loading.weights_fingerprint``), as the trainer checks it."""
         ...
 
     def sample(

@@ -1,7 +1,7 @@
-"""The default engine: the model in this process, sampled by ``agent.generation.generate_batch``.
+"""The default engine: the model in this process, sampled by ``visact.model.generation.generate_batch``.
 
 It holds one weights version at a time: a new version's LoRA tensors are written into the model's
-adapter in one step (``agent.adapters.apply_adapter``, all or nothing), and every request is
+adapter in one step (``visact.model.adapters.apply_adapter``, all or nothing), and every request is
 answered by it. Any Hugging Face VLM, any LoRA layout (the vision tower's too).
 """
 

@@ -1,6 +1,6 @@
 """The vLLM engine: vLLM samples, visact keeps the prompts, the parsing and the records.
 
-- Prompts are rendered by the checkpoint's own processor (``agent.generation.render_prompt``) and
+- Prompts are rendered by the checkpoint's own processor (``visact.model.generation.render_prompt``) and
   handed to vLLM with the image, so vLLM expands the image tokens itself; the prompt ids it returns
   are the ones the learner re-scores. The sampling distribution is visact's: special tokens other
   than the stop tokens are not allowed (``allowed_token_ids``), then temperature, then top-p, and
