@@ -40,8 +40,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from tests.processes import TRAINER_ARGS, Process, command, start, start_env  # noqa: E402
-from visact import fleet  # noqa: E402
 from visact.env.v1 import env_pb2, env_pb2_grpc  # noqa: E402
+from visact.orchestration import fleet  # noqa: E402
 from visact.rpc import run_async  # noqa: E402
 from visact.trainer.v1 import trainer_pb2, trainer_pb2_grpc  # noqa: E402
 

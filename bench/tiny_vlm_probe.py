@@ -39,8 +39,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from visact.agent import tiny_vlm
 from visact.env_server.games.numberline import NumberLine
+from visact.model import tiny_vlm
 from visact.model.generation import generate_batch, image_inputs, teacher_forced_log_probs
 from visact.model.loading import LoadedVLM, load_vlm, lora_target_modules
 from visact.model.prompts import build_messages, format_target

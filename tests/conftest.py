@@ -1,15 +1,33 @@
 """Shared fixtures: every process a test starts is stopped when it ends; an in-process CounterEnv
-server on port 0."""
+server on port 0. And the service folders are reachable only as visact.agent, visact.trainer and
+visact.env_server: from the repository root ``import agent`` would load a second copy of them."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import sys
+from collections.abc import Iterator, Sequence
+from importlib.machinery import ModuleSpec
+from types import ModuleType
 from typing import Any
 
 import pytest
 
 from tests.envs import CounterEnv
 from tests.processes import STARTED, stop_started_since
+
+
+class _InstalledNamesOnly:
+    """Refuses ``import agent`` / ``trainer`` / ``env_server``: the tests import what users get."""
+
+    def find_spec(
+        self, name: str, path: Sequence[str] | None = None, target: ModuleType | None = None
+    ) -> ModuleSpec | None:
+        if name in ("agent", "trainer", "env_server"):
+            raise ImportError(f"import visact.{name}, not {name}: only the visact namespace is installed")
+        return None
+
+
+sys.meta_path.insert(0, _InstalledNamesOnly())
 
 
 @pytest.fixture(autouse=True)

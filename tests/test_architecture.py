@@ -125,6 +125,17 @@ def test_no_library_module_imports_a_top_level_agent_trainer_or_env_server() -> 
     assert not bare, "import them as visact.agent, visact.trainer, visact.env_server:\n" + "\n".join(bare)
 
 
+def test_no_test_or_bench_imports_a_top_level_agent_trainer_or_env_server() -> None:
+    bare = [
+        f"{path.relative_to(ROOT)}: {name}"
+        for folder in ("tests", "bench")
+        for path in sorted((ROOT / folder).rglob("*.py"))
+        for name in imports_of(path)
+        if name.split(".")[0] in LINKED
+    ]
+    assert not bare, "\n".join(bare)
+
+
 def test_only_visact_is_installed() -> None:
     config = tomllib.loads((ROOT / "pyproject.toml").read_text())
     assert config["tool"]["setuptools"]["packages"]["find"]["include"] == ["visact*"]

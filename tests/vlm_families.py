@@ -19,7 +19,7 @@ from typing import Any
 
 import torch
 
-from visact.agent import tiny_vlm
+from visact.model import tiny_vlm
 
 #: every vision tower and language model here: one small layer
 LAYER = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1, "num_attention_heads": 2}

@@ -65,7 +65,7 @@ def test_module_runs_and_imports_no_torch() -> None:
     probe = (
         "import sys, runpy\n"
         "sys.argv = ['healthcheck', '--address', '127.0.0.1:1', '--timeout', '0.5']\n"
-        "try:\n    runpy.run_module('env_server.healthcheck', run_name='__main__')\n"
+        "try:\n    runpy.run_module('visact.env_server.healthcheck', run_name='__main__')\n"
         "except SystemExit as e:\n    code = e.code\n"
         "assert not any(m.split('.')[0] in ('torch', 'transformers') for m in sys.modules)\n"
         "sys.exit(code)\n"

@@ -148,7 +148,11 @@ def conformance_command() -> list[str]:
     )
     if script:
         return [script]
-    return [sys.executable, "-c", "import sys; from env_server.conformance.cli import main; sys.exit(main())"]
+    return [
+        sys.executable,
+        "-c",
+        "import sys; from visact.env_server.conformance.cli import main; sys.exit(main())",
+    ]
 
 
 def run_conformance(server: NodeServer, *args: str) -> str:

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from tests.processes import Process, command, start, wait_for
-from visact.agent import tiny_vlm
+from visact.model import tiny_vlm
 
 pytestmark = pytest.mark.slow
 

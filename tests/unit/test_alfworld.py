@@ -401,7 +401,7 @@ def test_frames_follow_the_game(env: AlfWorld) -> None:
 
 def test_importing_and_playing_creates_no_alfworld_data_folder(tmp_path: Path) -> None:
     code = (
-        "from env_server.games.alfworld.env import AlfWorld\n"
+        "from visact.env_server.games.alfworld.env import AlfWorld\n"
         "env = AlfWorld(); env.reset(seed=0, options={'room': 'FloorPlan401'}); env.step(env.expert().action)\n"
     )
     environment = {k: v for k, v in os.environ.items() if k != "ALFWORLD_DATA"} | {"HOME": str(tmp_path)}

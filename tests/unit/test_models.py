@@ -17,7 +17,7 @@ import pytest
 import torch
 from PIL import Image, ImageDraw, ImageFont
 
-from visact.agent import tiny_vlm
+from visact.model import tiny_vlm
 from visact.model.generation import (
     Sample,
     _SampleAndRecord,

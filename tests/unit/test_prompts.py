@@ -218,7 +218,7 @@ class Block:
         return None
 sys.meta_path.insert(0, Block())
 import visact.model.prompts, visact.agent.parsing
-print(agent.parsing.parse_action('{"action": "+"}', ["-", "+"]).action)
+print(visact.agent.parsing.parse_action('{"action": "+"}', ["-", "+"]).action)
 """
 
 
