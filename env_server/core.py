@@ -2,7 +2,7 @@
 
 A game is a small class deriving from :class:`Env`. The generic servicer
 (``visact.env_server.service``) serves any such class; Gymnasium environments are
-wrapped by ``visact.env_server.gym_adapter``. ``visact.env_server.checker.check_env`` checks
+wrapped by ``visact.env_server.gym_adapter``. ``visact.env_server.conformance.check_env`` checks
 a class in process, the way the conformance suite checks a server.
 
 Contract:

@@ -9,8 +9,13 @@ or from Python::
 
     report = run_conformance("localhost:50051", Options(token="..."))
     assert report.ok, report.to_text()
+
+and for an ``Env`` class in process (served on a free loopback port)::
+
+    report = check_env(MyGame)
 """
 
+from visact.env_server.conformance.check_env import check_env
 from visact.env_server.conformance.checks import CHECKS, NAMES, Check
 from visact.env_server.conformance.context import Options
 from visact.env_server.conformance.report import CheckResult, Level, Outcome, Report
@@ -25,5 +30,6 @@ __all__ = [
     "Options",
     "Outcome",
     "Report",
+    "check_env",
     "run_conformance",
 ]

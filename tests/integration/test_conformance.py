@@ -27,7 +27,7 @@ from tests.processes import command, start_process
 from visact import rpc
 from visact.env.v1 import env_pb2 as pb
 from visact.env.v1 import env_pb2_grpc as pb_grpc
-from visact.env_server.conformance import NAMES, Options, Outcome, Report, run_conformance
+from visact.env_server.conformance import NAMES, Options, Outcome, Report, check_env, run_conformance
 from visact.env_server.conformance.cli import main as conformance_main
 from visact.env_server.core import Env, StepOutcome
 from visact.env_server.errors import InvalidAction, UnknownSession
@@ -236,6 +236,15 @@ def test_a_broken_server_fails_the_matching_check(
     # the bare server has neither: recommended checks are skipped, not failed
     assert report.result("health").outcome is Outcome.SKIP
     assert report.result("reflection").outcome is Outcome.SKIP
+
+
+def test_check_env_runs_the_suite_on_a_class_in_process() -> None:
+    good = check_env(CounterEnv)
+    assert good.ok, good.to_text()
+    assert {r.outcome for r in good.results} == {Outcome.PASS, Outcome.SKIP}  # auth.token: no token
+    narrow = check_env(NarrowImageEnv, Options(only=["reset.observation"]))
+    assert narrow.result("reset.observation").outcome is Outcome.FAIL
+    assert "image declares height, width, channels = (8, 5, 3)" in narrow.result("reset.observation").reason
 
 
 def test_a_server_that_never_reaps_fails_the_reaper_check() -> None:
