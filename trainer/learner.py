@@ -8,7 +8,8 @@ update(episodes), top to bottom:
      score is dropped from the update whole (counted in ``counters/samples_dropped`` and
      ``counters/episodes_dropped``, logged with its agent and episode id), and training goes on
      with the rest; with several processes, every process drops what any of them could not score;
-  3. GAE per episode -> advantages and returns;
+  3. advantages and value targets by ``--advantage`` (``visact.trainer.advantages``: GAE per
+     episode, the paper's; GRPO; GiGPO);
   4. PPO epochs over shuffled minibatches, each accumulated from micro batches:
      the CoT-weighted action log-prob, the clipped policy loss with the truncated importance
      weight for stale samples, the clipped value loss, gradient clipping, an Adam step;
@@ -25,7 +26,6 @@ Dropout stays off (eval mode) so the ratio starts at exactly 1 on the first mini
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import logging
 import math
 import time
@@ -35,7 +35,6 @@ from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
 import torch
 from torch import Tensor, nn
 
@@ -56,6 +55,7 @@ from visact.model.loading import (
     weights_fingerprint,
 )
 from visact.trainer import ppo
+from visact.trainer.advantages import ADVANTAGES
 from visact.trainer.config import TrainerConfig
 from visact.wire.episodes import EpisodeData, StepData
 
@@ -303,36 +303,6 @@ class Learner:
         return {int(i) for i in torch.nonzero(mask.cpu() > 0).flatten().tolist()}
 
     # ------------------------------------------------------------------ the update
-    def _gae(
-        self, episodes: Sequence[EpisodeData], values: Tensor, bootstrap: dict[int, float]
-    ) -> tuple[Tensor, Tensor]:
-        """GAE per episode (truncated episodes bootstrap from their next observation, whose
-        values ``bootstrap`` has by episode index): the advantage and the value target of every
-        step, in batch order."""
-        config = self.config
-        n = sum(len(e.steps) for e in episodes)
-        advantages = torch.zeros(n)
-        returns = torch.zeros(n)
-        start = 0
-        for index, episode in enumerate(episodes):
-            end = start + len(episode.steps)
-            steps = episode.steps
-            next_values = torch.zeros(len(steps))
-            if index in bootstrap:
-                next_values[-1] = bootstrap[index]
-            adv, ret = ppo.compute_gae(
-                torch.tensor([s.reward for s in steps]),
-                values[start:end],
-                torch.tensor([s.terminated for s in steps]),
-                torch.tensor([s.truncated for s in steps]),
-                gamma=config.gamma,
-                lam=config.gae_lambda,
-                next_values=next_values,
-            )
-            advantages[start:end], returns[start:end] = adv, ret
-            start = end
-        return advantages, returns
-
     def update(self, episodes: Sequence[EpisodeData]) -> dict[str, float]:
         """One PPO update on ``episodes``; returns metrics. Bumps ``version``."""
         config = self.config
@@ -356,15 +326,11 @@ class Learner:
             ]
         )
 
-        # 2.-3. advantages and value targets
-        if config.group_relative:
-            advantages = group_advantages(episodes, gamma=config.gamma, per_state=config.advantage == "gigpo")
-            returns = old.values.detach().float().clone()  # no value target of its own: no value loss
-        else:
-            advantages, returns = self._gae(episodes, old.values, bootstrap)
-            if config.normalize_advantages and n > 1:
-                advantages = ppo.normalize_advantages(advantages)
-        vf_coef = 0.0 if config.group_relative else config.vf_coef
+        # 2.-3. advantages and value targets, by the configured estimator
+        advantages, returns, value_loss = ADVANTAGES[config.advantage](
+            episodes, old.values, bootstrap, config
+        )
+        vf_coef = config.vf_coef if value_loss else 0.0
 
         # 4. PPO epochs over minibatches, accumulated from micro batches
         sums: dict[str, float] = defaultdict(float)
@@ -449,42 +415,6 @@ class Learner:
         metrics.update({"charts/steps": 0.0, "charts/optimizer_steps": 0.0})
         metrics["perf/update_seconds"] = time.monotonic() - started
         return metrics
-
-
-def group_advantages(episodes: Sequence[EpisodeData], *, gamma: float, per_state: bool) -> Tensor:
-    """Every step's advantage from its group (the batch's episodes of one env and seed), in batch
-    order: GRPO, each step gets its episode's return against its group's; GiGPO (``per_state``,
-    Feng et al. 2025) adds the step's discounted return against those of the group's steps taken
-    from the same state (same image and prompt), so that of two episodes that met one state, the
-    step that did better from it is preferred, whatever else the episodes did."""
-    per_episode = ppo.group_relative_advantages(
-        torch.tensor([e.total_reward for e in episodes]), [(e.env, e.seed) for e in episodes]
-    )
-    advantages = torch.cat([per_episode[i].repeat(len(e.steps)) for i, e in enumerate(episodes)])
-    if not per_state:
-        return advantages.float()
-    step_returns: list[float] = []
-    anchors: list[tuple[str, int, bytes]] = []
-    for episode in episodes:
-        future = 0.0
-        returns = []
-        for sample in reversed(episode.steps):
-            future = sample.reward + gamma * future
-            returns.append(future)
-        step_returns += reversed(returns)
-        anchors += [(episode.env, episode.seed, _state_key(s)) for s in episode.steps]
-    per_step = ppo.group_relative_advantages(torch.tensor(step_returns), list(anchors))
-    return (advantages + per_step).float()
-
-
-def _state_key(sample: StepData) -> bytes:
-    """What identifies the state a step was taken from: its image and its prompt."""
-    pixels = sample.image.pixels()
-    digest = hashlib.blake2b(digest_size=16)
-    digest.update(repr(pixels.shape).encode())
-    digest.update(np.asarray(sample.prompt_ids, dtype=np.int64).tobytes())
-    digest.update(np.ascontiguousarray(pixels).tobytes())
-    return digest.digest()
 
 
 def batch_metrics(episodes: Sequence[EpisodeData], *, latest_version: int) -> dict[str, float]:

@@ -4,6 +4,7 @@ the batch metrics. Every expected number is worked out here by hand.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import math
 
@@ -12,7 +13,9 @@ import pytest
 import torch
 
 from tests.episodes import png_image
-from visact.trainer.learner import ValueHead, batch_metrics, group_advantages, lr_factor
+from visact.trainer.advantages import ADVANTAGES
+from visact.trainer.config import TrainerConfig
+from visact.trainer.learner import ValueHead, batch_metrics, lr_factor
 from visact.wire.episodes import EpisodeData, StepData
 
 # ---------------------------------------------------------------------------------------------
@@ -188,9 +191,34 @@ def test_grpo_and_gigpo_advantages_by_hand() -> None:
     b = EpisodeData(agent_id="x", env="n", seed=5, steps=[at(0, -1.0), at(2, 0.0), at(1, 1.0, last=True)])
     c = EpisodeData(agent_id="x", env="n", seed=6, steps=[at(0, 1.0, last=True)])
     # per episode: returns 1 and 0 -> +1, -1 (population std 0.5); C alone -> 0
-    grpo = group_advantages([a, b, c], gamma=0.9, per_state=False)
+    config = TrainerConfig(gamma=0.9, advantage="grpo", group_size=2)
+    values = torch.arange(6, dtype=torch.float32)  # no value function: the targets are the old values
+    grpo, returns, value_loss = ADVANTAGES["grpo"]([a, b, c], values, {}, config)
+    assert not value_loss
+    torch.testing.assert_close(returns, values)
     torch.testing.assert_close(grpo, torch.tensor([1.0, 1.0, -1.0, -1.0, -1.0, 0.0]), atol=1e-5, rtol=0)
     # per state, discounted at 0.9: from s0 A got 0 + 0.9 * 1 = 0.9 and B -1 + 0.81 = -0.19
     # (+1, -1); from s1 both got 1 (0 each); s2 only B (0); C's s0 is another seed's (0)
-    gigpo = group_advantages([a, b, c], gamma=0.9, per_state=True)
+    gigpo, _, value_loss = ADVANTAGES["gigpo"]([a, b, c], values, {}, config)
+    assert not value_loss
     torch.testing.assert_close(gigpo, torch.tensor([2.0, 1.0, -2.0, -1.0, -1.0, 0.0]), atol=1e-5, rtol=0)
+
+
+def test_every_advantage_choice_has_an_estimator() -> None:
+    choices = next(f for f in dataclasses.fields(TrainerConfig) if f.name == "advantage").metadata["choices"]
+    assert sorted(ADVANTAGES) == sorted(choices)
+
+
+def test_gae_estimator_bootstraps_truncated_episodes_and_normalizes() -> None:
+    # one truncated step (reward 1, value 0) bootstraps from 2.0 at gamma 0.5: advantage 1 + 0.5 * 2 = 2
+    step = at(0, 1.0)
+    step.truncated = True
+    episode = EpisodeData(agent_id="x", env="n", seed=1, steps=[step])
+    raw = TrainerConfig(gamma=0.5, normalize_advantages=False)
+    advantages, returns, value_loss = ADVANTAGES["gae"]([episode], torch.zeros(1), {0: 2.0}, raw)
+    assert value_loss
+    torch.testing.assert_close(advantages, torch.tensor([2.0]))
+    torch.testing.assert_close(returns, torch.tensor([2.0]))
+    two = [episode, EpisodeData(agent_id="x", env="n", seed=2, steps=[at(0, 0.0, last=True)])]
+    normalized, _, _ = ADVANTAGES["gae"](two, torch.zeros(2), {0: 2.0}, TrainerConfig(gamma=0.5))
+    assert abs(float(normalized.mean())) < 1e-6 and normalized[0] > normalized[1]
