@@ -6,7 +6,7 @@ Two parts, each a few minutes of CPU on 2 threads (the machines are shared: keep
            teacher-forced forward+backward at B=8 on real NumberLine prompts (full model and LoRA).
 ``read``   supervised training on NumberLine frames (``visact.env_server.games.numberline``), then greedy
            decoding of every state: are the numbers read and the action right? The tricks of
-           /work/shared/notes/tiny-vlm.md: few image tokens, the image-dependent answer tokens
+           the tiny-VLM probe notes (docs/learning-notes.md): few image tokens, the image-dependent answer tokens
            (digits, comparison words, the action) weighted x``--weight`` in the loss, and a short
            vision warm-up (the tower plus a throw-away linear head that classifies both digits).
            Six of the 30 (target, current) states are held out of training, each digit once per

@@ -5,7 +5,7 @@
 #      "setrlimit ... Operation not permitted" here)
 #   3. debootstrap a minimal Debian and import it as localhost/debian-base:bookworm (if absent),
 #      the base image the tests build on, since no public image can be pulled here.
-# This is the recipe of shared/machine.md that was seen working on these machines.
+# This is the recipe that was seen working on these machines (rootful, no systemd, nested).
 #
 # Usage (as root):
 #   eval "$(bash deploy/podman-setup.sh)"      # progress on stderr, `export ...` lines on stdout

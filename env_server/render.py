@@ -175,12 +175,6 @@ def glyph_mask(content: str, max_width: int, max_height: int, max_squeeze: float
     return mask
 
 
-def to_array(image: Image.Image) -> np.ndarray:
-    """The image as a fresh, writable (H, W, 3) uint8 array."""
-    array = np.asarray(image.convert("RGB"), dtype=np.uint8)
-    return array.copy() if not array.flags.writeable else array
-
-
 def frozen_array(image: Image.Image) -> np.ndarray:
     """The image as a read-only (H, W, 3) uint8 array, safe to keep in a cache."""
     array = np.array(image.convert("RGB"), dtype=np.uint8)

@@ -65,7 +65,7 @@ class TrainerConfig:
         },
     )
     value_lr_scale: float = field(default=1.0, metadata={"help": "value head learning rate / --lr"})
-    # -- PPO (paper, section "method" of ../shared/reference.md)
+    # -- PPO (RL4VLM's method and defaults: Zhai et al., NeurIPS 2024)
     steps_per_update: int = field(default=512, metadata={"help": "env steps gathered per PPO update"})
     ppo_epochs: int = field(default=4, metadata={"help": "passes over each batch"})
     minibatch_size: int = field(default=128, metadata={"help": "samples per optimizer step"})

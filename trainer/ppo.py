@@ -62,7 +62,6 @@ def compute_gae(
     gamma: float,
     lam: float,
     next_values: Tensor | None = None,
-    bootstrap_value: float | Tensor = 0.0,
 ) -> tuple[Tensor, Tensor]:
     """GAE advantages and returns for the steps of one session, in order (1-D tensors of length T).
 
@@ -77,8 +76,8 @@ def compute_gae(
     - ``next_values[t]`` if ``truncated[t]`` (a time limit: the episode would have gone on, so
       bootstrap from the value of its final observation; required when any step is truncated,
       pass ``torch.zeros_like(values)`` to knowingly treat truncation as termination);
-    - ``bootstrap_value`` for the last step of an unfinished tail (its next observation is not
-      in this batch; the learner passes the value of the session's current observation);
+    - ``0`` for the last step of an unfinished tail (the learner passes whole episodes only:
+      each ends terminated or truncated);
     - ``values[t + 1]`` otherwise.
 
     With that ``V'_t`` and ``c_t = 0`` at an episode end or at the last step, else ``1``::
@@ -112,7 +111,6 @@ def compute_gae(
     r = rewards.detach().double().tolist()
     v = values.detach().double().tolist()
     nv = next_values.detach().double().tolist() if next_values is not None else [0.0] * n
-    tail = float(bootstrap_value)
 
     adv = [0.0] * n
     next_adv = 0.0
@@ -122,7 +120,7 @@ def compute_gae(
         elif trunc[t]:
             next_value, continues = nv[t], False
         elif t == n - 1:
-            next_value, continues = tail, False
+            next_value, continues = 0.0, False
         else:
             next_value, continues = v[t + 1], True
         delta = r[t] + gamma * next_value - v[t]

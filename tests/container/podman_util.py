@@ -1,4 +1,4 @@
-"""What the container tests share: podman with the containers.conf of shared/machine.md, the local
+"""What the container tests share: podman with the containers.conf deploy/podman-setup.sh writes, the local
 base image, the skip-or-fail policy, and image builds that keep podman's layer cache warm.
 
 Without podman (or the base image, or podman-compose) the container tests skip, except under CI

@@ -47,7 +47,7 @@ SLIM_LIMIT_MB = 600  # the image stays slim: no torch (that alone is ~1 GB)
 
 @pytest.fixture(scope="module")
 def podman_env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
-    """The environment for podman commands, with the containers.conf of shared/machine.md."""
+    """The environment for podman commands, with the containers.conf deploy/podman-setup.sh writes."""
     return podman_environment(tmp_path_factory.mktemp("podman"))
 
 

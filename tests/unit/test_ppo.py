@@ -143,8 +143,10 @@ def test_gae_lambda_one_is_monte_carlo_and_lambda_zero_is_td() -> None:
     adv, ret = compute_gae(t(rewards), t(values), b([False, False, True]), no, gamma=0.5, lam=1.0)
     assert_close(adv, [2.75 - 0.5, 3.5 - 0.25, 3.0 - 0.125])
     assert_close(ret, [2.75, 3.5, 3.0])
-    # lam=0: A_t = one-step TD error r_t + gamma V(s_{t+1}) - V(s_t); tail bootstrap 1.
-    adv, _ = compute_gae(t(rewards), t(values), no, no, gamma=0.5, lam=0.0, bootstrap_value=1.0)
+    # lam=0: A_t = one-step TD error r_t + gamma V(s_{t+1}) - V(s_t); truncated at the end, next value 1.
+    adv, _ = compute_gae(
+        t(rewards), t(values), no, b([False, False, True]), gamma=0.5, lam=0.0, next_values=t([0.0, 0.0, 1.0])
+    )
     assert_close(adv, [1 + 0.125 - 0.5, 2 + 0.0625 - 0.25, 3 + 0.5 - 0.125])
 
 
