@@ -96,27 +96,20 @@ def test_gae_termination_in_middle_and_truncation_at_end() -> None:
         next_values=t([99.0, 99.0, 99.0, 0.8]),  # read only where truncated
         gamma=0.5,
         lam=0.5,
-        bootstrap_value=123.0,  # ignored: the last step ended its episode
     )
     assert_close(adv, [0.75, -1.0, -0.5, 2.0])
     assert_close(ret, [1.25, 0.0, -0.3, 2.4])
 
 
-def test_gae_unfinished_tail_bootstraps_from_bootstrap_value() -> None:
-    # gamma = lam = 0.5; tail bootstrap value 4.
-    #   t=1: delta = 1 + 0.5*4 - 2 = 1;   A1 = 1
-    #   t=0: delta = 0 + 0.5*2 - 1 = 0;   A0 = 0 + 0.25*1 = 0.25
+def test_gae_unfinished_tail_ends_at_zero() -> None:
+    # gamma = lam = 0.5; the last step neither terminated nor truncated: its next value is 0.
+    #   t=1: delta = 1 + 0 - 2 = -1;      A1 = -1
+    #   t=0: delta = 0 + 0.5*2 - 1 = 0;   A0 = 0 + 0.25*(-1) = -0.25
     adv, ret = compute_gae(
-        t([0.0, 1.0]),
-        t([1.0, 2.0]),
-        b([False, False]),
-        b([False, False]),
-        gamma=0.5,
-        lam=0.5,
-        bootstrap_value=torch.tensor(4.0),
+        t([0.0, 1.0]), t([1.0, 2.0]), b([False, False]), b([False, False]), gamma=0.5, lam=0.5
     )
-    assert_close(adv, [0.25, 1.0])
-    assert_close(ret, [1.25, 3.0])
+    assert_close(adv, [-0.25, -1.0])
+    assert_close(ret, [0.75, 1.0])
 
 
 def test_gae_terminated_wins_over_truncated() -> None:
@@ -194,10 +187,8 @@ def test_gae_matches_forward_sum_definition_with_paper_coefficients(seed: int) -
     term = [rng.random() < 0.1 for _ in range(n)]
     trunc = [rng.random() < 0.1 for _ in range(n)]
     nv = [rng.uniform(-2, 2) for _ in range(n)]
-    expected = _reference_gae(r, v, term, trunc, nv, 0.7, 0.9, 0.95)
-    adv, _ = compute_gae(
-        t(r), t(v), b(term), b(trunc), next_values=t(nv), bootstrap_value=0.7, gamma=0.9, lam=0.95
-    )
+    expected = _reference_gae(r, v, term, trunc, nv, 0.0, 0.9, 0.95)
+    adv, _ = compute_gae(t(r), t(v), b(term), b(trunc), next_values=t(nv), gamma=0.9, lam=0.95)
     assert_close(adv, expected)
 
 
