@@ -2,7 +2,7 @@
 
 Each takes the batch's episodes (in batch order), the old values of their steps, the bootstrap
 values of truncated episodes (by episode index) and the config, and returns every step's
-advantage and value target, and whether the value head trains on those targets. The tensor
+advantage and value target (None for an estimator without a value function: no value loss). The tensor
 math is in ``visact.trainer.ppo``; this file only walks episodes. A new estimator is one function
 here, one entry in ``ADVANTAGES`` and its name in ``TrainerConfig.advantage``'s choices.
 """
@@ -24,8 +24,7 @@ from visact.wire.episodes import EpisodeData, StepData
 
 class Advantages(NamedTuple):
     advantages: Tensor  # one per step, in batch order
-    returns: Tensor  # the value target of every step
-    value_loss: bool  # False: the estimator needs no value function (its returns are the old values)
+    returns: Tensor | None  # the value target of every step; None: no value function, no value loss
 
 
 Estimator = Callable[[Sequence[EpisodeData], Tensor, dict[int, float], TrainerConfig], Advantages]
@@ -58,16 +57,16 @@ def gae(
         start = end
     if config.normalize_advantages and n > 1:
         advantages = ppo.normalize_advantages(advantages)
-    return Advantages(advantages, returns, value_loss=True)
+    return Advantages(advantages, returns)
 
 
 def grpo(
     episodes: Sequence[EpisodeData], values: Tensor, bootstrap: dict[int, float], config: TrainerConfig
 ) -> Advantages:
     """GRPO: every step gets its episode's return against its group's (the batch's episodes of
-    one env and seed). No value function: the value target is the old value (no value loss)."""
-    del bootstrap
-    return Advantages(_episode_advantages(episodes), values.detach().float().clone(), value_loss=False)
+    one env and seed). No value function, so no value target and no value loss."""
+    del values, bootstrap
+    return Advantages(_episode_advantages(episodes), None)
 
 
 def gigpo(
@@ -76,7 +75,7 @@ def gigpo(
     """GiGPO (Feng et al. 2025): GRPO plus each step's discounted return against those of the
     group's steps taken from the same state (same image and prompt), so that of two episodes that
     met one state, the step that did better from it is preferred, whatever else the episodes did."""
-    del bootstrap
+    del values, bootstrap
     step_returns: list[float] = []
     anchors: list[tuple[str, int, bytes]] = []
     for episode in episodes:
@@ -89,7 +88,7 @@ def gigpo(
         anchors += [(episode.env, episode.seed, _state_key(s)) for s in episode.steps]
     per_state = ppo.group_relative_advantages(torch.tensor(step_returns), list(anchors))
     advantages = (_episode_advantages(episodes) + per_state).float()
-    return Advantages(advantages, values.detach().float().clone(), value_loss=False)
+    return Advantages(advantages, None)
 
 
 ADVANTAGES: dict[str, Estimator] = {"gae": gae, "grpo": grpo, "gigpo": gigpo}

@@ -327,10 +327,7 @@ class Learner:
         )
 
         # 2.-3. advantages and value targets, by the configured estimator
-        advantages, returns, value_loss = ADVANTAGES[config.advantage](
-            episodes, old.values, bootstrap, config
-        )
-        vf_coef = config.vf_coef if value_loss else 0.0
+        advantages, returns = ADVANTAGES[config.advantage](episodes, old.values, bootstrap, config)
 
         # 4. PPO epochs over minibatches, accumulated from micro batches
         sums: dict[str, float] = defaultdict(float)
@@ -358,10 +355,10 @@ class Learner:
                         advantages=advantages[rows].to(device),
                         new_values=new_values[:real],
                         old_values=old.values[rows].to(device),
-                        returns=returns[rows].to(device),
+                        returns=None if returns is None else returns[rows].to(device),
                         clip_coef=config.clip,
                         value_clip=config.value_clip or None,
-                        vf_coef=vf_coef,
+                        vf_coef=config.vf_coef,
                         is_clip=config.is_clip,
                     )
                     share = real / len(indices)
@@ -396,9 +393,7 @@ class Learner:
         if not math.isnan(stop_kl):
             metrics["losses/stop_kl"] = stop_kl
         metrics["charts/advantage_std"] = float(advantages.std()) if n > 1 else 0.0
-        if config.group_relative:  # no value loss: its numbers would only mislead
-            metrics.pop("losses/value", None)
-            metrics.pop("losses/explained_variance", None)
+        if config.group_relative:
             groups = len({(e.env, e.seed) for e in episodes})
             metrics["charts/groups"] = float(groups)
             metrics["charts/group_size_mean"] = len(episodes) / groups

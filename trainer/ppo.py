@@ -355,7 +355,7 @@ def ppo_loss(
     advantages: Tensor,
     new_values: Tensor,
     old_values: Tensor,
-    returns: Tensor,
+    returns: Tensor | None,
     clip_coef: float,
     value_clip: float | None,
     vf_coef: float,
@@ -367,7 +367,8 @@ def ppo_loss(
     - ``old_log_prob``: the same under the proximal policy (the learner's at the start of
       this update); ``behavior_log_prob``: what the sampler recorded, or None if the samples
       are on-policy (then no importance weight);
-    - ``advantages`` (normalized or not, the caller's choice), ``returns`` from ``compute_gae``;
+    - ``advantages`` (normalized or not, the caller's choice), ``returns`` from ``compute_gae``,
+      or None for an estimator without a value function (GRPO, GiGPO): no value loss then;
     - ``new_values`` (with grad) and ``old_values`` (at rollout time) from the value head.
 
     ::
@@ -385,19 +386,23 @@ def ppo_loss(
     if behavior_log_prob is not None:
         is_weight = truncated_is_weight(old_log_prob, behavior_log_prob, is_clip)
     pg = policy_loss(new_log_prob, old_log_prob, advantages, clip_coef, is_weight)
-    v_loss = value_loss(new_values, old_values, returns, value_clip)
-    total = pg.loss + vf_coef * v_loss
-
     metrics = {
-        "losses/total": total.item(),
         "losses/policy": pg.loss.item(),
-        "losses/value": v_loss.item(),
         "losses/approx_kl": pg.approx_kl.item(),
         "losses/clip_frac": pg.clip_frac.item(),
-        "losses/explained_variance": explained_variance(new_values, returns).item(),
         "losses/is_weight_mean": 1.0,
         "losses/is_truncated_frac": 0.0,
     }
+    if returns is None:
+        # no value target: the value head stays in the graph with a zero gradient, so that
+        # data-parallel training sees every parameter used
+        total = pg.loss + 0.0 * new_values.sum()
+    else:
+        v_loss = value_loss(new_values, old_values, returns, value_clip)
+        total = pg.loss + vf_coef * v_loss
+        metrics["losses/value"] = v_loss.item()
+        metrics["losses/explained_variance"] = explained_variance(new_values, returns).item()
+    metrics["losses/total"] = total.item()
     if is_weight is not None:
         metrics["losses/is_weight_mean"] = is_weight.mean().item()
         metrics["losses/is_truncated_frac"] = (is_weight >= is_clip).to(is_weight.dtype).mean().item()

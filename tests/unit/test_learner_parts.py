@@ -192,15 +192,14 @@ def test_grpo_and_gigpo_advantages_by_hand() -> None:
     c = EpisodeData(agent_id="x", env="n", seed=6, steps=[at(0, 1.0, last=True)])
     # per episode: returns 1 and 0 -> +1, -1 (population std 0.5); C alone -> 0
     config = TrainerConfig(gamma=0.9, advantage="grpo", group_size=2)
-    values = torch.arange(6, dtype=torch.float32)  # no value function: the targets are the old values
-    grpo, returns, value_loss = ADVANTAGES["grpo"]([a, b, c], values, {}, config)
-    assert not value_loss
-    torch.testing.assert_close(returns, values)
+    values = torch.arange(6, dtype=torch.float32)
+    grpo, returns = ADVANTAGES["grpo"]([a, b, c], values, {}, config)
+    assert returns is None  # no value function, no value target
     torch.testing.assert_close(grpo, torch.tensor([1.0, 1.0, -1.0, -1.0, -1.0, 0.0]), atol=1e-5, rtol=0)
     # per state, discounted at 0.9: from s0 A got 0 + 0.9 * 1 = 0.9 and B -1 + 0.81 = -0.19
     # (+1, -1); from s1 both got 1 (0 each); s2 only B (0); C's s0 is another seed's (0)
-    gigpo, _, value_loss = ADVANTAGES["gigpo"]([a, b, c], values, {}, config)
-    assert not value_loss
+    gigpo, returns = ADVANTAGES["gigpo"]([a, b, c], values, {}, config)
+    assert returns is None
     torch.testing.assert_close(gigpo, torch.tensor([2.0, 1.0, -2.0, -1.0, -1.0, 0.0]), atol=1e-5, rtol=0)
 
 
@@ -215,10 +214,10 @@ def test_gae_estimator_bootstraps_truncated_episodes_and_normalizes() -> None:
     step.truncated = True
     episode = EpisodeData(agent_id="x", env="n", seed=1, steps=[step])
     raw = TrainerConfig(gamma=0.5, normalize_advantages=False)
-    advantages, returns, value_loss = ADVANTAGES["gae"]([episode], torch.zeros(1), {0: 2.0}, raw)
-    assert value_loss
+    advantages, returns = ADVANTAGES["gae"]([episode], torch.zeros(1), {0: 2.0}, raw)
     torch.testing.assert_close(advantages, torch.tensor([2.0]))
+    assert returns is not None
     torch.testing.assert_close(returns, torch.tensor([2.0]))
     two = [episode, EpisodeData(agent_id="x", env="n", seed=2, steps=[at(0, 0.0, last=True)])]
-    normalized, _, _ = ADVANTAGES["gae"](two, torch.zeros(2), {0: 2.0}, TrainerConfig(gamma=0.5))
+    normalized, _ = ADVANTAGES["gae"](two, torch.zeros(2), {0: 2.0}, TrainerConfig(gamma=0.5))
     assert abs(float(normalized.mean())) < 1e-6 and normalized[0] > normalized[1]

@@ -502,6 +502,32 @@ def test_gradients_flow_end_to_end(dtype: torch.dtype) -> None:
     assert all(math.isfinite(v) for v in metrics.values())
 
 
+def test_ppo_loss_without_value_targets_is_the_policy_loss_alone() -> None:
+    # GRPO and GiGPO have no value function: no value loss, no value metrics, a zero gradient
+    # for the value head (kept in the graph for data-parallel training)
+    new_lp = torch.tensor([-1.0, -2.0], requires_grad=True)
+    values = torch.tensor([0.3, -0.7], requires_grad=True)
+    common = {
+        "new_log_prob": new_lp,
+        "old_log_prob": torch.tensor([-1.0, -2.0]),
+        "behavior_log_prob": None,
+        "advantages": torch.tensor([1.0, -1.0]),
+        "new_values": values,
+        "old_values": torch.zeros(2),
+        "clip_coef": 0.1,
+        "value_clip": 0.1,
+        "vf_coef": 0.5,
+        "is_clip": 2.0,
+    }
+    total, metrics = ppo_loss(returns=None, **common)  # type: ignore[arg-type]
+    assert "losses/value" not in metrics and "losses/explained_variance" not in metrics
+    assert metrics["losses/total"] == pytest.approx(metrics["losses/policy"])
+    total.backward()
+    assert values.grad is not None and not values.grad.any()
+    with_value, metrics = ppo_loss(returns=torch.tensor([5.0, 5.0]), **common)  # type: ignore[arg-type]
+    assert metrics["losses/value"] > 0 and with_value.item() > total.item()
+
+
 # ---------------------------------------------------------------------------------------------
 # 6. Minibatches
 # ---------------------------------------------------------------------------------------------
