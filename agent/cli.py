@@ -92,6 +92,7 @@ def evaluate(config: AgentConfig, policy: Policy | None = None) -> EvalSummary:
         want_expert=config.oracle,
         label=f"{config.name}:eval",
         seed=config.seed,
+        check_facts=config.cot and config.check_facts,
     )
     episodes: list[Episode] = []
     bar = _progress(config.episodes, "eval episodes", config.progress)
@@ -151,6 +152,7 @@ def run_agent(config: AgentConfig) -> int:
         want_expert=config.oracle,
         label=config.name,
         seed=config.seed,
+        check_facts=config.cot and config.check_facts,
     )
     wins: list[bool] = []
 
@@ -164,6 +166,7 @@ def run_agent(config: AgentConfig) -> int:
                     "episodes": stats.episodes,
                     "success_last_20": sum(wins[-20:]) / 20,
                     "valid_rate": round(stats.parse.valid_rate, 3),
+                    "fact_accuracy": round(stats.facts.accuracy, 3),
                     "steps_per_s": round(stats.steps / max(stats.seconds, 1e-9), 2),
                 },
             )

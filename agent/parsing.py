@@ -10,6 +10,8 @@ it contains, else a random one. Here the reply is read as the JSON object the pr
 3. :class:`ParseStats`: counts per failure kind and the valid-action rate, as metrics.
 4. :func:`action_span_start_token`: ``action_char_start`` to the index of the first action
    token, from the tokenizer's offsets (never from hard-coded token ids: RL4VLM issues #17, #19).
+5. :func:`check_facts` and :class:`FactStats`: the facts the reply's chain of thought states,
+   each checked against the truth (the environment's expert facts), and fact accuracy.
 
 How a reply is read
 -------------------
@@ -60,10 +62,13 @@ from agent.prompts import ACTION_KEY, check_legal_actions, key_name
 
 __all__ = [
     "BadAnswerPolicy",
+    "FactStats",
     "ParseFailure",
     "ParseStats",
     "ParsedAction",
     "action_span_start_token",
+    "answer_values",
+    "check_facts",
     "parse_action",
     "resolve",
 ]
@@ -490,3 +495,75 @@ def action_span_start_token(offsets: Sequence[tuple[int, int]], char_start: int 
         f"no token reaches character {char_start}: the offsets cover up to {reach}; "
         f"pass the offsets of the same generated text that was parsed"
     )
+
+
+# ---------------------------------------------------------------------------------------------
+# 5. Truthfulness: the facts the chain of thought states, against the environment's
+# ---------------------------------------------------------------------------------------------
+
+
+def answer_values(text: str) -> dict[str, str]:
+    """Every key of the reply's answer object and its value, keys by :func:`agent.prompts.key_name`.
+
+    The object is the first top-level ``{...}`` holding any key (else the loose text), read as
+    :func:`parse_action` reads it; a repeated key keeps its first value.
+    """
+    objects, loose = _segments(_lex(text))
+    segment = next((s for s in objects if _keys(s)), loose)
+    values: dict[str, str] = {}
+    for index in _keys(segment):
+        values.setdefault(key_name(segment.tokens[index].value), _value(text, segment.tokens, index))
+    return values
+
+
+def _fact_form(value: str) -> str:
+    """How a stated fact is compared with the truth: ignoring case and every space."""
+    return "".join(value.split()).casefold()
+
+
+def check_facts(text: str, truth: Sequence[tuple[str, str]]) -> tuple[tuple[str, bool], ...]:
+    """``(key, stated correctly)`` for each ``(key, true value)`` of ``truth``, in its order.
+
+    A fact is stated correctly when the reply's answer object has the key (compared by
+    :func:`agent.prompts.key_name`) with the true value, ignoring case and spaces
+    (``"[1,3, 4,6]"`` states ``"[1, 3, 4, 6]"``). A missing key is a wrong fact: a reply that
+    breaks off before its facts has read nothing. ``truth`` is the environment's expert facts
+    for the observation answered (``ExpertMove.facts``).
+    """
+    stated = answer_values(text)
+    return tuple(
+        (key, key_name(key) in stated and _fact_form(stated[key_name(key)]) == _fact_form(value))
+        for key, value in truth
+    )
+
+
+@dataclass
+class FactStats:
+    """Facts checked and stated correctly, overall and per key; ``metrics()`` for the logs."""
+
+    checked: Counter[str] = field(default_factory=Counter)
+    correct: Counter[str] = field(default_factory=Counter)
+
+    def add(self, checks: Sequence[tuple[str, bool]]) -> None:
+        """Count one answer's checks (:func:`check_facts`)."""
+        for key, right in checks:
+            self.checked[key] += 1
+            self.correct[key] += int(right)
+
+    @property
+    def accuracy(self) -> float:
+        """Correct facts / checked facts; NaN when none was checked (no truth, or action only)."""
+        total = sum(self.checked.values())
+        return sum(self.correct.values()) / total if total else math.nan
+
+    def by_key(self) -> dict[str, float]:
+        """Each key's accuracy, for the keys checked at least once."""
+        return {key: self.correct[key] / n for key, n in sorted(self.checked.items()) if n}
+
+    def metrics(self, prefix: str = "charts/fact_accuracy") -> dict[str, float]:
+        """``{prefix}`` and ``{prefix}/<key>`` (spaces as ``_``); empty when nothing was checked."""
+        if not self.checked:
+            return {}
+        out = {prefix: self.accuracy}
+        out.update({f"{prefix}/{key.replace(' ', '_')}": rate for key, rate in self.by_key().items()})
+        return out

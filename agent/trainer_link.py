@@ -62,6 +62,7 @@ def encode_episode(episode: Episode) -> pb.Episode:
                 temperature=step.temperature,
                 episode_step=step.episode_step,
                 success=bool(step.info.get("success", False)),
+                fact_checks=[pb.FactCheck(key=key, correct=right) for key, right in step.fact_checks],
             )
         )
     if episode.bootstrap_image is not None:
@@ -361,6 +362,7 @@ def run_with_trainer(config: AgentConfig, stop: threading.Event) -> int:
         seed=config.seed,
         bootstrap=True,  # the learner bootstraps values of truncated episodes
         group_size=link.group_size,
+        check_facts=policy.cot and config.check_facts,  # fact accuracy per update, beside success
     )
     try:
         rollout.run(

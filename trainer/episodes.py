@@ -47,6 +47,8 @@ class Sample:
     valid: bool  # the answer parsed to a legal action
     success: bool  # set on an episode's last step
     env_reward: float = 0.0
+    #: (fact key, stated correctly) against the environment's truth; empty when unchecked
+    fact_checks: tuple[tuple[str, bool], ...] = ()
 
 
 @dataclass
@@ -191,6 +193,7 @@ def _decode_step(step: pb.TrajectoryStep, where: str, *, vocab_size: int, max_to
         valid=not step.parse_failure,
         success=step.success,
         env_reward=step.reward,
+        fact_checks=tuple((check.key, check.correct) for check in step.fact_checks),
     )
 
 

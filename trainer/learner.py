@@ -42,6 +42,7 @@ from agent.models import (
     lora_target_modules,
     weights_fingerprint,
 )
+from agent.parsing import FactStats
 from trainer import ppo
 from trainer.config import TrainerConfig
 from trainer.episodes import EpisodeData, Sample
@@ -373,7 +374,12 @@ def batch_metrics(episodes: Sequence[EpisodeData], *, latest_version: int) -> di
     """What the batch says about the agents: success, returns, answer health, staleness."""
     samples = [s for e in episodes for s in e.steps]
     lags = [latest_version - s.version for s in samples]
+    facts = FactStats()
+    for sample in samples:
+        facts.add(sample.fact_checks)
     return {
+        # the CoT's facts against the environment's truth (absent when the agents check none)
+        **facts.metrics(),
         "charts/episodes": float(len(episodes)),
         "charts/steps": float(len(samples)),
         "charts/success_rate": sum(e.success for e in episodes) / max(1, len(episodes)),

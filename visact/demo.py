@@ -242,10 +242,13 @@ def sampled_path(out: Path) -> Path:
 
 
 def held_out(config: DemoConfig, greedy: dict[str, Any], sampled: dict[str, Any]) -> str:
-    """Both held-out results in one line: ~greedy answers, and sampled as in training."""
+    """Both held-out results in one line: ~greedy answers, and sampled as in training; and the
+    greedy CoTs' fact accuracy."""
+    facts = greedy.get("fact_accuracy")
     return (
         f"{greedy['success_rate']:.1%} (temperature {config.eval_temperature:g}), "
         f"{sampled['success_rate']:.1%} sampling at {config.temperature:g} as in training"
+        + ("" if facts is None else f"; facts stated correctly {facts:.1%}")
     )
 
 
@@ -379,6 +382,9 @@ def run_demo(config: DemoConfig) -> dict[str, Any]:
         "success_after_ppo": after["success_rate"],
         "success_after_ppo_ci95": after["success_ci95"],
         "valid_action_rate_after_ppo": after["valid_action_rate"],
+        # the facts the greedy CoTs state, against the env's truth (None: action only)
+        "fact_accuracy_after_sft": before.get("fact_accuracy"),
+        "fact_accuracy_after_ppo": after.get("fact_accuracy"),
         # the same held-out seeds, sampled at the PPO temperature (what the agents trained with)
         "sampling_temperature": config.temperature,
         "success_after_sft_sampled": before_sampled["success_rate"],

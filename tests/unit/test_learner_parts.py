@@ -160,6 +160,20 @@ def test_cot_distinct_falls_when_every_answer_thinks_the_same() -> None:
     assert metrics["charts/cot_distinct"] == 1 / 4
 
 
+def test_batch_metrics_report_fact_accuracy_only_when_facts_were_checked() -> None:
+    steps = [step(version=0, action_start=1, answer=2, valid=True, env_reward=0.0) for _ in range(3)]
+    steps[0].fact_checks = (("current number", True), ("target number", False))
+    steps[1].fact_checks = (("current number", True), ("target number", True))
+    metrics = batch_metrics([EpisodeData(agent_id="a", env="numberline", steps=steps)], latest_version=0)
+    assert metrics["charts/fact_accuracy"] == pytest.approx(3 / 4)
+    assert metrics["charts/fact_accuracy/current_number"] == 1.0
+    assert metrics["charts/fact_accuracy/target_number"] == 0.5
+    for sample in steps:
+        sample.fact_checks = ()
+    unchecked = batch_metrics([EpisodeData(agent_id="a", env="numberline", steps=steps)], latest_version=0)
+    assert not any(key.startswith("charts/fact_accuracy") for key in unchecked)
+
+
 def test_batch_metrics_of_an_empty_batch_are_zero() -> None:
     metrics = batch_metrics([], latest_version=7)
     assert metrics["charts/episodes"] == 0.0
