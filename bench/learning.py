@@ -38,7 +38,14 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from trainer.metrics import read_metrics, trailing_success  # noqa: E402
-from visact.demo import DemoConfig, evaluate, run_demo, start_env_servers, stop_processes  # noqa: E402
+from visact.demo import (  # noqa: E402
+    DemoConfig,
+    evaluate,
+    run_demo,
+    start_env_servers,
+    stop_processes,
+    with_game_settings,
+)
 
 BEGIN, END = "<!-- learning:begin -->", "<!-- learning:end -->"
 
@@ -99,7 +106,7 @@ def run_baselines(game: str, args: argparse.Namespace) -> dict[str, dict[str, An
     missing = [name for name, path in out.items() if not path.exists()]
     if missing:
         work.mkdir(parents=True, exist_ok=True)
-        config = replace(demo_config(game, "baselines", True, args), workdir=work)
+        config = with_game_settings(replace(demo_config(game, "baselines", True, args), workdir=work))
         processes: list[Any] = []
         try:
             servers = start_env_servers(game, 1, work, processes)

@@ -26,7 +26,7 @@ import time
 from collections import defaultdict
 from collections.abc import Sequence
 from contextlib import nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -233,6 +233,7 @@ class Learner:
         """One PPO update on ``episodes``; returns metrics. Bumps ``version``."""
         config = self.config
         started = time.monotonic()
+        episodes = with_fact_reward(episodes, config.fact_reward)
         samples = [s for e in episodes for s in e.steps]
         n = len(samples)
 
@@ -334,6 +335,28 @@ class Learner:
         metrics["perf/update_seconds"] = seconds
         metrics["perf/samples_per_second"] = n * config.ppo_epochs / max(seconds, 1e-9)
         return metrics
+
+
+def with_fact_reward(episodes: Sequence[EpisodeData], coef: float) -> list[EpisodeData]:
+    """The episodes with each step's reward lowered by ``coef`` x the share of the facts its CoT
+    stated wrongly (``Sample.fact_checks``; unchecked steps as they are): a reward for reading the
+    image right, not only for acting right. Without it PPO fixes a model's actions and leaves the
+    facts its thoughts state wrong (docs/learning-notes.md). Copies: the hub's episodes stay as
+    the agents sent them."""
+    if not coef:
+        return list(episodes)
+    shaped = []
+    for episode in episodes:
+        steps = [
+            replace(
+                s, reward=s.reward - coef * sum(not right for _, right in s.fact_checks) / len(s.fact_checks)
+            )
+            if s.fact_checks
+            else s
+            for s in episode.steps
+        ]
+        shaped.append(replace(episode, steps=steps))
+    return shaped
 
 
 def group_advantages(episodes: Sequence[EpisodeData], *, gamma: float, per_state: bool) -> Tensor:

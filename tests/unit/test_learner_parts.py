@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from trainer.episodes import EpisodeData, Sample
-from trainer.learner import ValueHead, batch_metrics, group_advantages, lr_factor
+from trainer.learner import ValueHead, batch_metrics, group_advantages, lr_factor, with_fact_reward
 
 # ---------------------------------------------------------------------------------------------
 # lr_factor
@@ -172,6 +172,20 @@ def test_batch_metrics_report_fact_accuracy_only_when_facts_were_checked() -> No
         sample.fact_checks = ()
     unchecked = batch_metrics([EpisodeData(agent_id="a", env="numberline", steps=steps)], latest_version=0)
     assert not any(key.startswith("charts/fact_accuracy") for key in unchecked)
+
+
+def test_fact_reward_lowers_each_checked_step_by_its_share_of_wrong_facts() -> None:
+    steps = [step(version=0, action_start=1, answer=2, valid=True, env_reward=r) for r in (0.0, 1.0, 0.0)]
+    steps[0].fact_checks = (("current number", True), ("target number", False))
+    steps[1].fact_checks = (("current number", False), ("target number", False))  # steps[2]: unchecked
+    episode = EpisodeData(agent_id="a", env="numberline", steps=steps)
+
+    shaped = with_fact_reward([episode], 0.5)
+
+    assert [s.reward for s in shaped[0].steps] == pytest.approx([0.0 - 0.25, 1.0 - 0.5, 0.0])
+    assert [s.env_reward for s in shaped[0].steps] == [0.0, 1.0, 0.0]  # what success metrics read
+    assert [s.reward for s in episode.steps] == [0.0, 1.0, 0.0]  # the hub's copy is untouched
+    assert with_fact_reward([episode], 0.0)[0] is episode
 
 
 def test_batch_metrics_of_an_empty_batch_are_zero() -> None:
