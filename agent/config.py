@@ -38,6 +38,13 @@ class AgentConfig:
     format_penalty: float = field(
         default=0.0, metadata={"help": "reward subtracted when an answer does not parse (paper: 0)"}
     )
+    check_facts: bool = field(
+        default=True,
+        metadata={
+            "help": "check the facts each chain of thought states against the environment's expert "
+            "(servers that have one) and report fact accuracy"
+        },
+    )
     oracle: bool = field(default=False, metadata={"help": "play the environment's expert instead of a model"})
     random_policy: bool = field(default=False, metadata={"help": "play uniformly random legal actions"})
     episodes: int = field(default=200, metadata={"help": "eval: episodes on held-out seeds"})

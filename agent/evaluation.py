@@ -1,4 +1,5 @@
-"""Evaluation summaries: success rate with a 95% Wilson interval, returns, answer health."""
+"""Evaluation summaries: success rate with a 95% Wilson interval, returns, answer health, and fact
+accuracy (the facts the chains of thought state, against the environment's truth)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from visact.wire.facts import FactStats
 from visact.wire.records import Episode
 
 #: Episode seeds at or above this are held out for evaluation; training uses seeds below it.
@@ -43,6 +45,10 @@ class EvalSummary:
     seconds: float
     parse_failures: dict[str, int] = field(default_factory=dict)
     policy_version: int = 0
+    #: facts of the answers' chains of thought stated correctly / checked against the
+    #: environment's expert; None when none was checked (no expert, action-only answers)
+    fact_accuracy: float | None = None
+    fact_accuracy_by_key: dict[str, float] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -54,9 +60,16 @@ class EvalSummary:
             f"success rate      {self.success_rate:6.1%}  (95% CI {low:.1%} .. {high:.1%})",
             f"mean return       {self.mean_return:7.3f}",
             f"valid-action rate {self.valid_action_rate:6.1%}  failures {dict(self.parse_failures) or '-'}",
+            f"fact accuracy     {self._facts()}",
             f"mean CoT tokens   {self.mean_cot_tokens:7.1f}  (answer {self.mean_answer_tokens:.1f})",
             f"steps per second  {self.steps_per_second:7.2f}  ({self.seconds:.1f} s)",
         ]
+
+    def _facts(self) -> str:
+        if self.fact_accuracy is None:
+            return "     -  (no facts checked: no expert on the server, or action-only answers)"
+        keys = ", ".join(f"{key} {rate:.1%}" for key, rate in self.fact_accuracy_by_key.items())
+        return f"{self.fact_accuracy:6.1%}  ({keys})"
 
 
 def summarize(
@@ -67,6 +80,9 @@ def summarize(
     wins = sum(e.success for e in episodes)
     n = len(episodes)
     failures = Counter(s.parse_failure for s in steps if s.parse_failure)
+    facts = FactStats()
+    for step in steps:
+        facts.add(step.fact_checks)
     return EvalSummary(
         env=env,
         policy=policy,
@@ -82,4 +98,6 @@ def summarize(
         seconds=seconds,
         parse_failures=dict(failures),
         policy_version=policy_version,
+        fact_accuracy=None if math.isnan(facts.accuracy) else facts.accuracy,
+        fact_accuracy_by_key=facts.by_key(),
     )

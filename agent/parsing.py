@@ -10,6 +10,8 @@ it contains, else a random one. Here the reply is read as the JSON object the pr
 3. :class:`ParseStats`: counts per failure kind and the valid-action rate, as metrics.
 4. :func:`action_span_start_token`: ``action_char_start`` to the index of the first action
    token, from the tokenizer's offsets (never from hard-coded token ids: RL4VLM issues #17, #19).
+5. :func:`check_facts` and :class:`FactStats`: the facts the reply's chain of thought states,
+   each checked against the truth (the environment's expert facts), and fact accuracy.
 
 How a reply is read
 -------------------
@@ -64,6 +66,8 @@ __all__ = [
     "ParseStats",
     "ParsedAction",
     "action_span_start_token",
+    "answer_values",
+    "check_facts",
     "parse_action",
     "resolve",
 ]
@@ -489,4 +493,44 @@ def action_span_start_token(offsets: Sequence[tuple[int, int]], char_start: int 
     raise ValueError(
         f"no token reaches character {char_start}: the offsets cover up to {reach}; "
         f"pass the offsets of the same generated text that was parsed"
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# 5. Truthfulness: the facts the chain of thought states, against the environment's
+# ---------------------------------------------------------------------------------------------
+
+
+def answer_values(text: str) -> dict[str, str]:
+    """Every key of the reply's answer object and its value, keys by :func:`agent.prompts.key_name`.
+
+    The object is the first top-level ``{...}`` holding any key (else the loose text), read as
+    :func:`parse_action` reads it; a repeated key keeps its first value.
+    """
+    objects, loose = _segments(_lex(text))
+    segment = next((s for s in objects if _keys(s)), loose)
+    values: dict[str, str] = {}
+    for index in _keys(segment):
+        values.setdefault(key_name(segment.tokens[index].value), _value(text, segment.tokens, index))
+    return values
+
+
+def _fact_form(value: str) -> str:
+    """How a stated fact is compared with the truth: ignoring case and every space."""
+    return "".join(value.split()).casefold()
+
+
+def check_facts(text: str, truth: Sequence[tuple[str, str]]) -> tuple[tuple[str, bool], ...]:
+    """``(key, stated correctly)`` for each ``(key, true value)`` of ``truth``, in its order.
+
+    A fact is stated correctly when the reply's answer object has the key (compared by
+    :func:`agent.prompts.key_name`) with the true value, ignoring case and spaces
+    (``"[1,3, 4,6]"`` states ``"[1, 3, 4, 6]"``). A missing key is a wrong fact: a reply that
+    breaks off before its facts has read nothing. ``truth`` is the environment's expert facts
+    for the observation answered (``ExpertMove.facts``).
+    """
+    stated = answer_values(text)
+    return tuple(
+        (key, key_name(key) in stated and _fact_form(stated[key_name(key)]) == _fact_form(value))
+        for key, value in truth
     )

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 import grpc
 
 from visact import rpc
-from visact.agent.parsing import BadAnswerPolicy, ParseStats, resolve
+from visact.agent.parsing import BadAnswerPolicy, ParseStats, check_facts, resolve
 from visact.agent.policy import Policy, PolicyInput
 from visact.env_server.client import (
     EnvCallError,
@@ -39,6 +39,7 @@ from visact.env_server.client import (
     StepCall,
     StepResult,
 )
+from visact.wire.facts import FactStats
 from visact.wire.records import Episode, StepRecord
 
 log = logging.getLogger(__name__)
@@ -92,6 +93,7 @@ class Slot:
     finished: bool = False  # no more seeds for it
     group: int = 0  # slots of a group play each episode from the same seed (``group_size``)
     version: int | None = None  # weights version of the episode in flight (None: not begun yet)
+    want_expert: bool = False  # its sessions get the expert's move (oracle, fact checks)
 
     @property
     def name(self) -> str:
@@ -108,6 +110,7 @@ class RolloutStats:
     episodes_lost: int = 0  # dropped because a server failed mid-episode
     groups_dropped: int = 0  # groups not delivered because one of their episodes was lost
     parse: ParseStats = field(default_factory=ParseStats)
+    facts: FactStats = field(default_factory=FactStats)
     started: float = field(default_factory=time.monotonic)
 
     @property
@@ -130,7 +133,10 @@ class Rollout:
         seed: int = 0,
         bootstrap: bool = False,
         group_size: int = 1,
+        check_facts: bool = False,
     ) -> None:
+        """``check_facts``: score every answer's facts against the expert's (sessions ask for the
+        expert where the server offers one); ``want_expert``: sessions must get it (the oracle)."""
         if not clients:
             raise ValueError("a rollout needs at least one env server")
         if sessions < 1:
@@ -144,6 +150,7 @@ class Rollout:
         self.policy = policy
         self.bad_answer = bad_answer or BadAnswerPolicy()
         self.want_expert = want_expert
+        self.check_facts = check_facts
         self.label = label
         self.bootstrap = bootstrap  # record the observation after a truncation (the learner needs it)
         self._rng = random.Random(seed)
@@ -155,6 +162,7 @@ class Rollout:
                 clients[i % len(clients)],
                 specs[i % len(clients)].name,
                 tuple(specs[i % len(clients)].fact_keys),
+                want_expert=want_expert or (check_facts and "expert" in specs[i % len(clients)].capabilities),
             )
             for i in range(sessions)
         ]
@@ -226,6 +234,8 @@ class Rollout:
         for slot, item, answer, (action, penalty), result in zip(
             live, inputs, answers, chosen, results, strict=True
         ):
+            facts = check_facts(answer.text, item.expert.facts) if self.check_facts and item.expert else ()
+            self.stats.facts.add(facts)
             if isinstance(result, EnvCallError):
                 self._lose_episode(slot, result, seeds)
                 self._deliver_group(slot.group, on_episode, target)
@@ -255,6 +265,7 @@ class Rollout:
                     info=result.info,
                     task=item.task,
                     legal_actions=item.legal_actions,
+                    fact_checks=facts,
                 )
             )
             self.stats.steps += 1
@@ -313,7 +324,7 @@ class Rollout:
             if not slot.session_id:
                 try:
                     slot.session_id = slot.client.create_session(
-                        want_expert=self.want_expert, label=self.label
+                        want_expert=slot.want_expert, label=self.label
                     )
                 except EnvCallError as exc:
                     self._back_off(slot, exc)

@@ -79,6 +79,7 @@ def rollout_for(config: AgentConfig, clients: list[EnvClient], policy: Policy, *
         "want_expert": config.oracle,
         "label": config.name,
         "seed": config.seed,
+        "check_facts": config.cot and config.check_facts,
     }
     settings.update(overrides)
     return Rollout(clients, policy, **settings)
@@ -137,6 +138,7 @@ def play(config: AgentConfig, stop: threading.Event) -> int:
                     "episodes": stats.episodes,
                     "success_last_20": sum(wins[-20:]) / 20,
                     "valid_rate": round(stats.parse.valid_rate, 3),
+                    "fact_accuracy": round(stats.facts.accuracy, 3),
                     "steps_per_s": round(stats.steps / max(stats.seconds, 1e-9), 2),
                 },
             )
@@ -166,6 +168,7 @@ def train(config: AgentConfig, stop: threading.Event) -> int:
         bad_answer=BadAnswerPolicy(link.format_penalty),  # the trainer's
         bootstrap=True,  # the learner bootstraps values of truncated episodes
         group_size=link.group_size,
+        check_facts=policy.cot and config.check_facts,  # fact accuracy per update, beside success
     )
     try:
         rollout.run(

@@ -114,6 +114,13 @@ class TrainerConfig:
     format_penalty: float = field(
         default=0.0, metadata={"help": "reward subtracted for an unparsable answer"}
     )
+    fact_reward: float = field(
+        default=0.0,
+        metadata={
+            "help": "reward shaping for truthful CoT: a step's reward loses this x the share of the facts its "
+            "CoT states wrongly (checked by the agents against the env's expert; 0: off)"
+        },
+    )
     # -- agents and data
     max_policy_lag: int = field(
         default=1, metadata={"help": "rollouts may use weights this many versions old"}
@@ -202,6 +209,10 @@ class TrainerConfig:
             raise ValueError(f"--temperature must be > 0, got {self.temperature}")
         if self.target_kl < 0:
             raise ValueError(f"--target-kl must be >= 0 (0: no early stop), got {self.target_kl}")
+        if self.fact_reward < 0:
+            raise ValueError(
+                f"--fact-reward is subtracted per wrong fact; give it >= 0, got {self.fact_reward}"
+            )
         if self.format_penalty < 0:
             raise ValueError(f"--format-penalty is subtracted; give it >= 0, got {self.format_penalty}")
         if (self.tls_cert is None) != (self.tls_key is None):

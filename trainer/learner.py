@@ -32,7 +32,7 @@ import time
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from contextlib import nullcontext
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import torch
@@ -58,6 +58,7 @@ from visact.trainer import ppo
 from visact.trainer.advantages import ADVANTAGES
 from visact.trainer.config import TrainerConfig
 from visact.wire.episodes import EpisodeData, StepData
+from visact.wire.facts import FactStats
 
 log = logging.getLogger(__name__)
 
@@ -307,6 +308,7 @@ class Learner:
         """One PPO update on ``episodes``; returns metrics. Bumps ``version``."""
         config = self.config
         started = time.monotonic()
+        episodes = with_fact_reward(episodes, config.fact_reward)
 
         # 1. the batch under the current ("old") weights, and under the sampler ("behavior")
         episodes, old, bootstrap = self._scored_batch(episodes)
@@ -412,11 +414,38 @@ class Learner:
         return metrics
 
 
+def with_fact_reward(episodes: Sequence[EpisodeData], coef: float) -> list[EpisodeData]:
+    """The episodes with each step's reward lowered by ``coef`` x the share of the facts its CoT
+    stated wrongly (``StepData.fact_checks``; unchecked steps as they are): a reward for reading the
+    image right, not only for acting right. Without it PPO fixes a model's actions and leaves the
+    facts its thoughts state wrong (docs/learning-notes.md). Copies: the hub's episodes stay as
+    the agents sent them."""
+    if not coef:
+        return list(episodes)
+    shaped = []
+    for episode in episodes:
+        steps = [
+            replace(
+                s, reward=s.reward - coef * sum(not right for _, right in s.fact_checks) / len(s.fact_checks)
+            )
+            if s.fact_checks
+            else s
+            for s in episode.steps
+        ]
+        shaped.append(replace(episode, steps=steps))
+    return shaped
+
+
 def batch_metrics(episodes: Sequence[EpisodeData], *, latest_version: int) -> dict[str, float]:
     """What the batch says about the agents: success, returns, answer health, staleness."""
     samples = [s for e in episodes for s in e.steps]
     lags = [latest_version - s.version for s in samples]
+    facts = FactStats()
+    for sample in samples:
+        facts.add(sample.fact_checks)
     return {
+        # the CoT's facts against the environment's truth (absent when the agents check none)
+        **facts.metrics(),
         "charts/episodes": float(len(episodes)),
         "charts/steps": float(len(samples)),
         "charts/success_rate": sum(e.success for e in episodes) / max(1, len(episodes)),

@@ -17,6 +17,7 @@ CONSOLE = (
     ("charts/success_rate", "success", "{:.0%}"),
     ("charts/episode_return", "return", "{:+.2f}"),
     ("charts/valid_action_rate", "valid", "{:.0%}"),
+    ("charts/fact_accuracy", "facts", "{:.0%}"),
     ("charts/cot_tokens", "cot", "{:.0f}"),
     ("charts/cot_distinct", "distinct", "{:.0%}"),
     ("losses/policy", "pi", "{:+.4f}"),

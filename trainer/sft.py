@@ -214,14 +214,46 @@ def image_features(loaded: Any, images: Sequence[np.ndarray]) -> Tensor:
     return features.reshape(len(images), -1).float()
 
 
+LIST_FACT = re.compile(r"^\[(.*)\]$")
+
+
+def image_labels(demos: Sequence[Demo]) -> list[dict[str, str]]:
+    """What the vision warm-up classifies, per demonstration: the facts read off the image.
+
+    A list-valued fact (``"[7, 2, 4, 2]"``, ``"[A, 7]"``) is one label per element
+    (``cards[0]``...: four cards are four small classifications, not one of thousands); a fact
+    every demonstration's prompt already states (the formula so far, given as text) is left out:
+    it is not on the image.
+    """
+    in_prompt = Counter(k for d in demos for k, v in d.facts.items() if v in d.prompt)
+    given = Counter(k for d in demos for k in d.facts)
+    text_facts = {k for k, n in given.items() if in_prompt[k] == n}
+    labels = []
+    for demo in demos:
+        out: dict[str, str] = {}
+        for key, value in demo.facts.items():
+            if key in text_facts:
+                continue
+            listed = LIST_FACT.match(value.strip())
+            if listed is None:
+                out[key] = value
+                continue
+            for i, element in enumerate(listed.group(1).split(",")):
+                out[f"{key}[{i}]"] = element.strip()
+        labels.append(out)
+    return labels
+
+
 def vision_warmup(
     loaded: Any, demos: Sequence[Demo], config: SFTConfig, rng: random.Random
 ) -> dict[str, float]:
-    """Train the vision tower + projector to tell each fact's values apart; returns final accuracies."""
-    keys = sorted({k for d in demos for k in d.facts})
+    """Train the vision tower + projector to tell each fact's values apart (``image_labels``);
+    returns the heads' final accuracies."""
+    labels = image_labels(demos)
+    keys = sorted({k for row in labels for k in row})
     classes: dict[str, list[str]] = {}
     for key in keys:
-        counts = Counter(d.facts[key] for d in demos if key in d.facts)
+        counts = Counter(row[key] for row in labels if key in row)
         values = [v for v, _ in counts.most_common(64)]
         if len(values) > 1:
             classes[key] = values
@@ -235,18 +267,19 @@ def vision_warmup(
     correct: Counter[str] = Counter()
     seen: Counter[str] = Counter()
     for step in range(config.vision_warmup_steps):
-        batch = rng.sample(list(demos), min(config.batch_size * 2, len(demos)))
-        features = image_features(loaded, [d.image for d in batch])
+        batch = rng.sample(range(len(demos)), min(config.batch_size * 2, len(demos)))
+        features = image_features(loaded, [demos[i].image for i in batch])
         loss = torch.zeros((), device=features.device)
         for key, values in classes.items():
-            rows = [i for i, d in enumerate(batch) if d.facts.get(key) in values]
+            rows = [j for j, i in enumerate(batch) if labels[i].get(key) in values]
             if not rows:
                 continue
-            labels = torch.tensor([values.index(batch[i].facts[key]) for i in rows], device=features.device)
+            targets = [values.index(labels[batch[j]][key]) for j in rows]
+            labels_tensor = torch.tensor(targets, device=features.device)
             logits = heads[_safe(key)](features[rows])
-            loss = loss + nn.functional.cross_entropy(logits, labels)
+            loss = loss + nn.functional.cross_entropy(logits, labels_tensor)
             if step >= config.vision_warmup_steps - 20:
-                correct[key] += int((logits.argmax(-1) == labels).sum())
+                correct[key] += int((logits.argmax(-1) == labels_tensor).sum())
                 seen[key] += len(rows)
         optimizer.zero_grad()
         loss.backward()

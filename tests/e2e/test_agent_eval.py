@@ -14,6 +14,12 @@ from tests.vlm_families import FAMILY_BUILDERS
 GAMES = ("numberline", "ezpoints", "points24", "blackjack")
 #: what the oracle must reach over 40 held-out episodes (Blackjack's basic strategy wins ~42%)
 ORACLE_FLOOR = {"numberline": 0.95, "ezpoints": 0.95, "points24": 0.95, "blackjack": 0.2}
+FACT_KEYS = {
+    "numberline": ("current number", "target number"),
+    "ezpoints": ("cards", "formula"),
+    "points24": ("cards", "formula"),
+    "blackjack": ("dealer card", "player cards", "player total"),
+}
 
 
 @pytest.fixture(scope="module")
@@ -67,6 +73,8 @@ def test_oracle_eval_scores_near_perfect(servers: dict[str, Process], tmp_path: 
     assert summary["episodes"] == 40 and summary["env"] == game
     assert summary["success_rate"] >= ORACLE_FLOOR[game], summary
     assert summary["valid_action_rate"] == 1.0
+    assert summary["fact_accuracy"] == 1.0, summary  # the expert states its own facts
+    assert set(summary["fact_accuracy_by_key"]) == set(FACT_KEYS[game])
     low, high = summary["success_ci95"]
     assert low <= summary["success_rate"] <= high
 
@@ -96,6 +104,14 @@ def test_tiny_vlm_eval_runs_and_reports_answer_health(
     assert 0.0 <= summary["valid_action_rate"] <= 1.0
     assert 0 < summary["mean_answer_tokens"] <= 24
     assert summary["steps_per_second"] > 0
+    assert 0.0 <= summary["fact_accuracy"] <= 1.0  # checked against the server's expert
+
+
+def test_action_only_answers_have_no_facts_to_check(servers: dict[str, Process], tmp_path: Path) -> None:
+    address = servers["numberline"].address
+    summary, output = run_eval(tmp_path, "--server", address, "--oracle", "--no-cot", "--episodes", "5")
+    assert summary["fact_accuracy"] is None and summary["valid_action_rate"] == 1.0
+    assert "no facts checked" in output
 
 
 @pytest.mark.slow

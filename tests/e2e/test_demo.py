@@ -28,6 +28,7 @@ METRIC_KEYS = (
     "charts/success_rate",
     "charts/valid_action_rate",
     "charts/cot_tokens",
+    "charts/fact_accuracy",  # the agents check their CoT's facts against the env's expert
     "charts/episodes",
     "charts/steps",
     "losses/policy",

@@ -18,6 +18,11 @@ def test_unset_settings_come_from_the_game_or_the_base() -> None:
     ezpoints = with_game_settings(parse_config(DemoConfig, ["--env", "ezpoints"]))
     assert ezpoints.format_penalty == GAME_SETTINGS["ezpoints"]["format_penalty"] == 10.0
     assert isinstance(ezpoints.sft_steps, int) and ezpoints.sft_steps == 400
+    # answers of ~110 tokens (a long Blackjack hand, a Points24 plan) are not cut off
+    for game in ("blackjack", "points24"):
+        config = with_game_settings(parse_config(DemoConfig, ["--env", game]))
+        assert isinstance(config.max_new_tokens, int) and config.max_new_tokens >= 112
+    assert numberline.max_new_tokens == 96 and numberline.fact_reward == BASE_SETTINGS["fact_reward"]
 
 
 def test_what_the_user_sets_wins_over_the_game() -> None:

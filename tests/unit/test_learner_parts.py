@@ -15,7 +15,7 @@ import torch
 from tests.episodes import png_image
 from visact.trainer.advantages import ADVANTAGES
 from visact.trainer.config import TrainerConfig
-from visact.trainer.learner import ValueHead, batch_metrics, lr_factor
+from visact.trainer.learner import ValueHead, batch_metrics, lr_factor, with_fact_reward
 from visact.wire.episodes import EpisodeData, StepData
 
 # ---------------------------------------------------------------------------------------------
@@ -162,6 +162,34 @@ def test_cot_distinct_falls_when_every_answer_thinks_the_same() -> None:
     same = [step(version=0, action_start=3, answer=4, valid=True, env_reward=0.0) for _ in range(4)]
     metrics = batch_metrics([EpisodeData(agent_id="a", env="counter", steps=same)], latest_version=0)
     assert metrics["charts/cot_distinct"] == 1 / 4
+
+
+def test_batch_metrics_report_fact_accuracy_only_when_facts_were_checked() -> None:
+    steps = [step(version=0, action_start=1, answer=2, valid=True, env_reward=0.0) for _ in range(3)]
+    steps[0].fact_checks = (("current number", True), ("target number", False))
+    steps[1].fact_checks = (("current number", True), ("target number", True))
+    metrics = batch_metrics([EpisodeData(agent_id="a", env="numberline", steps=steps)], latest_version=0)
+    assert metrics["charts/fact_accuracy"] == pytest.approx(3 / 4)
+    assert metrics["charts/fact_accuracy/current_number"] == 1.0
+    assert metrics["charts/fact_accuracy/target_number"] == 0.5
+    for sample in steps:
+        sample.fact_checks = ()
+    unchecked = batch_metrics([EpisodeData(agent_id="a", env="numberline", steps=steps)], latest_version=0)
+    assert not any(key.startswith("charts/fact_accuracy") for key in unchecked)
+
+
+def test_fact_reward_lowers_each_checked_step_by_its_share_of_wrong_facts() -> None:
+    steps = [step(version=0, action_start=1, answer=2, valid=True, env_reward=r) for r in (0.0, 1.0, 0.0)]
+    steps[0].fact_checks = (("current number", True), ("target number", False))
+    steps[1].fact_checks = (("current number", False), ("target number", False))  # steps[2]: unchecked
+    episode = EpisodeData(agent_id="a", env="numberline", steps=steps)
+
+    shaped = with_fact_reward([episode], 0.5)
+
+    assert [s.reward for s in shaped[0].steps] == pytest.approx([0.0 - 0.25, 1.0 - 0.5, 0.0])
+    assert [s.env_reward for s in shaped[0].steps] == [0.0, 1.0, 0.0]  # what success metrics read
+    assert [s.reward for s in episode.steps] == [0.0, 1.0, 0.0]  # the hub's copy is untouched
+    assert with_fact_reward([episode], 0.0)[0] is episode
 
 
 def test_batch_metrics_of_an_empty_batch_are_zero() -> None:

@@ -18,10 +18,13 @@ from visact.agent.parsing import (
     ParseFailure,
     ParseStats,
     action_span_start_token,
+    answer_values,
+    check_facts,
     parse_action,
     resolve,
 )
 from visact.model.prompts import format_target, key_name
+from visact.wire.facts import FactStats
 
 NUMBERLINE = ("-", "+")
 BLACKJACK = ("stand", "hit")
@@ -602,3 +605,70 @@ def test_the_first_action_token_holds_the_action_key_start(
     assert start <= char_start < end
     assert all(b <= char_start for _, b in offsets[:index])
     assert text[char_start:].startswith('"action"')
+
+
+# ---------------------------------------------------------------------------------------------
+# Truthfulness: the facts a chain of thought states, against the environment's
+# ---------------------------------------------------------------------------------------------
+
+NUMBERLINE_TRUTH = (("current number", "3"), ("target number", "5"))
+
+
+def test_check_facts_marks_each_fact_right_or_wrong_in_the_truths_order() -> None:
+    answer = '{"current number": "3", "target number": "4", "thoughts": "3 < 4", "action": "+"}'
+    assert check_facts(answer, NUMBERLINE_TRUTH) == (("current number", True), ("target number", False))
+
+
+def test_check_facts_ignores_case_spaces_and_key_markup_but_not_the_value() -> None:
+    truth = (("cards", "[1, 3, 4, 6]"), ("formula", "(1+3)"), ("dealer card", "K"))
+    answer = '```json\n{\'**Cards**\': \'[1,3, 4,6]\', "formula": "( 1 + 3 )", "dealer card": "k"}\n```'
+    assert check_facts(answer, truth) == (("cards", True), ("formula", True), ("dealer card", True))
+    wrong = '{"cards": "[1, 3, 4, 7]", "formula": "(1+3)*", "dealer card": "Q"}'
+    assert check_facts(wrong, truth) == (("cards", False), ("formula", False), ("dealer card", False))
+
+
+def test_a_fact_the_answer_does_not_state_is_wrong() -> None:
+    cut_off = '{"current number": "3", "targ'
+    assert check_facts(cut_off, NUMBERLINE_TRUTH) == (("current number", True), ("target number", False))
+    assert check_facts("+", NUMBERLINE_TRUTH) == (("current number", False), ("target number", False))
+    assert check_facts('{"action": "+"}', ()) == ()
+
+
+def test_facts_inside_the_thoughts_or_in_a_later_object_do_not_count() -> None:
+    answer = (
+        '{"current number": "2", "thoughts": "the target number: 5", "action": "+"} {"target number": "5"}'
+    )
+    assert check_facts(answer, NUMBERLINE_TRUTH) == (("current number", False), ("target number", False))
+
+
+def test_answer_values_reads_every_key_of_the_answer_object() -> None:
+    text = 'Sure. {"Current Number": 3, "thoughts": "go up, then stop", "action": "+",}'
+    assert answer_values(text) == {"current number": "3", "thoughts": "go up, then stop", "action": "+"}
+    assert answer_values("no json here") == {}
+
+
+def test_fact_stats_count_overall_and_per_key() -> None:
+    stats = FactStats()
+    assert math.isnan(stats.accuracy) and stats.metrics() == {} and stats.by_key() == {}
+    stats.add((("current number", True), ("target number", False)))
+    stats.add((("current number", True), ("target number", True)))
+    stats.add(())  # an unchecked answer changes nothing
+    assert stats.accuracy == pytest.approx(3 / 4)
+    assert stats.by_key() == {"current number": 1.0, "target number": 0.5}
+    assert stats.metrics() == {
+        "charts/fact_accuracy": pytest.approx(0.75),
+        "charts/fact_accuracy/current_number": 1.0,
+        "charts/fact_accuracy/target_number": 0.5,
+    }
+
+
+@pytest.mark.parametrize("game", ["numberline", "ezpoints", "points24", "blackjack"])
+def test_the_experts_own_answers_state_every_fact_correctly(game: str) -> None:
+    from visact.env_server.games import make
+
+    env = make(game)
+    env.reset(seed=3)
+    move = env.expert()
+    assert move is not None and move.facts
+    answer = format_target(move.facts, move.thoughts, move.action)
+    assert all(right for _, right in check_facts(answer, move.facts))

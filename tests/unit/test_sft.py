@@ -4,11 +4,20 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 
 from visact.model.prompts import format_target
 from visact.trainer.metrics import trailing_success
-from visact.trainer.sft import SFTConfig, informative_words, thought_spans, token_weights, value_spans
+from visact.trainer.sft import (
+    Demo,
+    SFTConfig,
+    image_labels,
+    informative_words,
+    thought_spans,
+    token_weights,
+    value_spans,
+)
 
 THOUGHTS = [
     "The current number 2 is less than the target 4, so I should increase it.",
@@ -63,3 +72,23 @@ def test_trailing_success_weights_whole_updates_by_their_episodes() -> None:
     assert trailing_success(rows, 50) == pytest.approx(1.0)
     assert trailing_success(rows, 1000) == pytest.approx(125 / 300)
     assert trailing_success([], 200) is None
+
+
+def demo(prompt: str, **facts: str) -> Demo:
+    return Demo(np.zeros((2, 2, 3), np.uint8), prompt, "{}", dict(facts), (*facts, "action"))
+
+
+def test_warmup_labels_split_list_facts_and_leave_out_facts_the_prompt_states() -> None:
+    demos = [
+        demo("The current formula is empty.", cards="[7, 2, 4, 10]", formula=""),
+        demo("The current formula is '7*'.", cards="[7, 2, 4, 10]", formula="7*"),
+        demo("Your cards.", dealer="K", player="[A, 7]", total="18"),
+    ]
+    assert image_labels(demos) == [
+        {"cards[0]": "7", "cards[1]": "2", "cards[2]": "4", "cards[3]": "10"},
+        {"cards[0]": "7", "cards[1]": "2", "cards[2]": "4", "cards[3]": "10"},
+        {"dealer": "K", "player[0]": "A", "player[1]": "7", "total": "18"},
+    ]
+    # a value that only some prompts hold ("0" in "between 0 and 5") is still read off the image
+    numbers = [demo("between 0 and 5", current="0"), demo("between 0 and 5", current="3")]
+    assert image_labels(numbers) == [{"current": "0"}, {"current": "3"}]

@@ -55,6 +55,7 @@ def record(rng: np.random.Generator, index: int, *, last: bool, truncated: bool)
         seed=7,
         episode_step=index + 1,
         info={"success": True} if last and not truncated else {},
+        fact_checks=(("cards", index % 2 == 0), ("formula", True)),
     )
 
 
@@ -112,6 +113,7 @@ def test_a_valid_terminated_episode_decodes_to_what_the_agent_recorded() -> None
         assert got.version == want.policy_version
         assert got.temperature == pytest.approx(0.2)
         assert got.valid == (want.parse_failure == "")
+        assert got.fact_checks == want.fact_checks
     assert [s.valid for s in decoded.steps] == [True, False, True]
     assert decoded.steps[1].reward == pytest.approx(-0.5)
     assert decoded.success and decoded.env_return == pytest.approx(1.0)

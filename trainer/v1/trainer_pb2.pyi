@@ -103,7 +103,7 @@ class WeightsChunk(_message.Message):
     def __init__(self, version: _Optional[int] = ..., sha256: _Optional[str] = ..., size_bytes: _Optional[int] = ..., offset: _Optional[int] = ..., data: _Optional[bytes] = ..., file_name: _Optional[str] = ...) -> None: ...
 
 class TrajectoryStep(_message.Message):
-    __slots__ = ("image", "prompt_ids", "generated_ids", "log_probs", "action_start", "text", "action", "parse_failure", "format_penalty", "reward", "terminated", "truncated", "policy_version", "temperature", "episode_step", "success")
+    __slots__ = ("image", "prompt_ids", "generated_ids", "log_probs", "action_start", "text", "action", "parse_failure", "format_penalty", "reward", "terminated", "truncated", "policy_version", "temperature", "episode_step", "success", "fact_checks")
     IMAGE_FIELD_NUMBER: _ClassVar[int]
     PROMPT_IDS_FIELD_NUMBER: _ClassVar[int]
     GENERATED_IDS_FIELD_NUMBER: _ClassVar[int]
@@ -120,6 +120,7 @@ class TrajectoryStep(_message.Message):
     TEMPERATURE_FIELD_NUMBER: _ClassVar[int]
     EPISODE_STEP_FIELD_NUMBER: _ClassVar[int]
     SUCCESS_FIELD_NUMBER: _ClassVar[int]
+    FACT_CHECKS_FIELD_NUMBER: _ClassVar[int]
     image: _env_pb2.Image
     prompt_ids: _containers.RepeatedScalarFieldContainer[int]
     generated_ids: _containers.RepeatedScalarFieldContainer[int]
@@ -136,7 +137,16 @@ class TrajectoryStep(_message.Message):
     temperature: float
     episode_step: int
     success: bool
-    def __init__(self, image: _Optional[_Union[_env_pb2.Image, _Mapping]] = ..., prompt_ids: _Optional[_Iterable[int]] = ..., generated_ids: _Optional[_Iterable[int]] = ..., log_probs: _Optional[_Iterable[float]] = ..., action_start: _Optional[int] = ..., text: _Optional[str] = ..., action: _Optional[str] = ..., parse_failure: _Optional[str] = ..., format_penalty: _Optional[float] = ..., reward: _Optional[float] = ..., terminated: _Optional[bool] = ..., truncated: _Optional[bool] = ..., policy_version: _Optional[int] = ..., temperature: _Optional[float] = ..., episode_step: _Optional[int] = ..., success: _Optional[bool] = ...) -> None: ...
+    fact_checks: _containers.RepeatedCompositeFieldContainer[FactCheck]
+    def __init__(self, image: _Optional[_Union[_env_pb2.Image, _Mapping]] = ..., prompt_ids: _Optional[_Iterable[int]] = ..., generated_ids: _Optional[_Iterable[int]] = ..., log_probs: _Optional[_Iterable[float]] = ..., action_start: _Optional[int] = ..., text: _Optional[str] = ..., action: _Optional[str] = ..., parse_failure: _Optional[str] = ..., format_penalty: _Optional[float] = ..., reward: _Optional[float] = ..., terminated: _Optional[bool] = ..., truncated: _Optional[bool] = ..., policy_version: _Optional[int] = ..., temperature: _Optional[float] = ..., episode_step: _Optional[int] = ..., success: _Optional[bool] = ..., fact_checks: _Optional[_Iterable[_Union[FactCheck, _Mapping]]] = ...) -> None: ...
+
+class FactCheck(_message.Message):
+    __slots__ = ("key", "correct")
+    KEY_FIELD_NUMBER: _ClassVar[int]
+    CORRECT_FIELD_NUMBER: _ClassVar[int]
+    key: str
+    correct: bool
+    def __init__(self, key: _Optional[str] = ..., correct: _Optional[bool] = ...) -> None: ...
 
 class Episode(_message.Message):
     __slots__ = ("env", "session", "seed", "steps", "bootstrap_image", "bootstrap_prompt_ids")

@@ -40,23 +40,32 @@ BIN = Path(sys.executable).parent
 #: Settings every game starts from, and each game's own, found with bench/learning.py
 #: (docs/results.md, docs/learning-notes.md). EZPoints answers are longer (~70 tokens: more SFT)
 #: and a win pays +10: a format penalty of 1 let PPO learn broken answers, which play a random
-#: move that keeps the episode alive.
-BASE_SETTINGS: dict[str, float] = {"sft_steps": 120, "ppo_lr": 3e-4, "format_penalty": 1.0}
+#: move that keeps the episode alive. Blackjack and Points24 answers run to ~110 tokens.
+BASE_SETTINGS: dict[str, float] = {
+    "sft_steps": 120,
+    "ppo_lr": 3e-4,
+    "format_penalty": 1.0,
+    "fact_reward": 0.0,
+    "max_new_tokens": 96,
+}
 GAME_SETTINGS: dict[str, dict[str, float]] = {
     "ezpoints": {"sft_steps": 400, "ppo_lr": 1e-4, "format_penalty": 10.0},
-    "points24": {"sft_steps": 400, "ppo_lr": 1e-4, "format_penalty": 10.0},
+    "points24": {"sft_steps": 400, "ppo_lr": 1e-4, "format_penalty": 10.0, "max_new_tokens": 128},
+    "blackjack": {"max_new_tokens": 128},
 }
+#: the settings that are whole numbers
+INTEGER_SETTINGS = frozenset({"sft_steps", "max_new_tokens"})
 
 
 def with_game_settings(config: DemoConfig) -> DemoConfig:
     """``config`` with every setting left unset (None) taken from the game's, else the base."""
     chosen = {**BASE_SETTINGS, **GAME_SETTINGS.get(config.env, {})}
-    return replace(
-        config,
-        sft_steps=int(chosen["sft_steps"]) if config.sft_steps is None else config.sft_steps,
-        ppo_lr=chosen["ppo_lr"] if config.ppo_lr is None else config.ppo_lr,
-        format_penalty=chosen["format_penalty"] if config.format_penalty is None else config.format_penalty,
-    )
+    unset: dict[str, Any] = {
+        name: int(value) if name in INTEGER_SETTINGS else value
+        for name, value in chosen.items()
+        if getattr(config, name) is None
+    }
+    return replace(config, **unset)
 
 
 @dataclass
@@ -91,6 +100,13 @@ class DemoConfig:
             "largest reward, or PPO learns to write broken answers (none: the game's)"
         },
     )
+    fact_reward: float | None = field(
+        default=None,
+        metadata={
+            "help": "reward lost per CoT with every fact wrong (its share of wrong facts x this), checked "
+            "against the env's expert; trainer serve --fact-reward (none: the game's)"
+        },
+    )
     value_lr_scale: float = field(default=1.0, metadata={"help": "value head learning rate / --ppo-lr"})
     target_kl: float = field(
         default=0.0, metadata={"help": "end a PPO update early past this approx KL (0: never; trainer serve)"}
@@ -110,7 +126,7 @@ class DemoConfig:
     ppo_minutes: float = field(
         default=0.0, metadata={"help": "stop PPO after this many minutes (0: after --ppo-updates)"}
     )
-    max_new_tokens: int = field(default=96, metadata={"help": "longest answer"})
+    max_new_tokens: int | None = field(default=None, metadata={"help": "longest answer (none: the game's)"})
     cot: bool = field(default=True, metadata={"help": "chain-of-thought prompt (--no-cot: action only)"})
     engine: str = field(
         default="transformers",
@@ -262,10 +278,13 @@ def sampled_path(out: Path) -> Path:
 
 
 def held_out(config: DemoConfig, greedy: dict[str, Any], sampled: dict[str, Any]) -> str:
-    """Both held-out results in one line: ~greedy answers, and sampled as in training."""
+    """Both held-out results in one line: ~greedy answers, and sampled as in training; and the
+    greedy CoTs' fact accuracy."""
+    facts = greedy.get("fact_accuracy")
     return (
         f"{greedy['success_rate']:.1%} (temperature {config.eval_temperature:g}), "
         f"{sampled['success_rate']:.1%} sampling at {config.temperature:g} as in training"
+        + ("" if facts is None else f"; facts stated correctly {facts:.1%}")
     )
 
 
@@ -414,6 +433,9 @@ def run_demo(config: DemoConfig) -> dict[str, Any]:
         "success_after_ppo": after["success_rate"],
         "success_after_ppo_ci95": after["success_ci95"],
         "valid_action_rate_after_ppo": after["valid_action_rate"],
+        # the facts the greedy CoTs state, against the env's truth (None: action only)
+        "fact_accuracy_after_sft": before.get("fact_accuracy"),
+        "fact_accuracy_after_ppo": after.get("fact_accuracy"),
         # the same held-out seeds, sampled at the PPO temperature (what the agents trained with)
         "sampling_temperature": config.temperature,
         "success_after_sft_sampled": before_sampled["success_rate"],
@@ -492,6 +514,8 @@ def ppo(
             str(config.lambda_cot),
             "--format-penalty",
             str(config.format_penalty),
+            "--fact-reward",
+            str(config.fact_reward),
             "--value-lr-scale",
             str(config.value_lr_scale),
             "--target-kl",

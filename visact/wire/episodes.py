@@ -97,6 +97,8 @@ class StepData:
     valid: bool  # the answer parsed to a legal action
     success: bool  # set on an episode's last step
     env_reward: float = 0.0
+    #: (fact key, stated correctly) against the environment's truth; empty when unchecked
+    fact_checks: tuple[tuple[str, bool], ...] = ()
     format_penalty: float = 0.0  # (<= 0) included in reward
 
     @property
@@ -274,6 +276,7 @@ def _decode_step(
         valid=not step.parse_failure,
         success=step.success,
         env_reward=step.reward,
+        fact_checks=tuple((check.key, check.correct) for check in step.fact_checks),
         format_penalty=step.format_penalty,
     )
 
@@ -309,6 +312,7 @@ def episode_message(episode: EpisodeData) -> pb.Episode:
                 temperature=sample.temperature,
                 episode_step=index + 1,
                 success=sample.success,
+                fact_checks=[pb.FactCheck(key=key, correct=right) for key, right in sample.fact_checks],
             )
         )
     if episode.bootstrap_image is not None:
@@ -349,6 +353,7 @@ def encode_episode(episode: Episode) -> pb.Episode:
                 temperature=step.temperature,
                 episode_step=step.episode_step,
                 success=bool(step.info.get("success", False)),
+                fact_checks=[pb.FactCheck(key=key, correct=right) for key, right in step.fact_checks],
             )
         )
     if episode.bootstrap_image is not None:

@@ -38,6 +38,9 @@ class StepRecord:
     info: dict[str, object] = field(default_factory=dict)
     task: str = ""  # the observation's task text (for demonstrations and people)
     legal_actions: tuple[str, ...] = ()  # the actions that were legal at this step
+    #: (fact key, stated correctly) for each fact of the environment's expert, checked against
+    #: the answer's (agent.parsing.check_facts); empty when unchecked
+    fact_checks: tuple[tuple[str, bool], ...] = ()
 
     def __post_init__(self) -> None:
         if len(self.generated_ids) != len(self.log_probs):
