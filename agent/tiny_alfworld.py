@@ -73,12 +73,12 @@ PROMPT_LINES: tuple[tuple[str, int], ...] = (
 TASKS = (
     "put a {o} in {r}",
     "put some {o} on {r}",
-    "put a clean {o} in {r}",
-    "put a hot {o} in {r}",
-    "put a cool {o} in {r}",
-    "find two {o} and put them in {r}",
-    "look at {o} under the desklamp",
-    "examine the {o} with the desklamp",
+    "put a clean {o} in {r}. clean some {o} and put it in {r}",
+    "put a hot {o} in {r}. heat some {o} and put it in {r}",
+    "put a cool {o} in {r}. cool some {o} and put it in {r}",
+    "find two {o} and put them in {r}. put two {o} in {r}",
+    "look at {o} under the desklamp. look at {o} under the floorlamp",
+    "examine the {o} with the desklamp. examine the {o} with the floorlamp",
 )
 #: The engine's feedback sentences about a receptacle ``{r}`` or an object ``{o}`` at ``{r}``.
 FEEDBACK = (
