@@ -49,6 +49,10 @@ class AgentConfig:
     random_policy: bool = field(default=False, metadata={"help": "play uniformly random legal actions"})
     episodes: int = field(default=200, metadata={"help": "eval: episodes on held-out seeds"})
     json: Path | None = field(default=None, metadata={"help": "eval: write the summary here as JSON"})
+    by: list[str] = field(
+        default_factory=lambda: ["task_type"],
+        metadata={"help": "eval: also report success by the value of these step-info keys, when reported"},
+    )
     trainer: str | None = field(default=None, metadata={"help": "trainer host:port to train with"})
     name: str = field(default_factory=lambda: os.uname().nodename, metadata={"help": "agent name for logs"})
     seed: int = field(default=0, metadata={"help": "seed of sampling and of training episode seeds"})

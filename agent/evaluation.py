@@ -1,5 +1,7 @@
-"""Evaluation summaries: success rate with a 95% Wilson interval, returns, answer health, and fact
-accuracy (the facts the chains of thought state, against the environment's truth)."""
+"""Evaluation summaries: success rate with a 95% Wilson interval, returns, answer health, fact
+accuracy (the facts the chains of thought state, against the environment's truth), and the success
+broken down by the values of an info key the environment reports (``--by task_type``: ALFWorld's
+six task types)."""
 
 from __future__ import annotations
 
@@ -49,6 +51,9 @@ class EvalSummary:
     #: environment's expert; None when none was checked (no expert, action-only answers)
     fact_accuracy: float | None = None
     fact_accuracy_by_key: dict[str, float] = field(default_factory=dict)
+    #: info key -> its value in an episode's last step -> that group's episodes, successes, rate,
+    #: 95% interval and mean steps (only keys some episode reported)
+    breakdown: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -63,6 +68,12 @@ class EvalSummary:
             f"fact accuracy     {self._facts()}",
             f"mean CoT tokens   {self.mean_cot_tokens:7.1f}  (answer {self.mean_answer_tokens:.1f})",
             f"steps per second  {self.steps_per_second:7.2f}  ({self.seconds:.1f} s)",
+            *(
+                f"  {key} {value:<32} {group['successes']:4d}/{group['episodes']:<4d} {group['success_rate']:6.1%}"
+                f"  (95% CI {group['success_ci95'][0]:.1%} .. {group['success_ci95'][1]:.1%})"
+                for key, groups in self.breakdown.items()
+                for value, group in groups.items()
+            ),
         ]
 
     def _facts(self) -> str:
@@ -72,10 +83,38 @@ class EvalSummary:
         return f"{self.fact_accuracy:6.1%}  ({keys})"
 
 
+def breakdown(episodes: Sequence[Episode], key: str) -> dict[str, dict[str, Any]]:
+    """Success by the value of info ``key`` in each episode's last step, values sorted; episodes
+    without it are left out (an empty result when none has it)."""
+    groups: dict[str, list[Episode]] = {}
+    for episode in episodes:
+        info = episode.steps[-1].info if episode.steps else {}
+        if key in info:
+            groups.setdefault(str(info[key]), []).append(episode)
+    out = {}
+    for value in sorted(groups):
+        members = groups[value]
+        wins = sum(e.success for e in members)
+        out[value] = {
+            "episodes": len(members),
+            "successes": wins,
+            "success_rate": wins / len(members),
+            "success_ci95": wilson_interval(wins, len(members)),
+            "mean_steps": sum(len(e.steps) for e in members) / len(members),
+        }
+    return out
+
+
 def summarize(
-    episodes: Sequence[Episode], *, env: str, policy: str, seconds: float, policy_version: int = 0
+    episodes: Sequence[Episode],
+    *,
+    env: str,
+    policy: str,
+    seconds: float,
+    policy_version: int = 0,
+    by: Sequence[str] = (),
 ) -> EvalSummary:
-    """Aggregate finished episodes into an EvalSummary."""
+    """Aggregate finished episodes into an EvalSummary, broken down by each info key of ``by``."""
     steps = [s for e in episodes for s in e.steps]
     wins = sum(e.success for e in episodes)
     n = len(episodes)
@@ -100,4 +139,5 @@ def summarize(
         policy_version=policy_version,
         fact_accuracy=None if math.isnan(facts.accuracy) else facts.accuracy,
         fact_accuracy_by_key=facts.by_key(),
+        breakdown={key: groups for key in by if (groups := breakdown(episodes, key))},
     )

@@ -118,6 +118,7 @@ def evaluate(config: AgentConfig, policy: Policy | None = None) -> EvalSummary:
         policy=policy.name,
         seconds=time.monotonic() - started,
         policy_version=policy.version,
+        by=config.by,
     )
 
 

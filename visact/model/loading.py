@@ -8,7 +8,7 @@ modules (LoRA targets with or without the vision tower), whether the processor w
 nested per prompt, whether it has a chat template, and which per-token types the model's forward
 wants (Qwen's multimodal RoPE, Gemma 3's image blocks, PaliGemma's prefix). Unknown families get
 a generic entry that guesses the module names. ``"tiny"`` is the project's built-in model (see
-``visact.model.tiny_vlm``).
+``visact.model.tiny_vlm``); ``"tiny-alfworld"`` its variant for ALFWorld (``visact.model.tiny_alfworld``).
 
 Every loaded model is set up for batched sampling the way ``visact.model.generation`` does it:
 padding on the left, a pad token, and a neutral ``generation_config`` (a checkpoint's own
@@ -251,6 +251,13 @@ def load_vlm(
         from visact.model.tiny_vlm import ensure_tiny_vlm
 
         path = str(ensure_tiny_vlm())
+    elif name.startswith(f"{TINY}-") and not os.path.exists(name):
+        from visact.model.tiny_vlm import ensure_variant
+
+        try:
+            path = str(ensure_variant(name))  # e.g. "tiny-alfworld"
+        except ValueError as exc:
+            raise ModelLoadError(str(exc)) from exc
     else:
         path = name
     resolved_device = resolve_device(device)

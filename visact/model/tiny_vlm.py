@@ -168,6 +168,31 @@ class TinySpec:
 DEFAULT_SPEC = TinySpec()
 
 
+@dataclass(frozen=True)
+class TinyVariant:
+    """A named recipe of the tiny VLM (``--model NAME``): its sizes and the corpus its tokenizer's
+    merges are learned from. Each builds into a cache entry of its own."""
+
+    name: str
+    spec: TinySpec
+    corpus: tuple[tuple[str, int], ...]
+
+
+#: ``tiny-alfworld``: images of 128 px in 16 px patches, 1,024 merges over ALFWorld's phrases
+ALFWORLD_SPEC = TinySpec(image_size=128, patch_size=16, num_merges=1024)
+
+
+def tiny_variants() -> dict[str, TinyVariant]:
+    """Every built-in tiny model by name: ``tiny`` (the default, the card games') and the opt-in
+    ``tiny-alfworld`` (:mod:`visact.model.tiny_alfworld`: larger images, merges over ALFWorld's phrases)."""
+    from visact.model.tiny_alfworld import alfworld_corpus
+
+    return {
+        "tiny": TinyVariant("tiny", DEFAULT_SPEC, MERGE_CORPUS),
+        "tiny-alfworld": TinyVariant("tiny-alfworld", ALFWORLD_SPEC, alfworld_corpus()),
+    }
+
+
 # ---------------------------------------------------------------------------------------------
 # Tokenizer
 # ---------------------------------------------------------------------------------------------
@@ -240,6 +265,8 @@ def build_tokenizer(
     extra_special_tokens: Sequence[str] = (),
     chat_template: str = CHAT_TEMPLATE,
     named_tokens: Mapping[str, str] | None = None,
+    corpus: Sequence[tuple[str, int]] = MERGE_CORPUS,
+    max_length: int = DEFAULT_SPEC.max_positions,
 ) -> Any:
     """The tiny model's byte-level BPE tokenizer (a ``PreTrainedTokenizerFast``), padding on the left.
 
@@ -248,6 +275,7 @@ def build_tokenizer(
     Any Unicode text round-trips (every byte has a token). ``named_tokens`` gives special tokens
     the names processors look up (``{"image_token": "<|image_pad|>"}``: ``tokenizer.image_token``
     and ``tokenizer.image_token_id``); ``image_token`` is ``<image>`` unless named otherwise.
+    The merges are learned from ``corpus`` (a variant's own, :data:`VARIANTS`).
     """
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers
     from transformers import PreTrainedTokenizerFast
@@ -258,7 +286,7 @@ def build_tokenizer(
     vocab: dict[str, int] = {token: i for i, token in enumerate(specials)}
     for char in byte_alphabet():
         vocab[char] = len(vocab)
-    merges = learn_merges(MERGE_CORPUS, num_merges)
+    merges = learn_merges(corpus, num_merges)
     for left, right in merges:
         vocab.setdefault(left + right, len(vocab))
     backend = Tokenizer(models.BPE(vocab=vocab, merges=merges))
@@ -272,7 +300,7 @@ def build_tokenizer(
         unk_token=None,
         extra_special_tokens={"image_token": IMAGE_TOKEN, **(named_tokens or {})},
         padding_side="left",
-        model_max_length=DEFAULT_SPEC.max_positions,
+        model_max_length=max_length,
     )
     tokenizer.add_special_tokens(
         {"additional_special_tokens": [IM_START, IMAGE_TOKEN, *extra_special_tokens]}
@@ -326,14 +354,19 @@ def tiny_llava_config(spec: TinySpec, vocab_size: int) -> Any:
     )
 
 
-def build_tiny_vlm(out_dir: str | os.PathLike[str], spec: TinySpec = DEFAULT_SPEC) -> Path:
-    """Build the tiny VLM (seeded weights, local tokenizer) and ``save_pretrained`` it to ``out_dir``."""
+def build_tiny_vlm(
+    out_dir: str | os.PathLike[str],
+    spec: TinySpec = DEFAULT_SPEC,
+    corpus: Sequence[tuple[str, int]] = MERGE_CORPUS,
+) -> Path:
+    """Build the tiny VLM (seeded weights, local tokenizer whose merges come from ``corpus``) and
+    ``save_pretrained`` it to ``out_dir``."""
     import torch
     from transformers import GenerationConfig, LlavaForConditionalGeneration, LlavaProcessor
     from transformers.models.clip.image_processing_pil_clip import CLIPImageProcessorPil
 
     out = Path(out_dir)
-    tokenizer = build_tokenizer(spec.num_merges)
+    tokenizer = build_tokenizer(spec.num_merges, corpus=corpus, max_length=spec.max_positions)
     config = tiny_llava_config(spec, vocab_size=len(tokenizer))
     # The generator is forked so that building never disturbs the caller's global RNG stream.
     with torch.random.fork_rng(devices=[]):
@@ -361,7 +394,9 @@ def build_tiny_vlm(out_dir: str | os.PathLike[str], spec: TinySpec = DEFAULT_SPE
     model.save_pretrained(out)
     processor.save_pretrained(out)
     (out / "visact_tiny.json").write_text(
-        json.dumps({"recipe": recipe_id(spec), "spec": dataclasses.asdict(spec)}, indent=2, sort_keys=True)
+        json.dumps(
+            {"recipe": recipe_id(spec, corpus), "spec": dataclasses.asdict(spec)}, indent=2, sort_keys=True
+        )
         + "\n"
     )
     unwritten = [name for name in BUILT_FILES if not (out / name).is_file()]
@@ -392,7 +427,7 @@ BUILT_FILES = (
 )
 
 
-def recipe_id(spec: TinySpec = DEFAULT_SPEC) -> str:
+def recipe_id(spec: TinySpec = DEFAULT_SPEC, corpus: Sequence[tuple[str, int]] = MERGE_CORPUS) -> str:
     """A short hash of everything the build depends on (sizes, corpus, template, recipe version)."""
     import tokenizers
     import torch
@@ -401,7 +436,7 @@ def recipe_id(spec: TinySpec = DEFAULT_SPEC) -> str:
     payload = {
         "version": RECIPE_VERSION,
         "spec": dataclasses.asdict(spec),
-        "corpus": MERGE_CORPUS,
+        "corpus": tuple(corpus),
         "template": CHAT_TEMPLATE,
         # Weight init may change between releases; a new release builds its own entry.
         "torch": _major_minor(torch.__version__),
@@ -415,27 +450,41 @@ def _major_minor(version: str) -> str:
     return ".".join(re.split(r"[.+]", version)[:2])
 
 
-def ensure_tiny_vlm(spec: TinySpec = DEFAULT_SPEC, cache_dir: str | os.PathLike[str] | None = None) -> Path:
+def ensure_tiny_vlm(
+    spec: TinySpec = DEFAULT_SPEC, cache_dir: str | os.PathLike[str] | None = None, variant: str = "tiny"
+) -> Path:
     """The tiny VLM's directory in the cache, checked against its manifest; built on first use (in a
-    child process, by one process at a time) and rebuilt when not intact."""
+    child process, by one process at a time) and rebuilt when not intact. ``variant`` names the
+    merge corpus (:func:`tiny_variants`); ``ensure_variant`` takes a variant's own sizes too."""
     from visact.cache import ensure_entry
 
     root = Path(cache_dir) if cache_dir is not None else cache_root()
+    corpus = MERGE_CORPUS if variant == "tiny" else tiny_variants()[variant].corpus
     return ensure_entry(
         root,
-        f"tiny-vlm-{recipe_id(spec)}",
-        lambda staging: build_in_child(staging, spec),
-        what="the tiny VLM",
+        f"{variant}-vlm-{recipe_id(spec, corpus)}",
+        lambda staging: build_in_child(staging, spec, variant),
+        what=f"the tiny VLM ({variant})",
         required=BUILT_FILES,
     )
 
 
-def build_in_child(out_dir: Path, spec: TinySpec = DEFAULT_SPEC) -> None:
+def ensure_variant(name: str, cache_dir: str | os.PathLike[str] | None = None) -> Path:
+    """The cache entry of the built-in tiny model ``name`` (``tiny``, ``tiny-alfworld``)."""
+    variants = tiny_variants()
+    if name not in variants:
+        raise ValueError(f"no tiny model named {name!r}; the built-in ones are {sorted(variants)}")
+    return ensure_tiny_vlm(variants[name].spec, cache_dir, variant=name)
+
+
+def build_in_child(out_dir: Path, spec: TinySpec = DEFAULT_SPEC, variant: str = "tiny") -> None:
     """``build_tiny_vlm`` in a fresh Python process (no process group, so every rank can build);
     the child dies with this process."""
     from visact.children import tied_to_this_process
 
     argv = [sys.executable, "-m", "visact.model.tiny_vlm", str(out_dir), json.dumps(dataclasses.asdict(spec))]
+    if variant != "tiny":
+        argv.append(variant)
     result = subprocess.run(tied_to_this_process(argv), capture_output=True, text=True)
     if result.returncode != 0:
         raise RuntimeError(
@@ -445,13 +494,15 @@ def build_in_child(out_dir: Path, spec: TinySpec = DEFAULT_SPEC) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m visact.model.tiny_vlm OUT_DIR [SPEC_JSON]``: build the tiny VLM into ``OUT_DIR``."""
+    """``python -m visact.model.tiny_vlm OUT_DIR [SPEC_JSON [VARIANT]]``: build the tiny VLM into ``OUT_DIR``
+    (with the merge corpus of ``VARIANT``, default ``tiny``)."""
     args = list(sys.argv[1:] if argv is None else argv)
-    if len(args) not in (1, 2):
-        print("usage: python -m visact.model.tiny_vlm OUT_DIR [SPEC_JSON]", file=sys.stderr)
+    if len(args) not in (1, 2, 3):
+        print("usage: python -m visact.model.tiny_vlm OUT_DIR [SPEC_JSON [VARIANT]]", file=sys.stderr)
         return 2
-    spec = TinySpec(**json.loads(args[1])) if len(args) == 2 else DEFAULT_SPEC
-    build_tiny_vlm(args[0], spec)
+    spec = TinySpec(**json.loads(args[1])) if len(args) >= 2 else DEFAULT_SPEC
+    corpus = tiny_variants()[args[2]].corpus if len(args) == 3 else MERGE_CORPUS
+    build_tiny_vlm(args[0], spec, corpus)
     return 0
 
 
