@@ -37,7 +37,8 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from visact.orchestration.demo import DemoConfig, evaluate, run_demo, start_env_servers, stop_processes  # noqa: E402
+from visact.orchestration.demo import DemoConfig, evaluate, run_demo, start_env_servers  # noqa: E402
+from visact.orchestration.processes import stop_all  # noqa: E402
 from visact.trainer.metrics import read_metrics, trailing_success  # noqa: E402
 
 BEGIN, END = "<!-- learning:begin -->", "<!-- learning:end -->"
@@ -106,7 +107,7 @@ def run_baselines(game: str, args: argparse.Namespace) -> dict[str, dict[str, An
             for name in missing:
                 evaluate(config, servers, "tiny", None, out[name], wanted[name])
         finally:
-            stop_processes(processes)
+            stop_all(processes)
     return {name: dict(json.loads(path.read_text())) for name, path in out.items()}
 
 
