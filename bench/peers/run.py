@@ -37,6 +37,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
+from visact.orchestration.processes import launch, start, stop_all
+
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
 DOCS = REPO / "docs"
@@ -167,7 +169,8 @@ def ensure_venv(venvs: Path, peer: str, log: TextIO) -> dict[str, str]:
 
 # ------------------------------------------------------------------------------- processes
 class Processes:
-    """Every process this run starts; stopped by their own ids at the end."""
+    """Every process this run starts (tied to it: ``visact.orchestration.processes``); stopped by
+    their own ids at the end."""
 
     def __init__(self, logs: Path) -> None:
         self.logs = logs
@@ -176,36 +179,21 @@ class Processes:
     def server(self, name: str, command: Sequence[str], timeout: float = 120.0) -> int:
         ready = self.logs / f"{name}.port"
         ready.unlink(missing_ok=True)
-        with (self.logs / f"{name}.server.log").open("w") as log:
-            process = subprocess.Popen(
-                [*command, "--ready-file", str(ready)], stdout=log, stderr=log, cwd=REPO
-            )
-        self.started.append(process)
-        deadline = time.monotonic() + timeout
-        while not (ready.exists() and ready.read_text().strip()):
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise SystemExit(f"{name} server did not start; see {self.logs / f'{name}.server.log'}")
-            time.sleep(0.05)
-        return int(ready.read_text())
+        log = self.logs / f"{name}.server.log"
+        process = start(name, [*command, "--ready-file", str(ready)], log, fresh_log=True, cwd=REPO)
+        self.started.append(process.popen)
+        return process.wait_ready(ready, timeout)
 
     def worker(self, name: str, command: Sequence[str]) -> Worker:
-        log = (self.logs / f"{name}.client.log").open("w")
-        process = subprocess.Popen(
-            command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log, text=True, cwd=REPO
-        )
+        with (self.logs / f"{name}.client.log").open("w") as log:
+            process = launch(
+                command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log, text=True, cwd=REPO
+            )
         self.started.append(process)
         return Worker(name, process, self.logs / f"{name}.client.log")
 
     def stop_all(self) -> None:
-        for process in reversed(self.started):
-            if process.poll() is None:
-                process.terminate()
-        for process in self.started:
-            try:
-                process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+        stop_all(self.started, grace=15)
 
 
 @dataclass
