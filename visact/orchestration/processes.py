@@ -6,8 +6,8 @@ The one launcher of the demo, the tests and the benches:
 - ``launch(argv, ...)``: ``subprocess.Popen`` of ``argv`` tied to this process
   (``visact.children``: it gets SIGTERM when this process dies, even by SIGKILL);
 - ``start(name, argv, log, ready_file=...)``: launched with its output in ``log``, waited for until
-  ``ready_file`` holds its port (a ``Process``); ``ProcessError`` with the log's tail if it exits
-  first or takes too long;
+  ``ready_file`` holds its port (a ``Process``; ``wait_ready`` for any ``Popen``); ``ProcessError``
+  with the log's tail if it exits first or takes too long;
 - ``wait_for(condition, timeout, message, *watched)``: poll until true, fail when a watched
   process dies;
 - ``stop_all(popens)``: SIGTERM, a grace period, then SIGKILL; ``stop_tree(popen)`` also stops
@@ -95,19 +95,33 @@ class Process:
             self.popen.wait(timeout=10)
 
     def wait_ready(self, ready_file: Path, timeout: float = 120) -> int:
-        """Wait until ``ready_file`` holds a port, which becomes ``self.port``; ``ProcessError``
-        (with the log's tail) if the process exits first or ``timeout`` seconds pass."""
-        wait_for(
-            lambda: ready_file.exists() and ready_file.read_text().strip() != "",
-            timeout,
-            lambda: (
-                f"{self.name} did not become ready in {timeout:g} s; its log ({self.log}) "
-                f"ends with:\n{log_tail(self.log)}"
-            ),
-            self,
-        )
-        self.port = int(ready_file.read_text())
+        """``wait_ready`` for this process; its port becomes ``self.port``."""
+        self.port = wait_ready(self.popen, ready_file, name=self.name, log=self.log, timeout=timeout)
         return self.port
+
+
+def wait_ready(
+    popen: subprocess.Popen[Any],
+    ready_file: Path,
+    *,
+    name: str,
+    log: Path | None = None,
+    timeout: float = 120,
+) -> int:
+    """The port ``popen`` writes to ``ready_file`` once it serves; ``ProcessError`` (with
+    ``log``'s tail) if it exits first or ``timeout`` seconds pass."""
+    deadline = time.monotonic() + timeout
+    while not (ready_file.exists() and ready_file.read_text().strip()):
+        if popen.poll() is not None:
+            problem = f"{name} exited {popen.returncode} before it was ready"
+        elif time.monotonic() > deadline:
+            problem = f"{name} did not become ready in {timeout:g} s"
+        else:
+            time.sleep(0.05)
+            continue
+        seen = f"; its log ({log}) ends with:\n{log_tail(log)}" if log is not None else ""
+        raise ProcessError(problem + seen)
+    return int(ready_file.read_text())
 
 
 def start(
