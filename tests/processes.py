@@ -4,8 +4,8 @@
 Every process started here is tracked, in a session of its own (so its process group holds its
 children, torchrun's launcher among them), and tied to the test process (``visact.children``:
 it gets SIGTERM if pytest dies, even by SIGKILL). The autouse fixture in tests/conftest.py stops
-whatever a test left running, however the test ended (``stop_started_since``). Without
-``VISACT_TOKEN`` in their environment, unless a test gives one.
+whatever a test left running, however the test ended (``stop_started_since``). ``start`` leaves
+``VISACT_TOKEN`` out of their environment unless its ``env`` gives one.
 """
 
 from __future__ import annotations
@@ -41,6 +41,7 @@ __all__ = [
     "start_process",
     "stop_started_since",
     "stop_tree",
+    "untokened_environment",
     "wait_for",
 ]
 
