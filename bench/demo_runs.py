@@ -14,13 +14,16 @@ import argparse
 import json
 import shutil
 import statistics
-import subprocess
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from visact.orchestration import processes  # noqa: E402
+from visact.orchestration.processes import command  # noqa: E402
 
 
 def run(env: str, seed: int, work: Path, extra: Sequence[str], fresh: bool) -> dict[str, Any]:
@@ -28,13 +31,10 @@ def run(env: str, seed: int, work: Path, extra: Sequence[str], fresh: bool) -> d
     if fresh:
         shutil.rmtree(work, ignore_errors=True)
     if not done.exists():
-        visact = Path(sys.executable).parent / "visact"
-        argv = [str(visact), "demo", "--env", env, "--seed", str(seed), "--workdir", str(work), *extra]
+        argv = [*command("visact"), "demo", "--env", env, "--seed", str(seed), "--workdir", str(work), *extra]
         print(f"-- {' '.join(argv[1:])}", flush=True)
         work.parent.mkdir(parents=True, exist_ok=True)
-        with (work.parent / f"seed-{seed}.log").open("w") as log:
-            result = subprocess.run(argv, stdout=log, stderr=subprocess.STDOUT)
-        if result.returncode != 0:
+        if processes.run(argv, work.parent / f"seed-{seed}.log") != 0:
             raise RuntimeError(f"visact demo --seed {seed} failed; see {work.parent / f'seed-{seed}.log'}")
     return dict(json.loads(done.read_text()))
 

@@ -24,6 +24,7 @@ import numpy as np
 
 from visact.env_server import games
 from visact.env_server.client import EnvClient, ResetCall, StepCall, StepResult
+from visact.orchestration.processes import launch, stop_all, wait_ready
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -123,30 +124,12 @@ def many_sessions(client: EnvClient, encoding: str, n: int, batched: bool) -> Ca
 
 
 def start_server(env_name: str) -> tuple[subprocess.Popen[bytes], int]:
+    """An env server of ``env_name`` on a free loopback port, tied to this process (its output to
+    this console); returns it and its port."""
     ready = Path(tempfile.mkdtemp()) / "port"
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "env_server.server",
-            "--env",
-            env_name,
-            "--host",
-            "127.0.0.1",
-            "--port",
-            "0",
-            "--ready-file",
-            str(ready),
-            "--log-level",
-            "WARNING",
-        ],
-    )
-    deadline = time.monotonic() + 60
-    while not ready.exists() or not ready.read_text().strip():
-        if process.poll() is not None or time.monotonic() > deadline:
-            raise RuntimeError("env-server did not start")
-        time.sleep(0.05)
-    return process, int(ready.read_text())
+    server = [sys.executable, "-m", "visact.env_server.server", "--env", env_name, "--host", "127.0.0.1"]
+    process = launch([*server, "--port", "0", "--ready-file", str(ready), "--log-level", "WARNING"])
+    return process, wait_ready(process, ready, name="env-server", timeout=60)
 
 
 def main() -> None:
@@ -180,8 +163,7 @@ def main() -> None:
             for name, run in configs.items():  # interleaved, so drift hits all alike
                 samples[name].append(rate(run, args.seconds))
     finally:
-        process.terminate()
-        process.wait(timeout=30)
+        stop_all([process], grace=30)
 
     medians = {name: statistics.median(values) for name, values in samples.items()}
     base = medians["in_process"]

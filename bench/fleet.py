@@ -27,7 +27,6 @@ import json
 import os
 import platform
 import statistics
-import sys
 import tempfile
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -36,17 +35,40 @@ from typing import Any
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+from visact.env.v1 import env_pb2, env_pb2_grpc
+from visact.orchestration import fleet
+from visact.orchestration.processes import Process, command, start
+from visact.rpc import run_async
+from visact.trainer.v1 import trainer_pb2, trainer_pb2_grpc
 
-from tests.processes import TRAINER_ARGS, Process, command, start, start_env  # noqa: E402
-from visact.env.v1 import env_pb2, env_pb2_grpc  # noqa: E402
-from visact.orchestration import fleet  # noqa: E402
-from visact.rpc import run_async  # noqa: E402
-from visact.trainer.v1 import trainer_pb2, trainer_pb2_grpc  # noqa: E402
+ROOT = Path(__file__).resolve().parent.parent
 
 RESULTS = ROOT / "bench" / "results"
 PLOT = ROOT / "docs" / "benchmarks" / "fleet.png"
+#: `trainer serve` of the tiny VLM (its default) on loopback, one torch thread, a small LoRA: it
+#: never trains here, it registers agents and answers them
+TRAINER_ARGS = ["--host", "127.0.0.1", "--threads", "1", "--lora-r", "4", "--lora-alpha", "8"]
+
+
+def untokened() -> dict[str, str]:
+    """This environment without ``VISACT_TOKEN``: the servers here take no token."""
+    return {k: v for k, v in os.environ.items() if k != "VISACT_TOKEN"}
+
+
+def start_server(name: str, argv: list[str], workdir: Path, timeout: float = 120) -> Process:
+    """``argv`` (a server taking ``--ready-file``) on loopback, logging to ``workdir/<name>.log``."""
+    ready = workdir / f"{name}.port"
+    ready.unlink(missing_ok=True)
+    return start(
+        name,
+        [*argv, "--port", "0", "--ready-file", str(ready)],
+        workdir / f"{name}.log",
+        ready_file=ready,
+        timeout=timeout,
+        env=untokened(),
+        cwd=workdir,
+        start_new_session=True,
+    )
 
 
 def summary(latencies: Sequence[float]) -> dict[str, float]:
@@ -75,7 +97,8 @@ async def time_calls(
 
 
 def bench_env(levels: Sequence[int], repeats: int, workdir: Path) -> dict[str, Any]:
-    env = start_env(workdir, "env-server")
+    argv = [*command("env-server"), "--env", "numberline", "--host", "127.0.0.1", "--log-format", "text"]
+    env = start_server("env-server", [*argv, "--grace", "1"], workdir)
     rows = []
     held: list[Any] = []
     channels = fleet.Channels(env.address)
@@ -125,15 +148,11 @@ async def _fresh(channels: fleet.Channels) -> Any:
 
 
 def bench_trainer(levels: Sequence[int], repeats: int, workdir: Path) -> dict[str, Any]:
-    from tests.reliability.protocol_agent import tiny_template
+    from visact.model.loading import load_vlm, weights_fingerprint
 
-    fingerprint = tiny_template().fingerprint
-    ready = workdir / "trainer.port"
-    argv = [
-        *command("trainer"), "serve", *TRAINER_ARGS, "--port", "0", "--ready-file", str(ready),
-        "--checkpoint-dir", str(workdir / "run"),
-    ]  # fmt: skip
-    trainer: Process = start("trainer", argv, workdir, ready_file=ready, timeout=300)
+    fingerprint = weights_fingerprint(load_vlm("tiny", device="cpu").model)
+    argv = [*command("trainer"), "serve", *TRAINER_ARGS, "--checkpoint-dir", str(workdir / "run")]
+    trainer = start_server("trainer", argv, workdir, timeout=300)
     rows = []
     agents: list[fleet.WatchingAgent] = []
     channels = fleet.Channels(trainer.address)

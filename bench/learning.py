@@ -42,9 +42,9 @@ from visact.orchestration.demo import (  # noqa: E402
     evaluate,
     run_demo,
     start_env_servers,
-    stop_processes,
     with_game_settings,
 )
+from visact.orchestration.processes import stop_all  # noqa: E402
 from visact.trainer.metrics import read_metrics, trailing_success  # noqa: E402
 
 BEGIN, END = "<!-- learning:begin -->", "<!-- learning:end -->"
@@ -127,7 +127,7 @@ def run_baselines(game: str, args: argparse.Namespace) -> dict[str, dict[str, An
             for name in missing:
                 evaluate(config, servers, "tiny", None, out[name], wanted[name])
         finally:
-            stop_processes(processes)
+            stop_all(processes)
     return {name: dict(json.loads(path.read_text())) for name, path in out.items()}
 
 

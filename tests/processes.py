@@ -1,71 +1,57 @@
-"""Real processes for integration and end-to-end tests: start with a ready file, stop, kill, read logs.
+"""Real processes for integration and end-to-end tests, on the launcher of
+``visact.orchestration.processes`` (start with a ready file, wait, stop a whole tree, read logs).
 
 Every process started here is tracked, in a session of its own (so its process group holds its
 children, torchrun's launcher among them), and tied to the test process (``visact.children``:
 it gets SIGTERM if pytest dies, even by SIGKILL). The autouse fixture in tests/conftest.py stops
-whatever a test left running, however the test ended (``stop_started_since``).
+whatever a test left running, however the test ended (``stop_started_since``). ``start`` leaves
+``VISACT_TOKEN`` out of their environment unless its ``env`` gives one.
 """
 
 from __future__ import annotations
 
-import contextlib
 import os
-import shutil
-import signal
 import subprocess
-import sys
-import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from visact.children import tied_to_this_process
+from visact.orchestration.processes import (
+    Process,
+    command,
+    descendants,
+    launch,
+    running,
+    stop_tree,
+    wait_for,
+)
+from visact.orchestration.processes import start as launch_logged
 
-BIN = Path(sys.executable).parent
+__all__ = [
+    "STARTED",
+    "TRAINER_ARGS",
+    "Process",
+    "command",
+    "descendants",
+    "run_conformance",
+    "running",
+    "start",
+    "start_agent",
+    "start_env",
+    "start_process",
+    "stop_started_since",
+    "stop_tree",
+    "untokened_environment",
+    "wait_for",
+]
 
-#: Every process started through ``start_process`` (and so ``start``), in order.
+#: Every process started through ``start_process`` and ``start``, in order.
 STARTED: list[subprocess.Popen[Any]] = []
 
 
-def command(name: str) -> list[str]:
-    """The console script ``name`` of this environment."""
-    script = shutil.which(name, path=str(BIN)) or shutil.which(name)
-    assert script is not None, f"{name} is not installed; pip install -e ."
-    return [script]
-
-
-@dataclass
-class Process:
-    name: str
-    popen: subprocess.Popen[bytes]
-    log: Path
-    port: int = 0
-
-    @property
-    def address(self) -> str:
-        return f"127.0.0.1:{self.port}"
-
-    def text(self) -> str:
-        return self.log.read_text(errors="replace") if self.log.exists() else ""
-
-    def alive(self) -> bool:
-        return self.popen.poll() is None
-
-    def stop(self, timeout: float = 60) -> int:
-        """SIGTERM, then wait; returns the exit code."""
-        if self.alive():
-            self.popen.send_signal(signal.SIGTERM)
-        try:
-            return self.popen.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            self.popen.kill()
-            return self.popen.wait(timeout=10)
-
-    def kill(self) -> None:
-        if self.alive():
-            self.popen.kill()
-            self.popen.wait(timeout=10)
+def untokened_environment() -> dict[str, str]:
+    """This environment without ``VISACT_TOKEN``."""
+    return {k: v for k, v in os.environ.items() if k != "VISACT_TOKEN"}
 
 
 def start(
@@ -77,86 +63,27 @@ def start(
     timeout: float = 120,
     env: dict[str, str] | None = None,
 ) -> Process:
-    """Start ``argv`` with output to ``workdir/<name>.log``; wait for ``ready_file`` to hold a port."""
-    log = workdir / f"{name}.log"
-    environment = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
-    environment.pop("VISACT_TOKEN", None)
-    with log.open("ab") as out:
-        popen = start_process(argv, stdout=out, stderr=subprocess.STDOUT, env=environment, cwd=workdir)
-    process = Process(name, popen, log)
+    """Start ``argv`` in ``workdir``, tracked, with output to ``workdir/<name>.log``; wait for
+    ``ready_file`` to hold a port. ``env`` adds to its environment."""
+    process = launch_logged(
+        name,
+        argv,
+        workdir / f"{name}.log",
+        env={**untokened_environment(), **(env or {})},
+        cwd=workdir,
+        start_new_session=True,
+    )
+    STARTED.append(process.popen)
     if ready_file is not None:
-        wait_for(
-            lambda: ready_file.exists() and ready_file.read_text().strip() != "",
-            timeout,
-            lambda: f"{name} did not become ready:\n{process.text()[-3000:]}",
-            process,
-        )
-        process.port = int(ready_file.read_text())
+        process.wait_ready(ready_file, timeout)
     return process
 
 
 def start_process(argv: Sequence[str], **popen_args: Any) -> subprocess.Popen[Any]:
     """``subprocess.Popen(argv, **popen_args)``, tracked, in a new session, tied to this process."""
-    popen: subprocess.Popen[Any] = subprocess.Popen(
-        tied_to_this_process(argv), start_new_session=True, **popen_args
-    )
+    popen = launch(argv, start_new_session=True, **popen_args)
     STARTED.append(popen)
     return popen
-
-
-def live_processes() -> list[tuple[int, int, int]]:
-    """(pid, parent pid, process group) of every process that is not a zombie, from /proc."""
-    table = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            with contextlib.suppress(OSError, IndexError, ValueError):
-                stat = (entry / "stat").read_text()
-                state, ppid, pgrp = stat[stat.rindex(")") + 2 :].split()[:3]
-                if state not in "ZX":
-                    table.append((int(entry.name), int(ppid), int(pgrp)))
-    return table
-
-
-def descendants(pid: int) -> list[int]:
-    """Every live descendant of ``pid`` (children in sessions of their own too)."""
-    children: dict[int, list[int]] = {}
-    for child, parent, _ in live_processes():
-        children.setdefault(parent, []).append(child)
-    found, todo = [], [pid]
-    while todo:
-        for child in children.get(todo.pop(), []):
-            found.append(child)
-            todo.append(child)
-    return found
-
-
-def running(pid: int) -> bool:
-    """True while ``pid`` exists and is not a zombie."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat[stat.rindex(")") + 2] not in "ZX"
-
-
-def stop_tree(popen: subprocess.Popen[Any], grace: float = 10) -> None:
-    """SIGTERM every live process of ``popen``'s process group (``start_process`` made it lead one:
-    its group outlives it when it is killed) and every descendant (in sessions of their own too,
-    as torchrun's workers), SIGKILL what is left after ``grace`` seconds, and reap ``popen``."""
-    pids = {pid for pid, _, group in live_processes() if group == popen.pid} | set(descendants(popen.pid))
-    for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 10.0)):
-        for pid in pids:
-            with contextlib.suppress(OSError):
-                os.kill(pid, sig)
-        deadline = time.monotonic() + wait
-        while time.monotonic() < deadline and any(running(pid) for pid in pids):
-            popen.poll()  # reap our own child, else it stays a zombie
-            time.sleep(0.05)
-        pids = {pid for pid in pids if running(pid)}
-        if not pids:
-            break
-    with contextlib.suppress(subprocess.TimeoutExpired):
-        popen.wait(timeout=10)
 
 
 def stop_started_since(index: int) -> None:
@@ -178,33 +105,13 @@ def start_agent(workdir: Path, name: str, env: Process, trainer: Process, *extra
 def run_conformance(address: str, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
     """``env-conformance --server address ...`` to the end, its output captured (no token in its
     environment)."""
-    environment = {k: v for k, v in os.environ.items() if k != "VISACT_TOKEN"}
     return subprocess.run(
         [*command("env-conformance"), "--server", address, *args],
         capture_output=True,
         text=True,
         timeout=timeout,
-        env=environment,
+        env=untokened_environment(),
     )
-
-
-def wait_for(
-    condition: Callable[[], bool],
-    timeout: float,
-    message: Callable[[], str] | str = "condition not met",
-    *watched: Process,
-) -> None:
-    """Poll ``condition`` until true; fail with ``message`` on timeout or when a watched process dies."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        for process in watched:
-            if not process.alive():
-                raise AssertionError(
-                    f"{process.name} exited {process.popen.returncode}:\n{process.text()[-3000:]}"
-                )
-        if time.monotonic() > deadline:
-            raise AssertionError(message() if callable(message) else message)
-        time.sleep(0.2)
 
 
 #: `trainer serve` flags for tests: the tiny VLM, tiny updates, a checkpoint every update

@@ -58,6 +58,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # harness
 import harness
 
 from visact.env_server.games.numberline import NumberLine
+from visact.orchestration.processes import launch, stop_all, wait_ready
 
 SERVICE, METHOD = "floor.Echo", "Frame"
 
@@ -372,19 +373,19 @@ def main() -> None:
         return
 
     me = [sys.executable, str(Path(__file__).resolve())]
-    pipe_child = subprocess.Popen([*me, "pipe-echo"], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    pipe_child = launch([*me, "pipe-echo"], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
     scratch = Path(tempfile.mkdtemp(prefix="floor-", dir="/dev/shm" if os.path.isdir("/dev/shm") else None))
     shared, port_file = scratch / "counters", scratch / "port"
     shared.write_bytes(bytes(16))
-    spin_child = subprocess.Popen([*me, "spin-echo", "--shared", str(shared)])
+    spin_child = launch([*me, "spin-echo", "--shared", str(shared)])
     game_block = scratch / "game"
     game_block.write_bytes(bytes(SPIN_GAME_BYTES))
-    game_child = subprocess.Popen([*me, "spin-game", "--shared", str(game_block)])
+    game_child = launch([*me, "spin-game", "--shared", str(game_block)])
     bare_block = scratch / "bare-game"
     bare_block.write_bytes(bytes(SPIN_GAME_BYTES))
-    bare_child = subprocess.Popen([*me, "spin-game-bare", "--shared", str(bare_block)])
-    grpc_child = subprocess.Popen([*me, "grpc-echo", "--port-file", str(port_file)])
-    port = harness.wait_for_port_file(port_file, lambda: grpc_child.poll() is None)
+    bare_child = launch([*me, "spin-game-bare", "--shared", str(bare_block)])
+    grpc_child = launch([*me, "grpc-echo", "--port-file", str(port_file)])
+    port = wait_ready(grpc_child, port_file, name="grpc-echo")
     address = f"127.0.0.1:{port}"
 
     configs: dict[str, harness.Runner] = {
@@ -400,9 +401,7 @@ def main() -> None:
 
     def close() -> None:
         _counters(shared)[0] = _counters(game_block)[REQUEST] = _counters(bare_block)[REQUEST] = -1
-        for child in (pipe_child, grpc_child, spin_child, game_child, bare_child):
-            child.terminate()
-            child.wait(timeout=10)
+        stop_all([pipe_child, grpc_child, spin_child, game_child, bare_child], grace=10)
         shutil.rmtree(scratch, ignore_errors=True)
 
     harness.serve_commands(configs, close)

@@ -136,13 +136,3 @@ def serve_commands(configs: dict[str, Runner], close: Callable[[], None] | None 
     if close is not None:
         close()
     out.write(json.dumps({"bye": True}) + "\n")
-
-
-def wait_for_port_file(path: Path, process_alive: Callable[[], bool], timeout: float = 120.0) -> int:
-    """The port a server wrote to ``path`` once it listens."""
-    deadline = time.monotonic() + timeout
-    while not path.exists() or not path.read_text().strip():
-        if not process_alive() or time.monotonic() > deadline:
-            raise RuntimeError(f"server did not write its port to {path}")
-        time.sleep(0.05)
-    return int(path.read_text())

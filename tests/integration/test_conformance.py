@@ -9,7 +9,6 @@ a subprocess against ``env-server`` processes, with and without a bearer token; 
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import socket
 import subprocess
@@ -23,7 +22,7 @@ import numpy as np
 import pytest
 
 from tests.envs import CounterEnv
-from tests.processes import command, start_process
+from tests.processes import Process, command, start, untokened_environment
 from visact import rpc
 from visact.env.v1 import env_pb2 as pb
 from visact.env.v1 import env_pb2_grpc as pb_grpc
@@ -317,42 +316,32 @@ def test_an_unreachable_address_is_one_failure() -> None:
 
 
 # ---------------------------------------------------------------------- the CLI as a process
-def clean_env() -> dict[str, str]:
-    return {k: v for k, v in os.environ.items() if k != "VISACT_TOKEN"}
-
-
 @pytest.fixture
 def env_server(tmp_path: Path) -> Iterator[Callable[..., str]]:
     """Starts ``env-server`` processes; returns their addresses; stops them afterwards."""
-    processes: list[subprocess.Popen[bytes]] = []
+    processes: list[Process] = []
 
-    def start(*extra: str) -> str:
-        ready, log = tmp_path / f"port-{len(processes)}", tmp_path / f"server-{len(processes)}.log"
+    def begin(*extra: str) -> str:
+        name = f"server-{len(processes)}"
+        ready = tmp_path / f"{name}.port"
         args = ["--env", "numberline", "--port", "0", "--ready-file", str(ready), "--idle-timeout", "2"]
-        with log.open("wb") as out:
-            process = start_process(
-                [*command("env-server"), *args, "--log-format", "text", "--grace", "0", *extra],
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                env=clean_env(),
-            )
+        argv = [*command("env-server"), *args, "--log-format", "text", "--grace", "0", *extra]
+        process = start(name, argv, tmp_path, ready_file=ready, timeout=30)
         processes.append(process)
-        deadline = time.monotonic() + 30
-        while not (ready.exists() and ready.read_text().strip()):
-            assert process.poll() is None, f"env-server exited {process.returncode}:\n{log.read_text()}"
-            assert time.monotonic() < deadline, f"env-server did not start:\n{log.read_text()}"
-            time.sleep(0.05)
-        return f"127.0.0.1:{ready.read_text().strip()}"
+        return process.address
 
-    yield start
+    yield begin
     for process in processes:
-        process.terminate()
-        process.wait(timeout=15)
+        process.stop(timeout=15)
 
 
 def conformance(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [*command("env-conformance"), *args], capture_output=True, text=True, timeout=120, env=clean_env()
+        [*command("env-conformance"), *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=untokened_environment(),
     )
 
 

@@ -15,7 +15,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -24,6 +23,7 @@ import pytest
 
 from tests.processes import start_process
 from visact.cache import entry_problem, write_manifest
+from visact.orchestration.processes import wait_ready
 
 pytestmark = pytest.mark.slow
 
@@ -120,17 +120,7 @@ def start_node_server(node: str, tmp_path: Path, *args: str, env: dict[str, str]
             text=True,
             env=env,
         )
-    deadline = time.monotonic() + 30
-    while not (ready.exists() and ready.read_text().strip()):
-        if process.poll() is not None:
-            pytest.fail(
-                f"the Node server exited {process.returncode} before serving; log:\n{log.read_text()}"
-            )
-        if time.monotonic() > deadline:
-            process.kill()
-            pytest.fail(f"the Node server did not write {ready} within 30 s; log:\n{log.read_text()}")
-        time.sleep(0.05)
-    return NodeServer(process, int(ready.read_text()), log)
+    return NodeServer(process, wait_ready(process, ready, name="the Node server", log=log, timeout=30), log)
 
 
 @pytest.fixture

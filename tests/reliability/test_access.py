@@ -33,6 +33,7 @@ from visact.env.v1 import env_pb2
 from visact.env_server.client import EnvCallError, EnvClient
 from visact.env_server.server import ServerConfig, start_server
 from visact.model.loading import weights_fingerprint
+from visact.orchestration.processes import wait_ready
 from visact.trainer.admission import Admission
 from visact.trainer.config import TrainerConfig
 from visact.trainer.hub import Hub, PublishedVersion
@@ -183,15 +184,12 @@ def test_node_env_server_with_a_token_refuses_every_call_without_it(tmp_path: Pa
     with (tmp_path / "node.log").open("w") as log:
         process = start_process([*argv, "--token", TOKEN], cwd=example, stdout=log, stderr=subprocess.STDOUT)
     try:
-        deadline = time.monotonic() + 30
-        while not (ready.exists() and ready.read_text().strip()):
-            assert process.poll() is None and time.monotonic() < deadline, (tmp_path / "node.log").read_text()
-            time.sleep(0.05)
+        port = wait_ready(process, ready, name="the Node server", log=tmp_path / "node.log", timeout=30)
         # the six unary methods it serves (no BatchStepStream); grpc-js answers request bytes that do
         # not parse with INTERNAL before the token is looked at, so only well-formed requests here
         unary = [m for m in ENV_METHODS if not (m[1] or m[2])]
         assert len(unary) == 6
-        assert_token_enforced(f"127.0.0.1:{int(ready.read_text())}", unary, garbage=b"")
+        assert_token_enforced(f"127.0.0.1:{port}", unary, garbage=b"")
     finally:
         process.terminate()
         process.wait(timeout=15)

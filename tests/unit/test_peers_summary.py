@@ -1,26 +1,28 @@
-"""The peers benchmark's arithmetic (bench/peers/run.py): ratios, goals and floors from samples."""
+"""The peers benchmark's arithmetic (bench/peers/ratios.py, report.py): ratios, goals and floors from samples."""
 
 from __future__ import annotations
 
-import importlib.util
+import importlib
 import math
 import sys
 from pathlib import Path
-from types import ModuleType
+from types import SimpleNamespace
 
 import pytest
 
-RUN_PY = Path(__file__).resolve().parents[2] / "bench" / "peers" / "run.py"
+PEERS = Path(__file__).resolve().parents[2] / "bench" / "peers"
 
 
 @pytest.fixture(scope="module")
-def run() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("peers_run", RUN_PY)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["peers_run"] = module  # dataclasses look their module up while being built
-    spec.loader.exec_module(module)
-    return module
+def run() -> SimpleNamespace:
+    """The benchmark's arithmetic and tables (bench/peers/ratios.py, report.py, systems.py) as one
+    module, imported as run.py imports them (its folder on the path)."""
+    if str(PEERS) not in sys.path:
+        sys.path.append(str(PEERS))
+    ratios, report, systems = (importlib.import_module(name) for name in ("ratios", "report", "systems"))
+    return SimpleNamespace(
+        Config=systems.Config, summarize=ratios.summarize, markdown_bounds=report.markdown_bounds
+    )
 
 
 SAMPLES = {
@@ -40,12 +42,12 @@ SAMPLES = {
 SYSTEM_OF = {"inprocess": "inprocess", "floor": "floor", "visact": "visact", "dm": "dm_env_rpc"}
 
 
-def summary_of(run: ModuleType, samples: dict[str, list[float]]) -> dict:
+def summary_of(run: SimpleNamespace, samples: dict[str, list[float]]) -> dict:
     configs = {name: run.Config.parse(name, SYSTEM_OF[name.split("_")[0]]) for name in samples}
     return run.summarize(configs, samples)
 
 
-def test_ratios_use_the_median_in_process_rate(run: ModuleType) -> None:
+def test_ratios_use_the_median_in_process_rate(run: SimpleNamespace) -> None:
     summary = summary_of(run, SAMPLES)
     row = next(r for r in summary["rows"] if r["config"] == "visact_1_raw")
     assert row["x_in_process_raw"] == pytest.approx(900 / 100_000)
@@ -53,7 +55,7 @@ def test_ratios_use_the_median_in_process_rate(run: ModuleType) -> None:
     assert math.isnan(row["x_best_OpenEnv"])  # no OpenEnv measured: no ratio, not a crash
 
 
-def test_goals_compare_visact_with_peers_never_with_floors(run: ModuleType) -> None:
+def test_goals_compare_visact_with_peers_never_with_floors(run: SimpleNamespace) -> None:
     goals = summary_of(run, SAMPLES)["goals"]
     assert all(not g["theirs"].startswith("floor") and not g["ours"].startswith("floor") for g in goals)
     one_session = {g["where"].split(":")[0]: g for g in goals if g["goal"].startswith("one session")}
@@ -69,7 +71,7 @@ def test_goals_compare_visact_with_peers_never_with_floors(run: ModuleType) -> N
     )
 
 
-def test_floors_are_bounds_against_the_ceiling_and_visact(run: ModuleType) -> None:
+def test_floors_are_bounds_against_the_ceiling_and_visact(run: SimpleNamespace) -> None:
     summary = summary_of(run, SAMPLES)
     bounds = {b["config"]: b for b in summary["bounds"]}
     assert set(bounds) == {"floor_1_raw_spin", "floor_1_raw_grpc", "floor_1_png_grpc"}
@@ -84,6 +86,6 @@ def test_floors_are_bounds_against_the_ceiling_and_visact(run: ModuleType) -> No
     assert groups == {"1 session, raw", "1 session, png", "16 sessions, raw"}  # floors add no group
 
 
-def test_without_floors_there_is_no_bounds_table(run: ModuleType) -> None:
+def test_without_floors_there_is_no_bounds_table(run: SimpleNamespace) -> None:
     samples = {k: v for k, v in SAMPLES.items() if not k.startswith("floor")}
     assert run.markdown_bounds(summary_of(run, samples)) == ""

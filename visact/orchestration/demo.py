@@ -20,7 +20,6 @@ manifest written after their stage finished (``visact.cache``).
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import signal
 import subprocess
@@ -32,10 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from visact.cache import entry_problem, write_manifest
-from visact.children import tied_to_this_process
-
-BIN = Path(sys.executable).parent
-
+from visact.orchestration.processes import command, run, start, stop_all
 
 #: Settings every game starts from, and each game's own, found with bench/learning.py
 #: (docs/results.md, docs/learning-notes.md). EZPoints answers are longer (~70 tokens: more SFT)
@@ -178,45 +174,12 @@ class Stage:
         print(f"   {self.name}: {time.monotonic() - self.started:.0f} s", flush=True)
 
 
-def script(name: str) -> str:
-    found = shutil.which(name, path=str(BIN)) or shutil.which(name)
-    if found is None:
-        raise FileNotFoundError(
-            f"{name} is not installed in this environment; run the README's set-up command"
-        )
-    return found
-
-
-def spawn(argv: Sequence[str], log: Path) -> subprocess.Popen[bytes]:
-    """Start ``argv`` logging to ``log``; it gets SIGTERM if the demo dies (``visact.children``)."""
-    with log.open("ab") as out:
-        return subprocess.Popen(
-            tied_to_this_process(argv),
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
-        )
-
-
-def wait_ready(process: subprocess.Popen[bytes], ready: Path, log: Path, timeout: float = 300) -> int:
-    deadline = time.monotonic() + timeout
-    while not (ready.exists() and ready.read_text().strip()):
-        if process.poll() is not None or time.monotonic() > deadline:
-            raise RuntimeError(f"{log.stem} did not start; its log:\n{log.read_text()[-3000:]}")
-        time.sleep(0.1)
-    return int(ready.read_text())
-
-
 def run_checked(argv: Sequence[str], log: Path | None = None) -> None:
     """Run a stage to completion; its output goes to the console (progress bars) or to ``log``."""
-    if log is None:
-        result = subprocess.run(tied_to_this_process(argv))
-    else:
-        with log.open("ab") as out:
-            result = subprocess.run(tied_to_this_process(argv), stdout=out, stderr=subprocess.STDOUT)
-    if result.returncode != 0:
+    returncode = run(argv, log)
+    if returncode != 0:
         detail = f"; see {log}" if log else ""
-        raise RuntimeError(f"`{' '.join(argv[:3])} ...` failed with exit code {result.returncode}{detail}")
+        raise RuntimeError(f"`{' '.join(argv[:3])} ...` failed with exit code {returncode}{detail}")
 
 
 def evaluate(
@@ -231,7 +194,7 @@ def evaluate(
     """`agent-client eval` on the held-out seeds, at ``--eval-temperature`` unless ``temperature``
     is given; ``extra_args`` e.g. ``["--random-policy"]``."""
     argv = [
-        script("agent-client"),
+        *command("agent-client"),
         "eval",
         "--model",
         model,
@@ -293,8 +256,8 @@ def start_env_servers(
 ) -> list[str]:
     """Start ``count`` env servers for ``env`` on free loopback ports; returns their addresses.
 
-    The processes are appended to ``processes`` (stop them with :func:`stop_processes`); each
-    logs to ``work/logs/env-N.log``.
+    The processes are appended to ``processes`` (stop them with ``stop_all``); each logs to
+    ``work/logs/env-N.log``.
     """
     servers = []
     for index in range(count):
@@ -302,23 +265,11 @@ def start_env_servers(
         ready.unlink(missing_ok=True)
         log = work / "logs" / f"env-{index}.log"
         log.parent.mkdir(parents=True, exist_ok=True)
-        argv = [script("env-server"), "--env", env, "--host", "127.0.0.1", "--port", "0"]
-        process = spawn([*argv, "--ready-file", str(ready), "--log-format", "text"], log)
-        processes.append(process)
-        servers.append(f"127.0.0.1:{wait_ready(process, ready, log)}")
+        argv = [*command("env-server"), "--env", env, "--host", "127.0.0.1", "--port", "0"]
+        server = start(f"env-{index}", [*argv, "--ready-file", str(ready), "--log-format", "text"], log)
+        processes.append(server.popen)
+        servers.append(f"127.0.0.1:{server.wait_ready(ready, timeout=300)}")
     return servers
-
-
-def stop_processes(processes: Sequence[subprocess.Popen[bytes]], grace: float = 30) -> None:
-    """SIGTERM every process still running, wait up to ``grace`` seconds each, then kill."""
-    for process in processes:
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-    for process in processes:
-        try:
-            process.wait(timeout=grace)
-        except subprocess.TimeoutExpired:
-            process.kill()
 
 
 def reusable(directory: Path, required: str) -> bool:
@@ -348,7 +299,7 @@ def run_demo(config: DemoConfig) -> dict[str, Any]:
                 shutil.rmtree(demos.parent, ignore_errors=True)
                 run_checked(
                     [
-                        script("visact"),
+                        *command("visact"),
                         "demos",
                         "--env",
                         config.env,
@@ -372,7 +323,7 @@ def run_demo(config: DemoConfig) -> dict[str, Any]:
                 shutil.rmtree(model, ignore_errors=True)
                 run_checked(
                     [
-                        script("trainer"),
+                        *command("trainer"),
                         "sft",
                         "--data",
                         str(demos),
@@ -417,7 +368,7 @@ def run_demo(config: DemoConfig) -> dict[str, Any]:
             print(f"   held-out success after PPO: {held_out(config, after, after_sampled)}", flush=True)
         timings["eval_ppo"] = time.monotonic() - stage.started
     finally:
-        stop_processes(processes)
+        stop_all(processes)
 
     from visact.orchestration.plots import learning_curve
     from visact.trainer.metrics import read_metrics, trailing_success
@@ -473,9 +424,10 @@ def ppo(
     ready.unlink(missing_ok=True)
     trainer_log = logs / "trainer.log"
     minibatch = max(8, config.steps_per_update // 4)
-    trainer = spawn(
+    trainer_process = start(
+        "trainer",
         [
-            script("trainer"),
+            *command("trainer"),
             "serve",
             "--model",
             str(model),
@@ -538,12 +490,14 @@ def ppo(
         + ([] if config.cot else ["--no-cot"]),
         trainer_log,
     )
+    trainer = trainer_process.popen
     processes.append(trainer)
-    trainer_address = f"127.0.0.1:{wait_ready(trainer, ready, trainer_log)}"
+    trainer_address = f"127.0.0.1:{trainer_process.wait_ready(ready, timeout=300)}"
     for index in range(config.agents):
-        agent = spawn(
+        agent = start(
+            f"agent-{index}",
             [
-                script("agent-client"),
+                *command("agent-client"),
                 "--trainer",
                 trainer_address,
                 "--model",
@@ -561,7 +515,7 @@ def ppo(
             ]
             + [a for server in servers for a in ("--server", server)],
             logs / f"agent-{index}.log",
-        )
+        ).popen
         processes.append(agent)
     deadline = time.monotonic() + config.ppo_minutes * 60 if config.ppo_minutes else None
     with progress_bar(config.ppo_updates, "PPO updates", "update") as bar:
