@@ -112,6 +112,31 @@ class Scored:
         return Scored(self.action_log_prob[kept], self.values[kept])
 
 
+@dataclass
+class Targets:
+    """What one update trains towards, per sample in batch order."""
+
+    old: Scored  # the batch under the weights the update starts from (the proximal policy)
+    behavior: Tensor  # (N,) the action log-probs the sampler recorded (for the importance weight)
+    advantages: Tensor  # (N,)
+    returns: Tensor | None  # (N,) value targets; None: the estimator has no value function
+
+
+def behavior_log_probs(samples: Sequence[StepData], lambda_cot: float) -> Tensor:
+    """Each sample's CoT-weighted action log-prob from the log-probs its sampler recorded."""
+    return torch.stack(
+        [
+            ppo.action_log_prob(
+                torch.tensor([s.behavior_log_probs]),
+                torch.ones(1, len(s.generated_ids), dtype=torch.bool),
+                torch.tensor([s.action_start]),
+                lambda_cot,
+            )[0]
+            for s in samples
+        ]
+    )
+
+
 class Learner:
     """Holds the LoRA-adapted model, the value head and the optimizer; runs PPO updates."""
 
@@ -310,63 +335,24 @@ class Learner:
         started = time.monotonic()
         episodes = with_fact_reward(episodes, config.fact_reward)
 
-        # 1. the batch under the current ("old") weights, and under the sampler ("behavior")
+        # 1.-2. the batch under the current ("old") weights, and under the sampler ("behavior")
         episodes, old, bootstrap = self._scored_batch(episodes)
         samples = [s for e in episodes for s in e.steps]
-        n = len(samples)
-        if not n:  # nothing the model can score: the weights stay, under a new version
+        if not samples:  # nothing the model can score: the weights stay, under a new version
             return self._nothing_trained(started)
-        behavior = torch.stack(
-            [
-                ppo.action_log_prob(
-                    torch.tensor([s.behavior_log_probs]),
-                    torch.ones(1, len(s.generated_ids), dtype=torch.bool),
-                    torch.tensor([s.action_start]),
-                    config.lambda_cot,
-                )[0]
-                for s in samples
-            ]
-        )
+        behavior = behavior_log_probs(samples, config.lambda_cot)
 
-        # 2.-3. advantages and value targets, by the configured estimator
+        # 3. advantages and value targets, by the configured estimator
         advantages, returns = ADVANTAGES[config.advantage](episodes, old.values, bootstrap, config)
+        targets = Targets(old, behavior, advantages, returns)
 
-        # 4. PPO epochs over minibatches, accumulated from micro batches
+        # 4. PPO epochs over shuffled minibatches, each one optimizer step (or the KL stop)
         sums: dict[str, float] = defaultdict(float)
         optimizer_steps = 0
         stop_kl = math.nan  # the KL that ended the update early, if one did
         for _ in range(config.ppo_epochs):
-            for minibatch in ppo.minibatch_indices(n, config.minibatch_size, self._shuffle):
-                indices = minibatch.tolist()
-                self.optimizer.zero_grad(set_to_none=True)
-                step_sums: dict[str, float] = defaultdict(float)
-                for micro in _chunks(indices, config.micro_batch_size):
-                    # Several processes (accelerate launch): each takes its share of the micro batch;
-                    # DDP averages the gradients, hence the factor num_processes below.
-                    mine, real = _shard(micro, self.accelerator.process_index, self.accelerator.num_processes)
-                    new_log_prob, new_values = self._forward([samples[i] for i in mine])
-                    if not real:  # nothing of this micro batch here: join the all-reduce with zeros
-                        self.accelerator.backward((new_log_prob.sum() + new_values.sum()) * 0.0)
-                        continue
-                    device = new_log_prob.device
-                    rows = torch.tensor(mine[:real])
-                    loss, metrics = ppo.ppo_loss(
-                        new_log_prob=new_log_prob[:real],
-                        old_log_prob=old.action_log_prob[rows].to(device),
-                        behavior_log_prob=behavior[rows].to(device),
-                        advantages=advantages[rows].to(device),
-                        new_values=new_values[:real],
-                        old_values=old.values[rows].to(device),
-                        returns=None if returns is None else returns[rows].to(device),
-                        clip_coef=config.clip,
-                        value_clip=config.value_clip or None,
-                        vf_coef=config.vf_coef,
-                        is_clip=config.is_clip,
-                    )
-                    share = real / len(indices)
-                    self.accelerator.backward(loss * share * self.accelerator.num_processes)
-                    for key, value in metrics.items():
-                        step_sums[key] += value * share
+            for minibatch in ppo.minibatch_indices(len(samples), config.minibatch_size, self._shuffle):
+                step_sums = self._minibatch_gradients(samples, minibatch.tolist(), targets)
                 if config.target_kl and optimizer_steps:  # the first step is always taken
                     kl = self._minibatch_mean(step_sums["losses/approx_kl"])
                     if kl > config.target_kl:
@@ -374,11 +360,7 @@ class Learner:
                         break
                 for key, value in step_sums.items():
                     sums[key] += value
-                grad_norm = self.accelerator.clip_grad_norm_(
-                    [*self.lora_parameters, *self.value_head.parameters()], config.max_grad_norm
-                )
-                sums["losses/grad_norm"] += float(grad_norm)
-                self.optimizer.step()
+                sums["losses/grad_norm"] += self._optimizer_step()
                 optimizer_steps += 1
             if not math.isnan(stop_kl):
                 break
@@ -388,13 +370,72 @@ class Learner:
         self.updates += 1
         self.version += 1
         metrics = {key: value / max(1, optimizer_steps) for key, value in sums.items()}
-        metrics.update(batch_metrics(episodes, latest_version=self.version - 1))
+        metrics.update(self._update_metrics(episodes, targets, optimizer_steps, stop_kl, started))
+        return metrics
+
+    def _minibatch_gradients(
+        self, samples: list[StepData], indices: list[int], targets: Targets
+    ) -> dict[str, float]:
+        """Zero the gradients, then accumulate the PPO loss of one minibatch from micro batches;
+        returns its loss metrics (this process's share of the minibatch means)."""
+        config = self.config
+        self.optimizer.zero_grad(set_to_none=True)
+        step_sums: dict[str, float] = defaultdict(float)
+        for micro in _chunks(indices, config.micro_batch_size):
+            # Several processes (accelerate launch): each takes its share of the micro batch;
+            # DDP averages the gradients, hence the factor num_processes below.
+            mine, real = _shard(micro, self.accelerator.process_index, self.accelerator.num_processes)
+            new_log_prob, new_values = self._forward([samples[i] for i in mine])
+            if not real:  # nothing of this micro batch here: join the all-reduce with zeros
+                self.accelerator.backward((new_log_prob.sum() + new_values.sum()) * 0.0)
+                continue
+            device = new_log_prob.device
+            rows = torch.tensor(mine[:real])
+            loss, metrics = ppo.ppo_loss(
+                new_log_prob=new_log_prob[:real],
+                old_log_prob=targets.old.action_log_prob[rows].to(device),
+                behavior_log_prob=targets.behavior[rows].to(device),
+                advantages=targets.advantages[rows].to(device),
+                new_values=new_values[:real],
+                old_values=targets.old.values[rows].to(device),
+                returns=None if targets.returns is None else targets.returns[rows].to(device),
+                clip_coef=config.clip,
+                value_clip=config.value_clip or None,
+                vf_coef=config.vf_coef,
+                is_clip=config.is_clip,
+            )
+            share = real / len(indices)
+            self.accelerator.backward(loss * share * self.accelerator.num_processes)
+            for key, value in metrics.items():
+                step_sums[key] += value * share
+        return step_sums
+
+    def _optimizer_step(self) -> float:
+        """Clip the gradients and take an Adam step; returns the gradient norm before clipping."""
+        grad_norm = self.accelerator.clip_grad_norm_(
+            [*self.lora_parameters, *self.value_head.parameters()], self.config.max_grad_norm
+        )
+        self.optimizer.step()
+        return float(grad_norm)
+
+    def _update_metrics(
+        self,
+        episodes: Sequence[EpisodeData],
+        targets: Targets,
+        optimizer_steps: int,
+        stop_kl: float,
+        started: float,
+    ) -> dict[str, float]:
+        """What the update says beside its losses: the batch, the schedule, the KL stop, speed."""
+        config = self.config
+        n = len(targets.advantages)
+        metrics = batch_metrics(episodes, latest_version=self.version - 1)
         metrics["charts/learning_rate"] = float(self.optimizer.param_groups[0]["lr"])
         metrics["charts/optimizer_steps"] = float(optimizer_steps)
         metrics["charts/kl_stopped_early"] = float(not math.isnan(stop_kl))
         if not math.isnan(stop_kl):
             metrics["losses/stop_kl"] = stop_kl
-        metrics["charts/advantage_std"] = float(advantages.std()) if n > 1 else 0.0
+        metrics["charts/advantage_std"] = float(targets.advantages.std()) if n > 1 else 0.0
         if config.group_relative:
             groups = len({(e.env, e.seed) for e in episodes})
             metrics["charts/groups"] = float(groups)
