@@ -58,7 +58,8 @@ class AgentConfig:
     seed: int = field(default=0, metadata={"help": "seed of sampling and of training episode seeds"})
     threads: int = field(default=0, metadata={"help": "torch CPU threads (0: torch's default)"})
     token: str | None = field(
-        default=None, metadata={"help": "bearer token for the servers (also $VISACT_TOKEN)"}
+        default=None,
+        metadata={"help": "bearer token for the servers (also $VISACT_TOKEN)", "env": "VISACT_TOKEN"},
     )
     tls_ca: Path | None = field(default=None, metadata={"help": "PEM CA bundle: connect with TLS"})
     tls_cert: Path | None = field(default=None, metadata={"help": "PEM client certificate (mutual TLS)"})

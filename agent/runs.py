@@ -1,7 +1,8 @@
 """What an agent-client runs: held-out evaluation, play, and training with a trainer.
 
 ``connect`` and ``make_policy`` turn an ``AgentConfig`` into env clients and a policy;
-``rollout_for`` is the one place a Rollout is built from it.
+``rollout_for`` is the one place a Rollout is built from it; ``play_seeds`` plays a fixed list
+of seeds once (held-out evaluation, recording demonstrations).
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from visact.agent.config import AgentConfig
@@ -16,7 +18,6 @@ from visact.agent.evaluation import EVAL_SEED_BASE, EvalSummary, summarize
 from visact.agent.parsing import BadAnswerPolicy
 from visact.agent.policy import OraclePolicy, Policy, RandomPolicy, VLMPolicy
 from visact.agent.rollout import Rollout, SeedSchedule
-from visact.agent.trainer_link import TrainerLink
 from visact.env_server.client import EnvClient
 from visact.wire.records import Episode
 
@@ -85,16 +86,31 @@ def rollout_for(config: AgentConfig, clients: list[EnvClient], policy: Policy, *
     return Rollout(clients, policy, **settings)
 
 
+def play_seeds(
+    config: AgentConfig,
+    clients: list[EnvClient],
+    policy: Policy,
+    seeds: Sequence[int],
+    on_episode: Callable[[Episode], None],
+    **overrides: Any,
+) -> None:
+    """Play one episode from each of ``seeds`` (at most one session per seed) and close the rollout."""
+    rollout = rollout_for(
+        config, clients, policy, **{"sessions": min(config.sessions, len(seeds)), **overrides}
+    )
+    try:
+        rollout.run(SeedSchedule.fixed(seeds), on_episode)
+    finally:
+        rollout.close()
+
+
 def evaluate(config: AgentConfig, policy: Policy | None = None) -> EvalSummary:
     """Play ``config.episodes`` held-out seeds and summarize them."""
     clients = connect(config)
     policy = policy or make_policy(config)
-    rollout = rollout_for(
-        config, clients, policy, sessions=min(config.sessions, config.episodes), label=f"{config.name}:eval"
-    )
     episodes: list[Episode] = []
     bar = _progress(config.episodes, "eval episodes", config.progress)
-    seeds = SeedSchedule.fixed(range(EVAL_SEED_BASE, EVAL_SEED_BASE + config.episodes))
+    seeds = range(EVAL_SEED_BASE, EVAL_SEED_BASE + config.episodes)
     started = time.monotonic()
 
     def on_episode(episode: Episode) -> None:
@@ -104,11 +120,10 @@ def evaluate(config: AgentConfig, policy: Policy | None = None) -> EvalSummary:
             bar.set_postfix(success=f"{sum(e.success for e in episodes) / len(episodes):.0%}")
 
     try:
-        rollout.run(seeds, on_episode)
+        play_seeds(config, clients, policy, seeds, on_episode, label=f"{config.name}:eval")
     finally:
         if bar is not None:
             bar.close()
-        rollout.close()
         for client in clients:
             client.close()
     envs = sorted({e.env for e in episodes}) or [c.address for c in clients]
@@ -155,6 +170,8 @@ def train(config: AgentConfig, stop: threading.Event) -> int:
     """Roll out with the trainer's newest weights and ship every finished episode to it, until ``stop``."""
     if config.oracle or config.random_policy:
         raise ValueError("training needs a model policy; drop --oracle/--random-policy")
+    from visact.agent.trainer_link import TrainerLink  # torch: not for evaluation or demonstrations
+
     clients = connect(config)
     policy = make_policy(config)
     assert isinstance(policy, VLMPolicy)

@@ -115,7 +115,7 @@ def run_variant(game: str, variant: str, cot: bool, args: argparse.Namespace) ->
 def run_baselines(game: str, args: argparse.Namespace) -> dict[str, dict[str, Any]]:
     """The random and oracle rows on the same held-out seeds (their own env servers)."""
     work = args.workdir / game / "baselines"
-    wanted = {"random": ["--random-policy"], "oracle": ["--oracle"]}
+    wanted: dict[str, dict[str, bool]] = {"random": {"random_policy": True}, "oracle": {"oracle": True}}
     out = {name: work / f"eval_{name}.json" for name in wanted}
     missing = [name for name, path in out.items() if not path.exists()]
     if missing:
@@ -125,7 +125,7 @@ def run_baselines(game: str, args: argparse.Namespace) -> dict[str, dict[str, An
         try:
             servers = start_env_servers(game, 1, work, processes)
             for name in missing:
-                evaluate(config, servers, "tiny", None, out[name], wanted[name])
+                evaluate(config, servers, "tiny", None, out[name], **wanted[name])
         finally:
             stop_all(processes)
     return {name: dict(json.loads(path.read_text())) for name, path in out.items()}

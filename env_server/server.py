@@ -77,7 +77,10 @@ class ServerConfig:
     )
     token: str | None = field(
         default=None,
-        metadata={"help": "require 'authorization: Bearer TOKEN' on every call (also $VISACT_TOKEN)"},
+        metadata={
+            "help": "require 'authorization: Bearer TOKEN' on every call (also $VISACT_TOKEN)",
+            "env": "VISACT_TOKEN",
+        },
     )
     tls_cert: Path | None = field(default=None, metadata={"help": "PEM certificate chain: serve TLS"})
     tls_key: Path | None = field(default=None, metadata={"help": "PEM private key for --tls-cert"})

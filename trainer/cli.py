@@ -31,7 +31,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         setup_logging(config.log_format, config.log_level)
         return serve(config)
-    from visact.trainer.sft import SFTConfig, run_sft
+    from visact.trainer.sft import run_sft
+    from visact.trainer.sft_config import SFTConfig
 
     sft_config = parse_config(SFTConfig, args, prog="trainer sft", description="supervised warm start")
     setup_logging(sft_config.log_format, sft_config.log_level)

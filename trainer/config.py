@@ -21,7 +21,8 @@ class TrainerConfig:
     port: int = field(default=50061, metadata={"help": "port to bind; 0 picks a free one"})
     ready_file: Path | None = field(default=None, metadata={"help": "write the bound port here once serving"})
     token: str | None = field(
-        default=None, metadata={"help": "require this bearer token (also $VISACT_TOKEN)"}
+        default=None,
+        metadata={"help": "require this bearer token (also $VISACT_TOKEN)", "env": "VISACT_TOKEN"},
     )
     tls_cert: Path | None = field(default=None, metadata={"help": "PEM certificate chain: serve TLS"})
     tls_key: Path | None = field(default=None, metadata={"help": "PEM private key for --tls-cert"})

@@ -3,13 +3,16 @@
 Each field becomes ``--field-name`` (plus ``metadata={"short": "-o"}`` when given); its help text is ``field(metadata={"help": ...})``;
 bools become ``--flag/--no-flag``; ``list[...]`` fields may be repeated; fields typed
 ``X | None`` default to None. Validation lives in the dataclass's ``__post_init__``,
-whose ValueError is reported as a usage error. Stdlib only (the env side uses it).
+whose ValueError is reported as a usage error. ``to_argv`` is the inverse: the command line
+that parses back into a given config, so a process that starts another builds its config
+(typed, checked) instead of spelling flags. Stdlib only (the env side uses it).
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import types
 import typing
 from collections.abc import Sequence
@@ -31,20 +34,30 @@ def _unwrap_optional(tp: Any) -> tuple[Any, bool]:
     return tp, False
 
 
+def _options(config_cls: type) -> list[tuple[dataclasses.Field[Any], Any, str]]:
+    """(field, type without ``| None``, ``--flag``) of every field that is a command-line option."""
+    hints = typing.get_type_hints(config_cls)
+    return [
+        (f, _unwrap_optional(hints[f.name])[0], "--" + f.name.replace("_", "-"))
+        for f in dataclasses.fields(config_cls)
+        if f.init and f.metadata.get("cli") is not False
+    ]
+
+
+def _default(f: dataclasses.Field[Any]) -> Any:
+    if f.default_factory is not dataclasses.MISSING:
+        return f.default_factory()
+    return f.default if f.default is not dataclasses.MISSING else None
+
+
 def add_dataclass_arguments(parser: argparse.ArgumentParser, config_cls: type) -> None:
     """Add one option per field of ``config_cls`` to ``parser``."""
-    hints = typing.get_type_hints(config_cls)
-    for f in dataclasses.fields(config_cls):
-        if not f.init or f.metadata.get("cli") is False:
-            continue
-        tp, _ = _unwrap_optional(hints[f.name])
-        flags = ["--" + f.name.replace("_", "-")]
+    for f, tp, flag in _options(config_cls):
+        flags = [flag]
         if short := f.metadata.get("short"):  # e.g. "-o"
             flags.append(short)
         help_text = f.metadata.get("help", "")
-        default = f.default if f.default is not dataclasses.MISSING else None
-        if f.default_factory is not dataclasses.MISSING:
-            default = f.default_factory()
+        default = _default(f)
         kwargs: dict[str, Any] = {"dest": f.name, "help": f"{help_text} (default: {default!r})"}
         if choices := f.metadata.get("choices"):
             kwargs["choices"] = choices
@@ -57,6 +70,37 @@ def add_dataclass_arguments(parser: argparse.ArgumentParser, config_cls: type) -
             parser.add_argument(*flags, type=_SCALARS[tp], default=default, **kwargs)
         else:
             raise TypeError(f"configcli: field {f.name!r} has unsupported type {tp!r}")
+
+
+def to_argv(config: object) -> list[str]:
+    """The options that ``parse_config(type(config), ...)`` turns back into ``config``.
+
+    One option per field that differs from its default, spelled as the parser takes it
+    (``--flag=value``; ``--flag``/``--no-flag`` for booleans; a list option once per item). A field whose metadata
+    names an environment variable (``"env": "VISACT_TOKEN"``) is left out when it holds that
+    variable's value: the child reads it there, and a secret stays off the command line (which
+    every user of the machine can read). Raises ValueError for a value no option can say.
+    """
+    if not dataclasses.is_dataclass(config) or isinstance(config, type):
+        raise TypeError(f"to_argv takes a dataclass config, got {config!r}")
+    argv: list[str] = []
+    for f, tp, flag in _options(type(config)):
+        value = getattr(config, f.name)
+        if value == _default(f):
+            continue
+        if (variable := f.metadata.get("env")) and value == (os.environ.get(variable) or None):
+            continue
+        if value is None or (isinstance(value, (list, tuple)) and not value):
+            raise ValueError(
+                f"{type(config).__name__}.{f.name} = {value!r} has no command-line spelling (its "
+                f"default is {_default(f)!r}); leave it at the default or give it a value"
+            )
+        if tp is bool:
+            argv.append(flag if value else "--no-" + flag[2:])
+        else:
+            items = value if isinstance(value, (list, tuple)) else [value]
+            argv += [f"{flag}={item}" for item in items]  # one word: a value may start with '-'
+    return argv
 
 
 def config_from_args(config_cls: type[C], args: argparse.Namespace) -> C:

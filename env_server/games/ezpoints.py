@@ -6,29 +6,14 @@ Rules, rewards, the length limit and the solvable-hand sampling are those of
 
 from __future__ import annotations
 
-import numpy as np
-
-from visact.env_server import render
-from visact.env_server.games.cards import Card
 from visact.env_server.games.points import EQUALS, NUMBER_TOKENS, PointsGame
-
-IMAGE_SIZE = 300
-CARD_BOXES: tuple[render.Box, ...] = ((14, 50, 144, 250), (156, 50, 286, 250))
-
-
-@render.frame_cache(maxsize=4096)
-def _frame(cards: tuple[Card, ...]) -> np.ndarray:
-    """Two big cards on green felt."""
-    image = render.canvas((IMAGE_SIZE, IMAGE_SIZE), render.FELT)
-    for card, box in zip(cards, CARD_BOXES, strict=True):
-        render.paste_card(image, box, card.rank, card.suit)
-    return render.frozen_array(image)
 
 
 class EZPoints(PointsGame):
     """Two cards, target 12, tokens '1'..'10', '+', '*', '='."""
 
     name = "ezpoints"
+    card_boxes = ((14, 50, 144, 250), (156, 50, 286, 250))
     card_count = 2
     target = 12
     operators = ("+", "*")
@@ -37,6 +22,3 @@ class EZPoints(PointsGame):
     default_max_formula_tokens = 6
     action_vocabulary = (*NUMBER_TOKENS, "+", "*", EQUALS)
     description = "EZPoints (RL4VLM): read two cards off the image and build a formula equal to 12."
-
-    def render(self) -> np.ndarray:
-        return _frame(self.cards)

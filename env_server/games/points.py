@@ -27,7 +27,9 @@ from collections import Counter
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
-from visact.env_server import formula
+import numpy as np
+
+from visact.env_server import formula, render
 from visact.env_server.core import Env, ExpertMove, StepOutcome
 from visact.env_server.errors import InvalidAction, InvalidRequest, ResetNeeded
 from visact.env_server.games.cards import Card, draw_distinct, parse_cards, values_text
@@ -38,12 +40,25 @@ EQUALS = "="
 BLANK = ""  # what an illegal token leaves in the formula
 WIN_REWARD, LOSE_REWARD, ILLEGAL_REWARD = 10.0, -1.0, -1.0
 MAX_DEAL_ATTEMPTS = 10_000
+IMAGE_SIZE = 300
+
+
+@render.frame_cache(maxsize=8192)
+def cards_frame(layout: tuple[tuple[Card, ...], tuple[render.Box, ...]]) -> np.ndarray:
+    """The cards, each in its box, big on green felt."""
+    cards, boxes = layout
+    image = render.canvas((IMAGE_SIZE, IMAGE_SIZE), render.FELT)
+    for card, box in zip(cards, boxes, strict=True):
+        render.paste_card(image, box, card.rank, card.suit)
+    return render.frozen_array(image)
 
 
 class PointsGame(Env):
-    """Base of EZPoints and Points24; subclasses set the class variables and ``render``."""
+    """Base of EZPoints and Points24; subclasses set the class variables."""
 
     card_count: ClassVar[int]
+    #: where each card is drawn on the IMAGE_SIZE square frame, in the order of the "cards" fact
+    card_boxes: ClassVar[tuple[render.Box, ...]]
     target: ClassVar[int]
     operators: ClassVar[tuple[str, ...]]
     allow_parens: ClassVar[bool]
@@ -138,6 +153,9 @@ class PointsGame(Env):
         return StepOutcome(WIN_REWARD if success else LOSE_REWARD, terminated=True, info=info)
 
     # ------------------------------------------------------------ observation
+
+    def render(self) -> np.ndarray:
+        return cards_frame((self.cards, self.card_boxes))
 
     def written(self) -> list[str]:
         """The formula's tokens without blanks."""

@@ -7,34 +7,19 @@ row by row (the order of the "cards" fact).
 
 from __future__ import annotations
 
-import numpy as np
-
-from visact.env_server import render
-from visact.env_server.games.cards import Card
 from visact.env_server.games.points import EQUALS, NUMBER_TOKENS, PointsGame
-
-IMAGE_SIZE = 300
-CARD_BOXES: tuple[render.Box, ...] = (
-    (14, 10, 144, 145),
-    (156, 10, 286, 145),
-    (14, 155, 144, 290),
-    (156, 155, 286, 290),
-)
-
-
-@render.frame_cache(maxsize=8192)
-def _frame(cards: tuple[Card, ...]) -> np.ndarray:
-    """Four big cards in a 2x2 grid on green felt."""
-    image = render.canvas((IMAGE_SIZE, IMAGE_SIZE), render.FELT)
-    for card, box in zip(cards, CARD_BOXES, strict=True):
-        render.paste_card(image, box, card.rank, card.suit)
-    return render.frozen_array(image)
 
 
 class Points24(PointsGame):
     """Four cards, target 24, tokens '1'..'10', '+', '-', '*', '/', '(', ')', '='."""
 
     name = "points24"
+    card_boxes = (
+        (14, 10, 144, 145),
+        (156, 10, 286, 145),
+        (14, 155, 144, 290),
+        (156, 155, 286, 290),
+    )
     card_count = 4
     target = 24
     operators = ("+", "-", "*", "/")
@@ -43,6 +28,3 @@ class Points24(PointsGame):
     default_max_formula_tokens = 16
     action_vocabulary = (*NUMBER_TOKENS, "+", "-", "*", "/", "(", ")", EQUALS)
     description = "Points24 (RL4VLM): read four cards off the image and build a formula equal to 24."
-
-    def render(self) -> np.ndarray:
-        return _frame(self.cards)

@@ -194,7 +194,7 @@ def test_conformance_from_the_host(server: Running) -> None:
         else [
             sys.executable,
             "-c",
-            "import sys; from env_server.conformance.cli import main; sys.exit(main())",
+            "import sys; from visact.env_server.conformance.cli import main; sys.exit(main())",
         ]
     )
     result = subprocess.run(

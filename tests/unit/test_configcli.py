@@ -1,14 +1,22 @@
-"""The CLI derived from a config dataclass: long options, short aliases, booleans, lists."""
+"""The CLI derived from a config dataclass (long options, short aliases, booleans, lists) and back."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import dataclasses
+import typing
+from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from visact.configcli import parse_config
+from visact.agent.config import AgentConfig
+from visact.configcli import parse_config, to_argv
+from visact.env_server.server import ServerConfig
+from visact.orchestration.demo import DemoConfig
 from visact.orchestration.demos import DemosConfig
+from visact.trainer.config import TrainerConfig
+from visact.trainer.sft_config import SFTConfig
 
 
 @dataclass
@@ -35,3 +43,69 @@ def test_a_bad_value_is_a_usage_error() -> None:
 
 def test_visact_demos_takes_dash_o_as_the_readme_shows() -> None:
     assert parse_config(DemosConfig, ["--env", "blackjack", "-o", "d/x.jsonl"]).out == Path("d/x.jsonl")
+
+
+# -- to_argv: the inverse, so a process that starts another builds its config instead of spelling flags
+
+PROCESS_CONFIGS = [TrainerConfig, AgentConfig, ServerConfig, SFTConfig, DemosConfig, DemoConfig]
+BASE: dict[type, dict[str, Any]] = {AgentConfig: {"server": ["127.0.0.1:1"]}}
+
+
+def other_values(f: dataclasses.Field[Any], tp: Any, default: Any) -> list[Any]:
+    """Values of ``f`` other than its default, to try one at a time."""
+    if choices := f.metadata.get("choices"):
+        return [c for c in choices if c != default]
+    if tp is bool:
+        return [not default]
+    if tp is int:
+        return [default + 1 if default else 7, 2 * (default or 1) + 2]
+    if tp is float:
+        return [default + 0.25 if default else 0.125, (default or 1.0) * 3 + 1.0]
+    if tp is Path:
+        return [Path("elsewhere/p q.json")]
+    if typing.get_origin(tp) is list:
+        return [["a:1", "-b:2"]]
+    return ["x-y z", "-starts-with-a-dash"]
+
+
+@pytest.mark.parametrize("config_cls", PROCESS_CONFIGS, ids=lambda c: c.__name__)
+def test_every_field_of_every_process_config_round_trips(
+    config_cls: type, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("VISACT_TOKEN", raising=False)
+    hints = typing.get_type_hints(config_cls)
+    base = BASE.get(config_cls, {})
+    written = 0
+    for f in dataclasses.fields(config_cls):
+        tp = hints[f.name]
+        inner = next((a for a in typing.get_args(tp) if a is not type(None)), tp) if f.default is None else tp
+        default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+        for value in other_values(f, inner, default):
+            try:
+                config = config_cls(**{**base, f.name: value})
+            except ValueError:
+                continue  # this value alone is refused (e.g. --tls-cert without --tls-key)
+            argv = to_argv(config)
+            assert parse_config(config_cls, argv) == config, (f.name, argv)
+            written += 1
+    assert written >= len(dataclasses.fields(config_cls))
+
+
+def test_to_argv_writes_only_what_differs_in_the_spelling_the_parser_takes() -> None:
+    config = Example(out=Path("b.jsonl"), cot=False, server=["x", "y"])
+    assert to_argv(config) == ["--out=b.jsonl", "--no-cot", "--server=x", "--server=y"]
+    assert to_argv(Example()) == []
+    assert to_argv(replace(Example(), cot=True, episodes=3)) == []
+
+
+def test_a_token_from_the_environment_stays_off_the_command_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("VISACT_TOKEN", "s3cret")
+    config = TrainerConfig(port=0)
+    assert config.token == "s3cret" and to_argv(config) == ["--port=0", "--buffer-steps=1024"]
+    assert parse_config(TrainerConfig, to_argv(config)) == config  # the child reads it where we did
+    assert "--token=other" in to_argv(TrainerConfig(token="other"))  # one given by hand is passed on
+
+
+def test_a_value_no_option_can_say_is_refused() -> None:
+    with pytest.raises(ValueError, match="no command-line spelling"):
+        to_argv(replace(Example(), out=None))  # type: ignore[arg-type]

@@ -2,10 +2,20 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+from pathlib import Path
+
 import pytest
 
-from visact.configcli import parse_config
-from visact.orchestration.demo import BASE_SETTINGS, GAME_SETTINGS, DemoConfig, with_game_settings
+from visact.configcli import parse_config, to_argv
+from visact.orchestration.demo import (
+    BASE_SETTINGS,
+    GAME_SETTINGS,
+    DemoConfig,
+    trainer_config,
+    with_game_settings,
+)
+from visact.trainer.config import TrainerConfig
 
 
 def test_unset_settings_come_from_the_game_or_the_base() -> None:
@@ -38,3 +48,14 @@ def test_grpo_needs_groups_that_divide_the_sessions() -> None:
         DemoConfig(advantage="grpo", group_size=3)
     with pytest.raises(ValueError, match="--advantage grpo needs --group-size 2 or more"):
         DemoConfig(advantage="grpo")
+
+
+def test_the_ppo_trainer_gets_the_demo_settings_as_a_checked_config(tmp_path: Path) -> None:
+    config = with_game_settings(parse_config(DemoConfig, ["--engine", "vllm", "--steps-per-update", "64"]))
+    trainer = trainer_config(config, tmp_path / "model", tmp_path / "ppo", tmp_path / "trainer.port")
+    argv = to_argv(trainer)
+    assert {"--no-lora-vision", "--no-lora-projector", "--minibatch-size=16", "--port=0"} <= set(argv)
+    assert parse_config(TrainerConfig, argv) == trainer
+    assert trainer.lr_min == pytest.approx(BASE_SETTINGS["ppo_lr"] / 10)
+    with pytest.raises(ValueError, match="multiple of --micro-batch-size"):  # minibatch 25: checked here
+        trainer_config(replace(config, steps_per_update=100), tmp_path, tmp_path, tmp_path / "port")

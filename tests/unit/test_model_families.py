@@ -32,7 +32,8 @@ from visact.orchestration.demos import DemosConfig, write_demos
 from visact.trainer.admission import model_admission
 from visact.trainer.config import TrainerConfig
 from visact.trainer.learner import Learner
-from visact.trainer.sft import SFTConfig, train_sft, vision_parameters
+from visact.trainer.sft import train_sft, vision_parameters
+from visact.trainer.sft_config import SFTConfig
 from visact.trainer.v1 import trainer_pb2 as pb
 from visact.wire.episodes import InvalidEpisode
 

@@ -11,13 +11,13 @@ from visact.model.prompts import format_target
 from visact.trainer.metrics import trailing_success
 from visact.trainer.sft import (
     Demo,
-    SFTConfig,
     image_labels,
     informative_words,
     thought_spans,
     token_weights,
     value_spans,
 )
+from visact.trainer.sft_config import SFTConfig
 
 THOUGHTS = [
     "The current number 2 is less than the target 4, so I should increase it.",

@@ -30,8 +30,14 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from visact.agent.config import AgentConfig
 from visact.cache import entry_problem, write_manifest
+from visact.configcli import to_argv
+from visact.env_server.server import ServerConfig
+from visact.orchestration.demos import DemosConfig
 from visact.orchestration.processes import command, run, start, stop_all
+from visact.trainer.config import TrainerConfig
+from visact.trainer.sft_config import SFTConfig
 
 #: Settings every game starts from, and each game's own, found with bench/learning.py
 #: (docs/results.md, docs/learning-notes.md). EZPoints answers are longer (~70 tokens: more SFT)
@@ -188,39 +194,28 @@ def evaluate(
     model: str,
     adapter: Path | None,
     out: Path,
-    extra_args: Sequence[str] = (),
     temperature: float | None = None,
+    **options: Any,
 ) -> dict[str, Any]:
     """`agent-client eval` on the held-out seeds, at ``--eval-temperature`` unless ``temperature``
-    is given; ``extra_args`` e.g. ``["--random-policy"]``."""
-    argv = [
-        *command("agent-client"),
-        "eval",
-        "--model",
-        model,
-        "--episodes",
-        str(config.eval_episodes),
-        "--sessions",
-        "32",
-        "--temperature",
-        str(config.eval_temperature if temperature is None else temperature),
-        "--max-new-tokens",
-        str(config.max_new_tokens),
-        "--json",
-        str(out),
-        "--threads",
-        str(max(2, config.threads)),
-        "--seed",
-        str(config.seed),
-        "--engine",
-        config.engine,
-    ]
-    argv += [a for server in servers for a in ("--server", server)]
-    if not config.cot:
-        argv.append("--no-cot")
-    if adapter is not None:
-        argv += ["--adapter", str(adapter)]
-    run_checked([*argv, *extra_args])
+    is given; ``options`` are more AgentConfig fields, e.g. ``random_policy=True``."""
+    assert config.max_new_tokens is not None, "with_game_settings fills it in"
+    agent = AgentConfig(
+        server=servers,
+        model=model,
+        adapter=None if adapter is None else str(adapter),
+        episodes=config.eval_episodes,
+        sessions=32,
+        temperature=config.eval_temperature if temperature is None else temperature,
+        max_new_tokens=config.max_new_tokens,
+        cot=config.cot,
+        json=out,
+        threads=max(2, config.threads),
+        seed=config.seed,
+        engine=config.engine,
+        **options,
+    )
+    run_checked([*command("agent-client"), "eval", *to_argv(agent)])
     return dict(json.loads(out.read_text()))
 
 
@@ -265,8 +260,8 @@ def start_env_servers(
         ready.unlink(missing_ok=True)
         log = work / "logs" / f"env-{index}.log"
         log.parent.mkdir(parents=True, exist_ok=True)
-        argv = [*command("env-server"), "--env", env, "--host", "127.0.0.1", "--port", "0"]
-        server = start(f"env-{index}", [*argv, "--ready-file", str(ready), "--log-format", "text"], log)
+        server_config = ServerConfig(env=env, host="127.0.0.1", port=0, ready_file=ready, log_format="text")
+        server = start(f"env-{index}", [*command("env-server"), *to_argv(server_config)], log)
         processes.append(server.popen)
         servers.append(f"127.0.0.1:{server.wait_ready(ready, timeout=300)}")
     return servers
@@ -297,21 +292,10 @@ def run_demo(config: DemoConfig) -> dict[str, Any]:
             demos_kept = reusable(demos.parent, demos.name)
             if not demos_kept:
                 shutil.rmtree(demos.parent, ignore_errors=True)
-                run_checked(
-                    [
-                        *command("visact"),
-                        "demos",
-                        "--env",
-                        config.env,
-                        "--episodes",
-                        str(config.demo_episodes),
-                        "--out",
-                        str(demos),
-                        "--seed",
-                        str(config.seed),
-                    ]
-                    + ([] if config.cot else ["--no-cot"])
+                demos_config = DemosConfig(
+                    env=config.env, episodes=config.demo_episodes, out=demos, cot=config.cot, seed=config.seed
                 )
+                run_checked([*command("visact"), "demos", *to_argv(demos_config)])
                 write_manifest(demos.parent)
         timings["demos"] = time.monotonic() - stage.started
 
@@ -321,26 +305,17 @@ def run_demo(config: DemoConfig) -> dict[str, Any]:
             model_kept = demos_kept and reusable(model, "config.json")  # trained on these demos
             if not model_kept:
                 shutil.rmtree(model, ignore_errors=True)
-                run_checked(
-                    [
-                        *command("trainer"),
-                        "sft",
-                        "--data",
-                        str(demos),
-                        "--model",
-                        config.model,
-                        "--out",
-                        str(sft_dir),
-                        "--steps",
-                        str(config.sft_steps),
-                        "--lr",
-                        str(config.sft_lr),
-                        "--vision-warmup-steps",
-                        str(config.sft_vision_warmup_steps),
-                        "--seed",
-                        str(config.seed),
-                    ]
+                assert config.sft_steps is not None, "with_game_settings fills it in"
+                sft = SFTConfig(
+                    data=demos,
+                    model=config.model,
+                    out=sft_dir,
+                    steps=config.sft_steps,
+                    lr=config.sft_lr,
+                    vision_warmup_steps=config.sft_vision_warmup_steps,
+                    seed=config.seed,
                 )
+                run_checked([*command("trainer"), "sft", *to_argv(sft)])
                 write_manifest(model)
         timings["sft"] = time.monotonic() - stage.started
 
@@ -404,6 +379,47 @@ def run_demo(config: DemoConfig) -> dict[str, Any]:
     return summary
 
 
+def trainer_config(config: DemoConfig, model: Path, run_dir: Path, ready: Path) -> TrainerConfig:
+    """`trainer serve` of the demo's PPO stage: ``model`` on a free loopback port written to
+    ``ready``, checkpoints in ``run_dir``, the learning rate decaying to a tenth over the run."""
+    assert config.ppo_lr is not None and config.format_penalty is not None, "with_game_settings fills them in"
+    assert config.max_new_tokens is not None and config.fact_reward is not None, "with_game_settings too"
+    minibatch = max(8, config.steps_per_update // 4)
+    return TrainerConfig(
+        model=str(model),
+        host="127.0.0.1",
+        port=0,
+        ready_file=ready,
+        checkpoint_dir=run_dir,
+        max_updates=config.ppo_updates,
+        steps_per_update=config.steps_per_update,
+        ppo_epochs=config.ppo_epochs,
+        minibatch_size=minibatch,
+        micro_batch_size=min(16, minibatch),
+        lr=config.ppo_lr,
+        lr_updates=config.ppo_updates,
+        lr_min=config.ppo_lr / 10,
+        max_grad_norm=1.0,
+        lora_r=config.lora_r,
+        lora_alpha=2 * config.lora_r,
+        lora_vision=config.engine != "vllm",  # vLLM adapts the language model only
+        lora_projector=config.engine != "vllm",
+        lambda_cot=config.lambda_cot,
+        format_penalty=config.format_penalty,
+        fact_reward=config.fact_reward,
+        value_lr_scale=config.value_lr_scale,
+        target_kl=config.target_kl,
+        advantage=config.advantage,
+        group_size=config.group_size,
+        temperature=config.temperature,
+        max_new_tokens=config.max_new_tokens,
+        cot=config.cot,
+        threads=config.threads,
+        checkpoint_every=5,
+        seed=config.seed,
+    )
+
+
 def ppo(
     config: DemoConfig,
     servers: list[str],
@@ -414,109 +430,36 @@ def ppo(
 ) -> Path:
     """Run trainer serve + agents to --ppo-updates with a progress bar; returns the final adapter."""
     from visact.progress import progress_bar
-
-    assert config.ppo_lr is not None, "with_game_settings fills it in"
-
     from visact.trainer.metrics import read_metrics
 
     shutil.rmtree(run_dir, ignore_errors=True)
     ready = run_dir.parent / "trainer.port"
     ready.unlink(missing_ok=True)
     trainer_log = logs / "trainer.log"
-    minibatch = max(8, config.steps_per_update // 4)
     trainer_process = start(
         "trainer",
-        [
-            *command("trainer"),
-            "serve",
-            "--model",
-            str(model),
-            "--host",
-            "127.0.0.1",
-            "--port",
-            "0",
-            "--ready-file",
-            str(ready),
-            "--checkpoint-dir",
-            str(run_dir),
-            "--max-updates",
-            str(config.ppo_updates),
-            "--steps-per-update",
-            str(config.steps_per_update),
-            "--ppo-epochs",
-            str(config.ppo_epochs),
-            "--minibatch-size",
-            str(minibatch),
-            "--micro-batch-size",
-            str(min(16, minibatch)),
-            "--lr",
-            str(config.ppo_lr),
-            "--lr-updates",
-            str(config.ppo_updates),
-            "--lr-min",
-            str(config.ppo_lr / 10),
-            "--max-grad-norm",
-            "1.0",
-            "--lora-r",
-            str(config.lora_r),
-            "--lora-alpha",
-            str(2 * config.lora_r),
-            *(["--no-lora-vision", "--no-lora-projector"] if config.engine == "vllm" else []),
-            "--lambda-cot",
-            str(config.lambda_cot),
-            "--format-penalty",
-            str(config.format_penalty),
-            "--fact-reward",
-            str(config.fact_reward),
-            "--value-lr-scale",
-            str(config.value_lr_scale),
-            "--target-kl",
-            str(config.target_kl),
-            "--advantage",
-            config.advantage,
-            "--group-size",
-            str(config.group_size),
-            "--temperature",
-            str(config.temperature),
-            "--max-new-tokens",
-            str(config.max_new_tokens),
-            "--threads",
-            str(config.threads),
-            "--checkpoint-every",
-            "5",
-            "--seed",
-            str(config.seed),
-        ]
-        + ([] if config.cot else ["--no-cot"]),
+        [*command("trainer"), "serve", *to_argv(trainer_config(config, model, run_dir, ready))],
         trainer_log,
     )
     trainer = trainer_process.popen
     processes.append(trainer)
     trainer_address = f"127.0.0.1:{trainer_process.wait_ready(ready, timeout=300)}"
     for index in range(config.agents):
-        agent = start(
-            f"agent-{index}",
-            [
-                *command("agent-client"),
-                "--trainer",
-                trainer_address,
-                "--model",
-                str(model),
-                "--sessions",
-                str(config.sessions),
-                "--name",
-                f"agent-{index}",
-                "--threads",
-                str(config.threads),
-                "--seed",
-                str(config.seed + index),
-                "--engine",
-                config.engine,
-            ]
-            + [a for server in servers for a in ("--server", server)],
-            logs / f"agent-{index}.log",
-        ).popen
-        processes.append(agent)
+        agent = AgentConfig(
+            server=servers,
+            trainer=trainer_address,
+            model=str(model),
+            sessions=config.sessions,
+            name=f"agent-{index}",
+            threads=config.threads,
+            seed=config.seed + index,
+            engine=config.engine,
+        )
+        processes.append(
+            start(
+                f"agent-{index}", [*command("agent-client"), *to_argv(agent)], logs / f"agent-{index}.log"
+            ).popen
+        )
     deadline = time.monotonic() + config.ppo_minutes * 60 if config.ppo_minutes else None
     with progress_bar(config.ppo_updates, "PPO updates", "update") as bar:
         while trainer.poll() is None:
@@ -537,8 +480,8 @@ def ppo(
             time.sleep(1.0)
     if trainer.returncode != 0:
         raise RuntimeError(f"trainer serve failed (exit {trainer.returncode}); see {trainer_log}")
-    for agent in processes[-config.agents :]:
-        agent.send_signal(signal.SIGTERM)
+    for process in processes[-config.agents :]:
+        process.send_signal(signal.SIGTERM)
     status = json.loads((run_dir / "status.json").read_text())
     return run_dir / "weights" / f"v{status['latest_version']:06d}" / "adapter.safetensors"
 

@@ -33,9 +33,10 @@ from pathlib import Path
 
 from PIL import Image
 
+from visact.agent.config import AgentConfig
 from visact.agent.evaluation import EVAL_SEED_BASE
 from visact.agent.policy import OraclePolicy
-from visact.agent.rollout import Rollout, SeedSchedule
+from visact.agent.runs import play_seeds
 from visact.env_server.client import EnvClient
 from visact.model.prompts import format_target, instruction_text
 from visact.wire.records import Episode, StepRecord
@@ -99,17 +100,18 @@ def write_demos(config: DemosConfig) -> int:
                 )
                 lines.append(json.dumps(demo, ensure_ascii=False))
 
-    rollout = Rollout(
-        [client],
-        OraclePolicy(cot=config.cot),
-        sessions=min(config.sessions, config.episodes),
-        want_expert=True,
-        label="demos",
+    expert = AgentConfig(
+        server=[address], oracle=True, cot=config.cot, sessions=config.sessions, name="demos"
     )
     try:
-        rollout.run(SeedSchedule.fixed(range(config.seed, config.seed + config.episodes)), record)
+        play_seeds(
+            expert,
+            [client],
+            OraclePolicy(cot=config.cot),
+            range(config.seed, config.seed + config.episodes),
+            record,
+        )
     finally:
-        rollout.close()
         client.close()
         if running is not None:
             running.drain(grace=0)
