@@ -6,7 +6,8 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from visact.model.options import attn_implementation_field
+from visact.logs import LogFormat
+from visact.model.options import EngineName, attn_implementation_field
 
 
 @dataclass
@@ -19,12 +20,11 @@ class AgentConfig:
     sessions: int = field(default=16, metadata={"help": "env sessions driven at once, spread over servers"})
     model: str = field(default="tiny", metadata={"help": "Hugging Face VLM name or path, or 'tiny'"})
     adapter: str | None = field(default=None, metadata={"help": "LoRA adapter directory to apply"})
-    engine: str = field(
+    engine: EngineName = field(
         default="transformers",
         metadata={
             "help": "what samples: transformers (any VLM, any LoRA) or vllm (vLLM's engine; LoRA on the "
             "language model only: the trainer needs --no-lora-vision --no-lora-projector; docs/models.md)",
-            "choices": ["transformers", "vllm"],
         },
     )
     dtype: str = field(
@@ -66,7 +66,7 @@ class AgentConfig:
     tls_key: Path | None = field(default=None, metadata={"help": "PEM client key (mutual TLS)"})
     timeout: float = field(default=60.0, metadata={"help": "deadline of each env call, seconds"})
     progress: bool = field(default=True, metadata={"help": "show a progress bar"})
-    log_format: str = field(default="text", metadata={"help": "json or text", "choices": ["json", "text"]})
+    log_format: LogFormat = field(default="text", metadata={"help": "json or text"})
     log_level: str = field(default="INFO", metadata={"help": "DEBUG, INFO, WARNING, ERROR"})
 
     def __post_init__(self) -> None:

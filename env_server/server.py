@@ -23,7 +23,7 @@ from visact import rpc
 from visact.configcli import parse_config
 from visact.env_server.core import Env
 from visact.env_server.service import SERVICE, EnvironmentServicer, ServiceLimits
-from visact.logs import setup_logging
+from visact.logs import LogFormat, setup_logging
 from visact.memory import tune_allocator
 
 log = logging.getLogger("env_server")
@@ -87,7 +87,7 @@ class ServerConfig:
     tls_client_ca: Path | None = field(
         default=None, metadata={"help": "PEM CA bundle: require client certificates (mutual TLS)"}
     )
-    log_format: str = field(default="json", metadata={"help": "json or text", "choices": ["json", "text"]})
+    log_format: LogFormat = field(default="json", metadata={"help": "json or text"})
     log_level: str = field(default="INFO", metadata={"help": "DEBUG, INFO, WARNING, ERROR"})
     list: bool = field(
         default=False,

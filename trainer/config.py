@@ -6,10 +6,15 @@ import importlib.util
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
+from visact.logs import LogFormat
 from visact.model.options import attn_implementation_field, gradient_checkpointing_field
 from visact.rpc import DEFAULT_MAX_WATCHERS
 from visact.trainer.hub import DEFAULT_MAX_AGENTS
+
+#: the advantage estimators (visact.trainer.advantages.ADVANTAGES)
+Advantage = Literal["gae", "grpo", "gigpo"]
 
 
 @dataclass
@@ -88,13 +93,12 @@ class TrainerConfig:
         default=2.0, metadata={"help": "truncation of the importance weight for stale data"}
     )
     normalize_advantages: bool = field(default=True, metadata={"help": "normalize advantages per batch"})
-    advantage: str = field(
+    advantage: Advantage = field(
         default="gae",
         metadata={
             "help": "gae: the paper's, from the value head; grpo: each episode's return against the "
             "other episodes of its group (same seed; needs --group-size >= 2), no value loss; gigpo: "
             "grpo plus each step's return against the group's steps from the same state",
-            "choices": ["gae", "grpo", "gigpo"],
         },
     )
     group_size: int = field(
@@ -154,7 +158,7 @@ class TrainerConfig:
     max_updates: int = field(default=0, metadata={"help": "stop after this many updates (0: never)"})
     seed: int = field(default=0, metadata={"help": "seed of initialization and minibatch order"})
     threads: int = field(default=0, metadata={"help": "torch CPU threads (0: torch's default)"})
-    log_format: str = field(default="text", metadata={"help": "json or text", "choices": ["json", "text"]})
+    log_format: LogFormat = field(default="text", metadata={"help": "json or text"})
     log_level: str = field(default="INFO", metadata={"help": "DEBUG, INFO, WARNING, ERROR"})
     # -- experiment tracking (metrics.jsonl and TensorBoard are always written)
     wandb_project: str | None = field(

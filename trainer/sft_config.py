@@ -5,8 +5,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
+from visact.logs import LogFormat
 from visact.model.options import attn_implementation_field, gradient_checkpointing_field
+
+#: what SFT trains: the whole model, or a LoRA adapter
+SFTMode = Literal["full", "lora"]
 
 
 @dataclass
@@ -18,9 +23,7 @@ class SFTConfig:
     )
     model: str = field(default="tiny", metadata={"help": "Hugging Face VLM name or path, or 'tiny'"})
     out: Path = field(default=Path("runs/sft"), metadata={"help": "where the result is written"})
-    mode: str = field(
-        default="full", metadata={"help": "full fine-tune or a LoRA adapter", "choices": ["full", "lora"]}
-    )
+    mode: SFTMode = field(default="full", metadata={"help": "full fine-tune or a LoRA adapter"})
     steps: int = field(default=1000, metadata={"help": "optimizer steps"})
     batch_size: int = field(default=8, metadata={"help": "demonstrations per step"})
     lr: float = field(default=2e-3, metadata={"help": "peak learning rate (cosine after warm-up)"})
@@ -54,7 +57,7 @@ class SFTConfig:
     gradient_checkpointing: bool = gradient_checkpointing_field()
     seed: int = field(default=0, metadata={"help": "seed of the shuffle and the heads"})
     progress: bool = field(default=True, metadata={"help": "show a progress bar"})
-    log_format: str = field(default="text", metadata={"help": "json or text", "choices": ["json", "text"]})
+    log_format: LogFormat = field(default="text", metadata={"help": "json or text"})
     log_level: str = field(default="INFO", metadata={"help": "DEBUG, INFO, WARNING, ERROR"})
 
     def __post_init__(self) -> None:

@@ -2,7 +2,7 @@
 
 Each field becomes ``--field-name`` (plus ``metadata={"short": "-o"}`` when given); its help text is ``field(metadata={"help": ...})``;
 bools become ``--flag/--no-flag``; ``list[...]`` fields may be repeated; fields typed
-``X | None`` default to None. Validation lives in the dataclass's ``__post_init__``,
+``X | None`` default to None; a ``Literal[...]`` field takes one of its values (the choices). Validation lives in the dataclass's ``__post_init__``,
 whose ValueError is reported as a usage error. ``to_argv`` is the inverse: the command line
 that parses back into a given config, so a process that starts another builds its config
 (typed, checked) instead of spelling flags. Stdlib only (the env side uses it).
@@ -59,8 +59,10 @@ def add_dataclass_arguments(parser: argparse.ArgumentParser, config_cls: type) -
         help_text = f.metadata.get("help", "")
         default = _default(f)
         kwargs: dict[str, Any] = {"dest": f.name, "help": f"{help_text} (default: {default!r})"}
-        if choices := f.metadata.get("choices"):
+        if typing.get_origin(tp) is typing.Literal:
+            choices = list(typing.get_args(tp))
             kwargs["choices"] = choices
+            tp = type(choices[0])
         if tp is bool:
             parser.add_argument(*flags, action=argparse.BooleanOptionalAction, default=default, **kwargs)
         elif typing.get_origin(tp) in (list, tuple):

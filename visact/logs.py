@@ -6,6 +6,10 @@ import json
 import logging
 import sys
 import time
+from typing import Literal
+
+#: how a process writes its log lines
+LogFormat = Literal["json", "text"]
 
 _STANDARD = set(vars(logging.makeLogRecord({}))) | {"message", "asctime"}
 

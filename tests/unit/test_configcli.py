@@ -25,6 +25,7 @@ class Example:
     episodes: int = field(default=3, metadata={"help": "how many"})
     cot: bool = field(default=True, metadata={"help": "chain of thought"})
     server: list[str] = field(default_factory=list, metadata={"help": "repeatable"})
+    mode: typing.Literal["fast", "slow"] = field(default="fast", metadata={"help": "one of two"})
 
 
 def test_long_short_boolean_and_repeated_options() -> None:
@@ -41,6 +42,14 @@ def test_a_bad_value_is_a_usage_error() -> None:
         parse_config(Example, ["--episodes", "many"])
 
 
+def test_a_literal_field_takes_its_values_and_refuses_others(capsys: pytest.CaptureFixture[str]) -> None:
+    assert parse_config(Example, ["--mode", "slow"]).mode == "slow"
+    with pytest.raises(SystemExit):
+        parse_config(Example, ["--mode", "medium"])
+    err = capsys.readouterr().err
+    assert "invalid choice: 'medium'" in err and "fast" in err and "slow" in err
+
+
 def test_visact_demos_takes_dash_o_as_the_readme_shows() -> None:
     assert parse_config(DemosConfig, ["--env", "blackjack", "-o", "d/x.jsonl"]).out == Path("d/x.jsonl")
 
@@ -53,8 +62,8 @@ BASE: dict[type, dict[str, Any]] = {AgentConfig: {"server": ["127.0.0.1:1"]}}
 
 def other_values(f: dataclasses.Field[Any], tp: Any, default: Any) -> list[Any]:
     """Values of ``f`` other than its default, to try one at a time."""
-    if choices := f.metadata.get("choices"):
-        return [c for c in choices if c != default]
+    if typing.get_origin(tp) is typing.Literal:
+        return [c for c in typing.get_args(tp) if c != default]
     if tp is bool:
         return [not default]
     if tp is int:

@@ -4,7 +4,10 @@
 from __future__ import annotations
 
 from dataclasses import field
-from typing import Any
+from typing import Any, Literal
+
+#: what samples answers (agent-client --engine)
+EngineName = Literal["transformers", "vllm"]
 
 ATTN_IMPLEMENTATION_HELP = "attention kernel: sdpa (unset: transformers' default), eager, flash_attention_2"
 GRADIENT_CHECKPOINTING_HELP = "recompute activations in the backward pass: far less memory, some more time"

@@ -34,9 +34,10 @@ from visact.agent.config import AgentConfig
 from visact.cache import entry_problem, write_manifest
 from visact.configcli import to_argv
 from visact.env_server.server import ServerConfig
+from visact.model.options import EngineName
 from visact.orchestration.demos import DemosConfig
 from visact.orchestration.processes import command, run, start, stop_all
-from visact.trainer.config import TrainerConfig
+from visact.trainer.config import Advantage, TrainerConfig
 from visact.trainer.sft_config import SFTConfig
 
 #: Settings every game starts from, and each game's own, found with bench/learning.py
@@ -113,12 +114,11 @@ class DemoConfig:
     target_kl: float = field(
         default=0.0, metadata={"help": "end a PPO update early past this approx KL (0: never; trainer serve)"}
     )
-    advantage: str = field(
+    advantage: Advantage = field(
         default="gae",
         metadata={
             "help": "gae (the paper's, value head), grpo (each episode against its group's) or gigpo "
             "(grpo plus each step against the group's steps from the same state); trainer serve --advantage",
-            "choices": ["gae", "grpo", "gigpo"],
         },
     )
     group_size: int = field(
@@ -130,12 +130,11 @@ class DemoConfig:
     )
     max_new_tokens: int | None = field(default=None, metadata={"help": "longest answer (none: the game's)"})
     cot: bool = field(default=True, metadata={"help": "chain-of-thought prompt (--no-cot: action only)"})
-    engine: str = field(
+    engine: EngineName = field(
         default="transformers",
         metadata={
             "help": "what the agents sample with (agent-client --engine); vllm: PPO's LoRA then leaves "
             "the vision tower and the projector out, which vLLM does not adapt",
-            "choices": ["transformers", "vllm"],
         },
     )
     agents: int = field(default=2, metadata={"help": "agent-client processes"})
