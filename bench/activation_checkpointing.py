@@ -25,9 +25,11 @@ from accelerate import Accelerator
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tests.episodes import answered_episodes  # the learner tests' input, made the same way
 from visact.model.generation import teacher_forced_log_probs
 from visact.model.loading import checkpointing_in_eval_mode, load_vlm
+from visact.orchestration.sampled_episodes import (
+    answered_episodes,  # the learner tests' input, made the same way
+)
 from visact.trainer.config import TrainerConfig
 from visact.trainer.learner import Learner
 from visact.wire.episodes import EpisodeData

@@ -163,21 +163,14 @@ def test_the_environment_side_imports_nothing_of_the_model_or_the_services_above
     assert not above, above
 
 
-#: bench files that still import the tests, and what (to move into the library, then drop here)
-STILL_IMPORTING_TESTS = {
-    "bench/activation_checkpointing.py": {"tests.episodes", "tests.episodes.answered_episodes"}
-}
-
-
 def test_neither_the_library_nor_a_bench_imports_the_tests() -> None:
     """The tests are not installed: a library module or a bench that imports them breaks outside
     a checkout's root (launch processes with visact.orchestration.processes)."""
     found = []
     for path in [*MODULES.values(), *sorted((ROOT / "bench").rglob("*.py"))]:
-        known = STILL_IMPORTING_TESTS.get(str(path.relative_to(ROOT)), set())
         found += [
             f"{path.relative_to(ROOT)}: {name}"
             for name in sorted(imports_of(path))
-            if name.split(".")[0] == "tests" and name not in known
+            if name.split(".")[0] == "tests"
         ]
     assert not found, "\n".join(found)

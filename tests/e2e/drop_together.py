@@ -16,9 +16,9 @@ import json
 import sys
 from pathlib import Path
 
-from tests.episodes import answered_episodes
 from visact.logs import setup_logging
 from visact.model.loading import load_vlm
+from visact.orchestration.sampled_episodes import answered_episodes
 from visact.trainer.config import TrainerConfig
 from visact.trainer.distributed import share_batch
 from visact.trainer.serve import build_learner

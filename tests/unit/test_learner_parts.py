@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from tests.episodes import png_image
+from visact.orchestration.sampled_episodes import png_image
 from visact.trainer.advantages import ADVANTAGES
 from visact.trainer.config import Advantage, TrainerConfig
 from visact.trainer.learner import ValueHead, batch_metrics, lr_factor, with_fact_reward

@@ -17,8 +17,8 @@ import pytest
 import torch
 from accelerate import Accelerator
 
-from tests.episodes import answered_episodes
 from visact.model.loading import LoadedVLM, load_vlm
+from visact.orchestration.sampled_episodes import answered_episodes
 from visact.trainer import ppo
 from visact.trainer.config import TrainerConfig
 from visact.trainer.learner import Learner

@@ -18,7 +18,6 @@ import pytest
 import torch
 from accelerate import Accelerator
 
-from tests.episodes import answered_episodes, numberline_frames, one_step_message
 from tests.vlm_families import FAMILY_BUILDERS
 from visact.model.generation import (
     _encode,
@@ -29,6 +28,7 @@ from visact.model.generation import (
 )
 from visact.model.loading import LoadedVLM, ModelLoadError, load_vlm, lora_target_modules
 from visact.orchestration.demos import DemosConfig, write_demos
+from visact.orchestration.sampled_episodes import answered_episodes, numberline_frames, one_step_message
 from visact.trainer.admission import model_admission
 from visact.trainer.config import TrainerConfig
 from visact.trainer.learner import Learner

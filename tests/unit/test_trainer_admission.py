@@ -14,9 +14,9 @@ import numpy as np
 import pytest
 import torch
 
-from tests.episodes import numberline_frames, one_step_message
 from visact.model.generation import generate_batch
 from visact.model.loading import LoadedVLM, load_vlm
+from visact.orchestration.sampled_episodes import numberline_frames, one_step_message
 from visact.trainer.admission import Admission, default_max_image_pixels, model_admission, processor_pixels
 from visact.trainer.v1 import trainer_pb2 as pb
 from visact.wire.episodes import InvalidEpisode

@@ -1,4 +1,4 @@
-"""One-step episodes a model answered itself on real NumberLine frames: the learner's test input.
+"""One-step episodes a model answered itself on real NumberLine frames: the input of the learner's tests and of benches that time the learner (bench/activation_checkpointing.py).
 
 Rewards alternate in sign (-1, +1, ...), so the advantages are not all zero.
 """
