@@ -28,6 +28,7 @@ from visact.env.v1 import env_pb2 as pb
 from visact.env_server.core import Env, ExpertMove, StepOutcome
 from visact.env_server.errors import EnvError, InvalidAction, InvalidRequest, ResetNeeded
 from visact.env_server.sessions import EpisodeState, Session, SessionStore
+from visact.env_server.wire_bytes import batch_response_bytes
 from visact.rpc import StreamSlots, Workers, abort
 from visact.rpc.messages import bounded
 
@@ -127,17 +128,15 @@ class EnvironmentServicer:
     async def Step(self, request: pb.StepRequest, context: grpc.aio.ServicerContext) -> pb.StepResponse:
         return await self._call(self.step, request, context)
 
-    async def BatchStep(
-        self, request: pb.BatchStepRequest, context: grpc.aio.ServicerContext
-    ) -> pb.BatchStepResponse:
-        return await self._call(self.batch_step, request, context)
+    async def BatchStep(self, request: pb.BatchStepRequest, context: grpc.aio.ServicerContext) -> bytes:
+        return await self._call(self.batch_step_bytes, request, context)
 
     async def BatchStepStream(
         self, requests: AsyncIterator[pb.BatchStepRequest], context: grpc.aio.ServicerContext
-    ) -> AsyncIterator[pb.BatchStepResponse]:
+    ) -> AsyncIterator[bytes]:
         async with self.streams.slot(context):
             async for request in requests:
-                yield await self._call(self.batch_step, request, context)
+                yield await self._call(self.batch_step_bytes, request, context)
 
     async def CloseSession(
         self, request: pb.CloseSessionRequest, context: grpc.aio.ServicerContext
@@ -234,6 +233,24 @@ class EnvironmentServicer:
             return out
 
     def batch_step(self, request: pb.BatchStepRequest) -> pb.BatchStepResponse:
+        """The BatchStep as a message (for callers in this process)."""
+        response, frames = self._batch_step(request)
+        for index, frame in frames:
+            result = response.results[index]
+            kind = result.WhichOneof("result")
+            if kind in ("reset", "step"):
+                getattr(result, kind).observation.image.data = frame.tobytes()
+        return response
+
+    def batch_step_bytes(self, request: pb.BatchStepRequest) -> bytes:
+        """The BatchStep as the wire bytes of its response, raw frames copied once
+        (``visact.env_server.wire_bytes``): what the gRPC methods send."""
+        return batch_response_bytes(*self._batch_step(request))
+
+    def _batch_step(
+        self, request: pb.BatchStepRequest
+    ) -> tuple[pb.BatchStepResponse, list[tuple[int, np.ndarray]]]:
+        """The response with its raw images left empty, and those images' frames by result index."""
         if len(request.items) > self.limits.max_batch_items:
             raise InvalidRequest(
                 f"a batch may hold at most {self.limits.max_batch_items} items; got {len(request.items)}; "
@@ -241,16 +258,19 @@ class EnvironmentServicer:
             )
         response = pb.BatchStepResponse()
         pending: list[tuple[pb.BatchResult, pb.Image, Callable[[], bytes]]] = []
+        frames: list[tuple[int, np.ndarray]] = []
         self._batch.pending = pending  # _observe leaves this batch's PNG encoding for the end
+        self._batch.frames = frames  # and its raw frames out of the messages
         try:
-            for item in request.items:
+            for index, item in enumerate(request.items):
+                self._batch.index = index
                 self._batch.result = response.results.add()
                 self._batch_item(item, self._batch.result)
         finally:
-            self._batch.pending = self._batch.result = None
+            self._batch.pending = self._batch.result = self._batch.frames = None
         if pending:
             self._encode_pending(pending)
-        return response
+        return response, frames
 
     def close_session(self, request: pb.CloseSessionRequest) -> pb.CloseSessionResponse:
         self.sessions.close(request.session_id)
@@ -304,8 +324,13 @@ class EnvironmentServicer:
     def _observe(self, session: Session, out: pb.Observation) -> None:
         env = session.env
         frame = env.render()
+        frames = getattr(self._batch, "frames", None)
         if session.image_encoding == images.PNG:
             self._observe_png(frame, out.image)
+        elif frames is not None:  # inside a BatchStep: the frame joins the wire bytes at the end
+            images.describe_into(frame, images.RAW, out.image)
+            # a frame the game may still change is copied now, as tobytes would have
+            frames.append((self._batch.index, frame if images.unchangeable(frame) else frame.copy()))
         else:
             images.encode_into(frame, session.image_encoding, out.image)
         out.task = env.task_text()

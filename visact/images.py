@@ -30,6 +30,12 @@ class ImageDecodeError(ValueError):
     """The image's bytes do not match its declared encoding or shape."""
 
 
+def unchangeable(frame: np.ndarray) -> bool:
+    """Whether ``frame`` cannot change: read-only and owning its memory (a read-only view of
+    another array changes with it)."""
+    return not frame.flags.writeable and frame.base is None
+
+
 def encode(array: np.ndarray, encoding: int) -> pb.Image:
     """An (H, W, 3) uint8 array as a new ``Image`` message in ``encoding``."""
     message = pb.Image()
@@ -261,8 +267,7 @@ class PngCache:
 
     @staticmethod
     def cacheable(frame: np.ndarray) -> bool:
-        """Whether ``frame`` cannot change: read-only and owning its memory."""
-        return not frame.flags.writeable and frame.base is None
+        return unchangeable(frame)
 
     def get(self, frame: np.ndarray) -> bytes | None:
         """The PNG of ``frame`` if this very object was encoded before, else None."""

@@ -144,9 +144,9 @@ class NeverTruncates(EnvironmentServicer):
 class ReversedBatch(EnvironmentServicer):
     """Answers BatchStep with the results in reverse order."""
 
-    def batch_step(self, request: pb.BatchStepRequest) -> pb.BatchStepResponse:
+    def batch_step_bytes(self, request: pb.BatchStepRequest) -> bytes:
         response = super().batch_step(request)
-        return pb.BatchStepResponse(results=list(reversed(response.results)))
+        return pb.BatchStepResponse(results=list(reversed(response.results))).SerializeToString()
 
 
 class ValidatesActionFirst(EnvironmentServicer):

@@ -1,5 +1,7 @@
 """One handler per RPC method: the bearer token, then request bytes, then the servicer.
 
+A servicer answers with a message, or with the message's wire bytes when it built them itself.
+
 Each method gets the same checks, in this order: the bearer token (health is exempt, so that
 load balancers and probes, which send no metadata, can check liveness), then request bytes that
 do not parse (INVALID_ARGUMENT naming the expected message, not grpc's INTERNAL "Exception
@@ -93,7 +95,12 @@ def handler(
                 await refuse(request, context)
             yield request
 
-    kwargs = {"request_deserializer": deserialize, "response_serializer": response_class.SerializeToString}
+    def serialize(response: Any) -> bytes:
+        # a servicer may answer with the response's wire bytes, built without a message's copies
+        # (the env server's BatchStep splices raw frames in: visact.env_server.wire_bytes)
+        return response if isinstance(response, bytes) else response_class.SerializeToString(response)
+
+    kwargs = {"request_deserializer": deserialize, "response_serializer": serialize}
     if not method.client_streaming and not method.server_streaming:
 
         async def unary_unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
