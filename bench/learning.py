@@ -1,6 +1,7 @@
 """The learning benchmark: does SFT + PPO learn, does PPO beat SFT alone, does CoT beat action-only?
 
     python bench/learning.py --games numberline ezpoints blackjack [points24] --budget-minutes 20
+    python bench/learning.py --games alfworld --variants cot
 
 Per game, every row evaluated on the same held-out seeds (agent/evaluation.py EVAL_SEED_BASE)
 with a 95% Wilson interval:
@@ -16,7 +17,8 @@ plus the running training success over the last 200 training episodes (the paper
 processes on loopback, exactly as a user runs it; ``--budget-minutes`` bounds each run's PPO
 stage (``visact demo --ppo-minutes``), the update count of the game's plan bounds it too.
 
-Writes ``docs/results.md`` (the part between the ``learning`` markers; text around it is
+Writes ``docs/results.md`` (the part between the ``learning`` markers for the card games, the
+``learning-alfworld`` markers for ALFWorld, with its success by task type; text around them is
 kept) and ``docs/results/<game>.png`` (training curves of both runs against the held-out
 rows). Resumable: a run whose ``summary.json`` exists is not run again (``--fresh`` reruns);
 work directories live under ``--workdir``.
@@ -47,7 +49,10 @@ from visact.orchestration.demo import (  # noqa: E402
 from visact.orchestration.processes import stop_all  # noqa: E402
 from visact.trainer.metrics import read_metrics, trailing_success  # noqa: E402
 
-BEGIN, END = "<!-- learning:begin -->", "<!-- learning:end -->"
+
+def markers(section: str) -> tuple[str, str]:
+    """The comments that open and close a generated block of docs/results.md."""
+    return f"<!-- {section}:begin -->", f"<!-- {section}:end -->"
 
 
 @dataclass(frozen=True)
@@ -62,6 +67,7 @@ class Plan:
     running_window: int = 200  # training episodes in the running mean (paper: 1000 for Blackjack)
     best: str = "-"  # the best published success % we found (CoT), with who reached it
     goal_vs_oracle: float | None = None  # points SFT + PPO (CoT) may lie below the oracle's rate
+    section: str = "learning"  # the markers of the docs/results.md block its rows go to
 
 
 PLANS: dict[str, Plan] = {
@@ -82,6 +88,9 @@ PLANS: dict[str, Plan] = {
     "points24": Plan(
         {}, 2.3, 0.0, 2.6, goal=17.5, best="53.5 (GTR-Turbo, Qwen2.5-VL-7B); 17.5 (GTR, LLaVA-7B)"
     ),
+    # the paper's ALFWorld is THOR frames of ALFWorld's own games; ours are generated games on its
+    # engine with Pillow frames (docs/alfworld.md), its own budget (GAME_SETTINGS), unseen rooms
+    "alfworld": Plan({}, 21.7, 16.3, 17.7, best="26.5 (CoSo, 7B)", section="learning-alfworld"),
 }
 
 VARIANTS = (("cot", True), ("action_only", False))
@@ -125,7 +134,7 @@ def run_baselines(game: str, args: argparse.Namespace) -> dict[str, dict[str, An
         try:
             servers = start_env_servers(game, 1, work, processes)
             for name in missing:
-                evaluate(config, servers, "tiny", None, out[name], **wanted[name])
+                evaluate(config, servers, str(config.model), None, out[name], **wanted[name])
         finally:
             stop_all(processes)
     return {name: dict(json.loads(path.read_text())) for name, path in out.items()}
@@ -230,26 +239,66 @@ def curves_png(
 
 
 def write_report(results: Mapping[str, tuple[dict[str, Any], dict[str, Any]]], out: Path) -> None:
+    """Each section's block of ``out`` from the games in ``results`` that belong to it; a section
+    with no game in ``results`` is left as it is."""
+    text = out.read_text() if out.exists() else "# Results\n"
+    for section in dict.fromkeys(PLANS[game].section for game in results):
+        games = {game: result for game, result in results.items() if PLANS[game].section == section}
+        text = replace_block(text, section, section_block(games))
+    out.write_text(text)
+
+
+def section_block(results: Mapping[str, tuple[dict[str, Any], dict[str, Any]]]) -> list[str]:
     lines = [
-        BEGIN,
-        "",
         "| game | policy | held-out success % (95% CI) | facts stated right % | training success %, last 200 "
         "episodes* | valid answers % | RL4VLM 7B % | best published % | note |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for game, (runs, base) in results.items():
         lines += game_rows(game, runs, base)
-    lines += ["", "\\* Blackjack: last 1000 episodes, as the paper.", ""]
-    for game in results:
-        lines.append(f"![{game}](results/{game}.png)")
-    lines += ["", END]
-    block = "\n".join(lines)
-    text = out.read_text() if out.exists() else "# Results\n\n" + BEGIN + "\n" + END + "\n"
-    if BEGIN in text and END in text:
-        text = text[: text.index(BEGIN)] + block + text[text.index(END) + len(END) :]
-    else:
-        text = text.rstrip() + "\n\n" + block + "\n"
-    out.write_text(text)
+    if "blackjack" in results:
+        lines += ["", "\\* Blackjack: last 1000 episodes, as the paper."]
+    for game, (runs, base) in results.items():
+        lines += breakdown_rows(game, runs, base)
+    lines.append("")
+    lines += [f"![{game}](results/{game}.png)" for game in results]
+    return lines
+
+
+def breakdown_rows(
+    game: str, runs: Mapping[str, dict[str, Any]], base: Mapping[str, dict[str, Any]]
+) -> list[str]:
+    """Held-out success by task type (games whose info reports one: ALFWorld), every policy."""
+    columns = {"random": base["random"], "oracle": base["oracle"]}
+    for variant, summary in runs.items():
+        work = Path(summary["config"]["workdir"])
+        for stage, label in (("after_sft", "SFT"), ("after_ppo", "SFT + PPO")):
+            columns[f"{label} ({variant})"] = json.loads((work / f"eval_{stage}.json").read_text())
+    by_type = {name: ev.get("breakdown", {}).get("task_type", {}) for name, ev in columns.items()}
+    types = sorted({task for groups in by_type.values() for task in groups})
+    if not types:
+        return []
+
+    def cell(group: Mapping[str, Any] | None) -> str:
+        if group is None:
+            return "-"
+        return f"{group['successes']}/{group['episodes']} ({ci(group['success_ci95'])})"
+
+    lines = ["", f"{game}: held-out successes by task type (95% CI, %)", ""]
+    lines.append("| task type | " + " | ".join(columns) + " |")
+    lines.append("|---|" + "---|" * len(columns))
+    for task in types:
+        lines.append(f"| {task} | " + " | ".join(cell(by_type[name].get(task)) for name in columns) + " |")
+    return lines
+
+
+def replace_block(text: str, section: str, lines: Sequence[str]) -> str:
+    """``text`` with the block between ``section``'s markers replaced (appended if it has none)."""
+    begin, end = markers(section)
+    block = "\n".join([begin, "", *lines, "", end])
+    if begin in text and end in text:
+        return text[: text.index(begin)] + block + text[text.index(end) + len(end) :]
+    return text.rstrip() + "\n\n" + block + "\n"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -260,7 +309,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--games", nargs="+", default=["numberline", "ezpoints", "blackjack"], choices=list(PLANS)
     )
     parser.add_argument("--budget-minutes", type=float, default=20.0, help="PPO wall-time cap per run")
-    parser.add_argument("--eval-episodes", type=int, default=200)
+    parser.add_argument(
+        "--eval-episodes",
+        type=int,
+        default=None,
+        help="held-out episodes per evaluation (default: the game's)",
+    )
+    parser.add_argument(
+        "--variants",
+        nargs="+",
+        default=[variant for variant, _ in VARIANTS],
+        choices=[variant for variant, _ in VARIANTS],
+        help="which runs per game: with CoT, action only",
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--workdir", type=Path, default=ROOT / "runs" / "learning")
     parser.add_argument("--docs", type=Path, default=ROOT / "docs")
@@ -273,7 +334,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     started = time.monotonic()
     for game in args.games:
         base = run_baselines(game, args)
-        runs = {variant: run_variant(game, variant, cot, args) for variant, cot in VARIANTS}
+        runs = {
+            variant: run_variant(game, variant, cot, args)
+            for variant, cot in VARIANTS
+            if variant in args.variants
+        }
         curves_png(game, runs, base, args.docs / "results" / f"{game}.png")
         # after every game, with every game finished so far (this call or earlier ones)
         write_report(finished(args.workdir), args.docs / "results.md")

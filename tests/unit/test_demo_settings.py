@@ -12,6 +12,7 @@ from visact.orchestration.demo import (
     BASE_SETTINGS,
     GAME_SETTINGS,
     DemoConfig,
+    breakdown_table,
     trainer_config,
     with_game_settings,
 )
@@ -33,6 +34,43 @@ def test_unset_settings_come_from_the_game_or_the_base() -> None:
         config = with_game_settings(parse_config(DemoConfig, ["--env", game]))
         assert isinstance(config.max_new_tokens, int) and config.max_new_tokens >= 112
     assert numberline.max_new_tokens == 96 and numberline.fact_reward == BASE_SETTINGS["fact_reward"]
+
+
+def test_numberline_keeps_its_budget_and_alfworld_gets_its_own_model_and_budget() -> None:
+    numberline = with_game_settings(parse_config(DemoConfig, []))
+    budget = ("model", "demo_episodes", "ppo_updates", "steps_per_update", "eval_episodes", "sampled_eval")
+    assert [getattr(numberline, name) for name in budget] == ["tiny", 400, 30, 128, 200, True]
+    alfworld = with_game_settings(parse_config(DemoConfig, ["--env", "alfworld"]))
+    assert alfworld.model == "tiny-alfworld" and alfworld.sampled_eval is False
+    for name in ("demo_episodes", "sft_steps", "ppo_updates", "steps_per_update", "eval_episodes"):
+        value = getattr(alfworld, name)
+        assert isinstance(value, int) and 0 < value == GAME_SETTINGS["alfworld"][name], name
+    # CoT answers run to ~100 tokens with tiny-alfworld's tokenizer (docs/results.md#alfworld)
+    assert isinstance(alfworld.max_new_tokens, int) and alfworld.max_new_tokens >= 112
+    # a smaller budget than the card games': a failing policy plays 50 steps an episode
+    assert alfworld.eval_episodes < numberline.eval_episodes
+    assert (
+        alfworld.ppo_updates * alfworld.steps_per_update
+        < numberline.ppo_updates * numberline.steps_per_update
+    )
+    user = with_game_settings(
+        parse_config(
+            DemoConfig, ["--env", "alfworld", "--model", "tiny", "--sampled-eval", "--eval-episodes", "8"]
+        )
+    )
+    assert (user.model, user.sampled_eval, user.eval_episodes) == ("tiny", True, 8)
+
+
+def test_the_breakdown_table_shows_each_value_after_sft_and_after_ppo() -> None:
+    sft = {"look": {"episodes": 2, "successes": 0, "success_rate": 0.0, "success_ci95": (0.0, 0.66)}}
+    ppo = {
+        "look": {"episodes": 2, "successes": 1, "success_rate": 0.5, "success_ci95": (0.09, 0.91)},
+        "pick": {"episodes": 1, "successes": 1, "success_rate": 1.0, "success_ci95": (0.21, 1.0)},
+    }
+    lines = breakdown_table("task_type", sft, ppo).splitlines()
+    assert lines[0].split() == ["task_type", "after", "SFT", "after", "PPO"]
+    assert lines[1].split() == ["look", "0/2", "0%", "(0%-66%)", "1/2", "50%", "(9%-91%)"]
+    assert lines[2].split() == ["pick", "-", "1/1", "100%", "(21%-100%)"]
 
 
 def test_what_the_user_sets_wins_over_the_game() -> None:

@@ -44,31 +44,61 @@ from visact.trainer.sft_config import SFTConfig
 #: (docs/results.md, docs/learning-notes.md). EZPoints answers are longer (~70 tokens: more SFT)
 #: and a win pays +10: a format penalty of 1 let PPO learn broken answers, which play a random
 #: move that keeps the episode alive. Blackjack and Points24 answers run to ~110 tokens.
-BASE_SETTINGS: dict[str, float] = {
+#: ALFWorld (docs/alfworld.md) plays on its own tiny VLM (128 px frames, merges over its phrases);
+#: its answers run to ~150 tokens with CoT and a policy that fails plays 50 steps an episode, so
+#: its demo is a smaller budget that fits ~30 minutes on 2 CPU cores (docs/results.md#alfworld).
+BASE_SETTINGS: dict[str, float | str] = {
+    "model": "tiny",
+    "demo_episodes": 400,
     "sft_steps": 120,
+    "ppo_updates": 30,
+    "steps_per_update": 128,
     "ppo_lr": 3e-4,
     "format_penalty": 1.0,
     "fact_reward": 0.0,
     "max_new_tokens": 96,
+    "eval_episodes": 200,
+    "sampled_eval": True,
 }
-GAME_SETTINGS: dict[str, dict[str, float]] = {
+GAME_SETTINGS: dict[str, dict[str, float | str]] = {
     "ezpoints": {"sft_steps": 400, "ppo_lr": 1e-4, "format_penalty": 10.0},
     "points24": {"sft_steps": 400, "ppo_lr": 1e-4, "format_penalty": 10.0, "max_new_tokens": 128},
     "blackjack": {"max_new_tokens": 128},
+    "alfworld": {
+        "model": "tiny-alfworld",
+        "demo_episodes": 200,
+        "sft_steps": 400,
+        "ppo_updates": 4,
+        "steps_per_update": 64,
+        "max_new_tokens": 128,
+        "eval_episodes": 32,
+        "sampled_eval": False,
+    },
 }
 #: the settings that are whole numbers
-INTEGER_SETTINGS = frozenset({"sft_steps", "max_new_tokens"})
+INTEGER_SETTINGS = frozenset(
+    {"demo_episodes", "sft_steps", "ppo_updates", "steps_per_update", "max_new_tokens", "eval_episodes"}
+)
+#: the settings that are text, and those that are yes or no
+TEXT_SETTINGS = frozenset({"model"})
+BOOL_SETTINGS = frozenset({"sampled_eval"})
 
 
 def with_game_settings(config: DemoConfig) -> DemoConfig:
     """``config`` with every setting left unset (None) taken from the game's, else the base."""
     chosen = {**BASE_SETTINGS, **GAME_SETTINGS.get(config.env, {})}
     unset: dict[str, Any] = {
-        name: int(value) if name in INTEGER_SETTINGS else value
-        for name, value in chosen.items()
-        if getattr(config, name) is None
+        name: _typed(name, value) for name, value in chosen.items() if getattr(config, name) is None
     }
     return replace(config, **unset)
+
+
+def _typed(name: str, value: float | str) -> float | int | str | bool:
+    if name in TEXT_SETTINGS:
+        return str(value)
+    if name in BOOL_SETTINGS:
+        return bool(value)
+    return int(value) if name in INTEGER_SETTINGS else float(value)
 
 
 @dataclass
@@ -79,8 +109,15 @@ class DemoConfig:
         default="numberline", metadata={"help": "built-in game, or module:Class for an Env of your own"}
     )
     workdir: Path = field(default=Path("runs/demo"), metadata={"help": "where everything is written"})
-    model: str = field(default="tiny", metadata={"help": "base VLM (Hugging Face name or path, or 'tiny')"})
-    demo_episodes: int = field(default=400, metadata={"help": "expert episodes for SFT"})
+    model: str | None = field(
+        default=None,
+        metadata={
+            "help": "base VLM (Hugging Face name or path, 'tiny' or 'tiny-alfworld'; none: the game's)"
+        },
+    )
+    demo_episodes: int | None = field(
+        default=None, metadata={"help": "expert episodes for SFT (none: the game's)"}
+    )
     sft_steps: int | None = field(
         default=None,
         metadata={
@@ -89,8 +126,10 @@ class DemoConfig:
     )
     sft_lr: float = field(default=2e-3, metadata={"help": "SFT learning rate"})
     sft_vision_warmup_steps: int = field(default=200, metadata={"help": "SFT vision warm-up steps"})
-    ppo_updates: int = field(default=30, metadata={"help": "PPO updates"})
-    steps_per_update: int = field(default=128, metadata={"help": "env steps per PPO update"})
+    ppo_updates: int | None = field(default=None, metadata={"help": "PPO updates (none: the game's)"})
+    steps_per_update: int | None = field(
+        default=None, metadata={"help": "env steps per PPO update (none: the game's)"}
+    )
     ppo_epochs: int = field(default=2, metadata={"help": "PPO epochs per update"})
     ppo_lr: float | None = field(default=None, metadata={"help": "PPO learning rate (none: the game's)"})
     lora_r: int = field(default=16, metadata={"help": "PPO LoRA rank"})
@@ -140,7 +179,16 @@ class DemoConfig:
     agents: int = field(default=2, metadata={"help": "agent-client processes"})
     sessions: int = field(default=8, metadata={"help": "env sessions per agent"})
     env_servers: int = field(default=2, metadata={"help": "env-server processes"})
-    eval_episodes: int = field(default=200, metadata={"help": "held-out episodes per evaluation"})
+    eval_episodes: int | None = field(
+        default=None, metadata={"help": "held-out episodes per evaluation (none: the game's)"}
+    )
+    sampled_eval: bool | None = field(
+        default=None,
+        metadata={
+            "help": "also run each held-out evaluation sampling at --temperature, as in training "
+            "(none: the game's; ALFWorld leaves it out to fit its budget)"
+        },
+    )
     eval_temperature: float = field(
         default=0.01,
         metadata={
@@ -198,7 +246,9 @@ def evaluate(
 ) -> dict[str, Any]:
     """`agent-client eval` on the held-out seeds, at ``--eval-temperature`` unless ``temperature``
     is given; ``options`` are more AgentConfig fields, e.g. ``random_policy=True``."""
-    assert config.max_new_tokens is not None, "with_game_settings fills it in"
+    assert config.max_new_tokens is not None and config.eval_episodes is not None, (
+        "with_game_settings fills them in"
+    )
     agent = AgentConfig(
         server=servers,
         model=model,
@@ -212,6 +262,8 @@ def evaluate(
         threads=max(2, config.threads),
         seed=config.seed,
         engine=config.engine,
+        # success by task type and by room split, for games that report them (ALFWorld)
+        by=["task_type", "split"],
         **options,
     )
     run_checked([*command("agent-client"), "eval", *to_argv(agent)])
@@ -220,10 +272,12 @@ def evaluate(
 
 def evaluate_both(
     config: DemoConfig, servers: list[str], model: str, adapter: Path | None, out: Path
-) -> tuple[dict[str, Any], dict[str, Any]]:
-    """The held-out evaluation ~greedy (into ``out``) and sampled at the PPO temperature (into
-    ``sampled_path(out)``), on the same seeds."""
+) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """The held-out evaluation ~greedy (into ``out``) and, unless ``--no-sampled-eval``, sampled
+    at the PPO temperature (into ``sampled_path(out)``), on the same seeds."""
     greedy = evaluate(config, servers, model, adapter, out)
+    if not config.sampled_eval:
+        return greedy, None
     return greedy, evaluate(
         config, servers, model, adapter, sampled_path(out), temperature=config.temperature
     )
@@ -234,15 +288,24 @@ def sampled_path(out: Path) -> Path:
     return out.with_name(f"{out.stem}_sampled{out.suffix}")
 
 
-def held_out(config: DemoConfig, greedy: dict[str, Any], sampled: dict[str, Any]) -> str:
-    """Both held-out results in one line: ~greedy answers, and sampled as in training; and the
-    greedy CoTs' fact accuracy."""
+def held_out(config: DemoConfig, greedy: dict[str, Any], sampled: dict[str, Any] | None) -> str:
+    """Both held-out results in one line: ~greedy answers, and sampled as in training (when it
+    ran); and the greedy CoTs' fact accuracy."""
     facts = greedy.get("fact_accuracy")
     return (
-        f"{greedy['success_rate']:.1%} (temperature {config.eval_temperature:g}), "
-        f"{sampled['success_rate']:.1%} sampling at {config.temperature:g} as in training"
+        f"{greedy['success_rate']:.1%} (temperature {config.eval_temperature:g})"
+        + (
+            ""
+            if sampled is None
+            else f", {sampled['success_rate']:.1%} sampling at {config.temperature:g} as in training"
+        )
         + ("" if facts is None else f"; facts stated correctly {facts:.1%}")
     )
+
+
+def rate(result: dict[str, Any] | None, key: str = "success_rate") -> Any:
+    """``result[key]``, or None for an evaluation that did not run."""
+    return None if result is None else result[key]
 
 
 def start_env_servers(
@@ -291,6 +354,7 @@ def run_demo(config: DemoConfig) -> dict[str, Any]:
             demos_kept = reusable(demos.parent, demos.name)
             if not demos_kept:
                 shutil.rmtree(demos.parent, ignore_errors=True)
+                assert config.demo_episodes is not None, "with_game_settings fills it in"
                 demos_config = DemosConfig(
                     env=config.env, episodes=config.demo_episodes, out=demos, cot=config.cot, seed=config.seed
                 )
@@ -307,7 +371,7 @@ def run_demo(config: DemoConfig) -> dict[str, Any]:
                 assert config.sft_steps is not None, "with_game_settings fills it in"
                 sft = SFTConfig(
                     data=demos,
-                    model=config.model,
+                    model=str(config.model),
                     out=sft_dir,
                     steps=config.sft_steps,
                     lr=config.sft_lr,
@@ -322,9 +386,9 @@ def run_demo(config: DemoConfig) -> dict[str, Any]:
             servers = start_env_servers(config.env, config.env_servers, work, processes)
             before_file = work / "eval_after_sft.json"
             sampled_file = sampled_path(before_file)
-            if model_kept and before_file.exists() and sampled_file.exists():  # of this SFT model
-                before = dict(json.loads(before_file.read_text()))
-                before_sampled = dict(json.loads(sampled_file.read_text()))
+            if model_kept and before_file.exists() and (sampled_file.exists() or not config.sampled_eval):
+                before = dict(json.loads(before_file.read_text()))  # of this SFT model
+                before_sampled = dict(json.loads(sampled_file.read_text())) if config.sampled_eval else None
             else:
                 before, before_sampled = evaluate_both(config, servers, str(model), None, before_file)
             print(f"   held-out success after SFT: {held_out(config, before, before_sampled)}", flush=True)
@@ -363,12 +427,17 @@ def run_demo(config: DemoConfig) -> dict[str, Any]:
         "fact_accuracy_after_ppo": after.get("fact_accuracy"),
         # the same held-out seeds, sampled at the PPO temperature (what the agents trained with)
         "sampling_temperature": config.temperature,
-        "success_after_sft_sampled": before_sampled["success_rate"],
-        "success_after_ppo_sampled": after_sampled["success_rate"],
-        "success_after_ppo_sampled_ci95": after_sampled["success_ci95"],
+        # (None with --no-sampled-eval)
+        "success_after_sft_sampled": rate(before_sampled),
+        "success_after_ppo_sampled": rate(after_sampled),
+        "success_after_ppo_sampled_ci95": rate(after_sampled, "success_ci95"),
         "ppo_updates": len(rows),
         "training_success_last_update": rows[-1]["charts/success_rate"] if rows else None,
         "training_success_last_200_episodes": trailing_success(rows, 200),
+        # held-out success by the value of each info key the env reports (ALFWorld: task_type)
+        "breakdown_after_sft": before.get("breakdown", {}),
+        "breakdown_after_ppo": after.get("breakdown", {}),
+        "eval_episodes": config.eval_episodes,
         "minutes": round((time.monotonic() - started) / 60, 1),
         "stage_seconds": {k: round(v, 1) for k, v in timings.items()},
         "learning_curve": str(plot),
@@ -383,6 +452,7 @@ def trainer_config(config: DemoConfig, model: Path, run_dir: Path, ready: Path) 
     ``ready``, checkpoints in ``run_dir``, the learning rate decaying to a tenth over the run."""
     assert config.ppo_lr is not None and config.format_penalty is not None, "with_game_settings fills them in"
     assert config.max_new_tokens is not None and config.fact_reward is not None, "with_game_settings too"
+    assert config.ppo_updates is not None and config.steps_per_update is not None, "and these"
     minibatch = max(8, config.steps_per_update // 4)
     return TrainerConfig(
         model=str(model),
@@ -429,6 +499,8 @@ def ppo(
 ) -> Path:
     """Run trainer serve + agents to --ppo-updates with a progress bar; returns the final adapter."""
     from visact.progress import progress_bar
+
+    assert config.ppo_updates is not None, "with_game_settings fills it in"
     from visact.trainer.metrics import read_metrics
 
     shutil.rmtree(run_dir, ignore_errors=True)
@@ -485,6 +557,22 @@ def ppo(
     return run_dir / "weights" / f"v{status['latest_version']:06d}" / "adapter.safetensors"
 
 
+def breakdown_table(key: str, after_sft: dict[str, Any], after_ppo: dict[str, Any]) -> str:
+    """Held-out success by the value of ``key`` after SFT and after PPO, with 95% intervals."""
+
+    def cell(group: dict[str, Any] | None) -> str:
+        if group is None:
+            return "-"
+        low, high = group["success_ci95"]
+        return f"{group['successes']}/{group['episodes']} {group['success_rate']:.0%} ({low:.0%}-{high:.0%})"
+
+    width = max([len(key), *map(len, after_ppo), *map(len, after_sft)])
+    lines = [f"{key:<{width}}  {'after SFT':<22}  after PPO"]
+    for value in sorted({*after_sft, *after_ppo}):
+        lines.append(f"{value:<{width}}  {cell(after_sft.get(value)):<22}  {cell(after_ppo.get(value))}")
+    return "\n".join(lines)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     from visact.configcli import parse_config
 
@@ -497,10 +585,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"held-out success after SFT: {summary['success_after_sft']:.1%}   "
         f"after PPO: {summary['success_after_ppo']:.1%}   ({summary['minutes']} min)"
     )
-    print(
-        f"sampling at {summary['sampling_temperature']:g} as in training: "
-        f"{summary['success_after_sft_sampled']:.1%} -> {summary['success_after_ppo_sampled']:.1%}"
-    )
+    if summary["success_after_ppo_sampled"] is not None:
+        print(
+            f"sampling at {summary['sampling_temperature']:g} as in training: "
+            f"{summary['success_after_sft_sampled']:.1%} -> {summary['success_after_ppo_sampled']:.1%}"
+        )
+    for key, groups in summary["breakdown_after_ppo"].items():
+        print(breakdown_table(key, summary["breakdown_after_sft"].get(key, {}), groups))
     print(f"learning curve: {summary['learning_curve']}")
     print(f"summary: {config.workdir / 'summary.json'}")
     return 0

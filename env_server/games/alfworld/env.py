@@ -147,6 +147,7 @@ class AlfWorld(Env):
             "won": won,
             "goal_condition_success_rate": met / total,
             "task_type": self.game.goal.task_type,
+            "split": self.game.room.split,  # "unseen" for held-out seeds (split "auto")
         }
         if won:
             self.running = False
