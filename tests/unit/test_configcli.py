@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+import os
+import re
 import typing
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -11,7 +13,7 @@ from typing import Any
 import pytest
 
 from visact.agent.config import AgentConfig
-from visact.configcli import parse_config, to_argv
+from visact.configcli import as_options, parse_config, to_argv
 from visact.env_server.server import ServerConfig
 from visact.orchestration.demo import DemoConfig
 from visact.orchestration.demos import DemosConfig
@@ -48,6 +50,157 @@ def test_a_literal_field_takes_its_values_and_refuses_others(capsys: pytest.Capt
         parse_config(Example, ["--mode", "medium"])
     err = capsys.readouterr().err
     assert "invalid choice: 'medium'" in err and "fast" in err and "slow" in err
+
+
+# -- groups: a dataclass-typed field's fields are options of the same command line, flattened
+
+
+@dataclass
+class Sampling:
+    """How answers are sampled."""
+
+    temperature: float = field(default=0.2, metadata={"help": "sampling temperature"})
+    cot: bool = field(default=True, metadata={"help": "chain of thought"})
+    stop: list[str] = field(default_factory=list, metadata={"help": "repeatable", "short": "-s"})
+
+    def __post_init__(self) -> None:
+        if self.temperature <= 0:
+            raise ValueError(f"--temperature must be > 0, got {self.temperature}")
+
+
+@dataclass
+class Lora:
+    r: int = field(default=8, metadata={"help": "rank"})
+    secret: str | None = field(
+        default=None, metadata={"help": "from $CONFIGCLI_SECRET", "env": "CONFIGCLI_SECRET"}
+    )
+    internal: int = field(default=0, metadata={"cli": False})
+
+    def __post_init__(self) -> None:
+        if self.secret is None:
+            self.secret = os.environ.get("CONFIGCLI_SECRET") or None
+
+
+@dataclass
+class Inner:
+    """Nested twice."""
+
+    depth: int = field(default=2, metadata={"help": "how deep"})
+
+
+@dataclass
+class Outer:
+    """Holds a group of its own."""
+
+    inner: Inner = field(default_factory=Inner)
+    width: int = field(default=1, metadata={"help": "how wide"})
+
+
+@dataclass
+class Grouped:
+    name: str = field(default="x", metadata={"help": "top level"})
+    sampling: Sampling = field(default_factory=Sampling)
+    lora: Lora = field(default_factory=Lora, metadata={"prefix": "lora_", "help": "the adapter"})
+    outer: Outer = field(default_factory=Outer)
+    hidden: Sampling = field(default_factory=Sampling, metadata={"cli": False})
+
+
+def help_text(config_cls: type, capsys: pytest.CaptureFixture[str]) -> str:
+    with pytest.raises(SystemExit):
+        parse_config(config_cls, ["--help"])
+    return capsys.readouterr().out
+
+
+def test_a_group_s_fields_are_flattened_options(capsys: pytest.CaptureFixture[str]) -> None:
+    config = parse_config(
+        Grouped,
+        ["--temperature", "0.5", "--no-cot", "-s", "a", "--lora-r", "4", "--depth", "3", "--width", "5"],
+    )
+    assert config == Grouped(
+        sampling=Sampling(temperature=0.5, cot=False, stop=["a"]),
+        lora=Lora(r=4),
+        outer=Outer(Inner(depth=3), width=5),
+    )
+    assert parse_config(Grouped, []) == Grouped()
+    flags = set(re.findall(r"--[a-z][a-z-]*", help_text(Grouped, capsys)))
+    assert flags == {
+        "--help", "--name", "--temperature", "--cot", "--no-cot", "--stop", "--lora-r", "--lora-secret",
+        "--depth", "--width",
+    }  # fmt: skip
+    with pytest.raises(SystemExit):
+        parse_config(Grouped, ["--r", "4"])  # the prefix is part of the flag
+    with pytest.raises(SystemExit):
+        parse_config(Grouped, ["--lora-internal", "1"])  # cli: False inside a group too
+
+
+def test_the_help_lists_each_group_under_its_name_and_description(capsys: pytest.CaptureFixture[str]) -> None:
+    text = help_text(Grouped, capsys)
+    sections = {
+        s.split(":\n")[0]: s for s in re.split(r"\n(?=\S)", text)
+    }  # a section's title is not indented
+    assert "How answers are sampled." in sections["sampling"] and "--temperature" in sections["sampling"]
+    assert "the adapter" in sections["lora"] and "--lora-r" in sections["lora"]
+    assert "Nested twice." in sections["outer.inner"] and "--depth" in sections["outer.inner"]
+    assert "--width" in sections["outer"] and "--depth" not in sections["outer"]
+    assert "--temperature" not in sections["options"] and "--name" in sections["options"]
+    assert "sampling temperature (default: 0.2)" in sections["sampling"]
+
+
+def test_a_group_s_validation_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        parse_config(Grouped, ["--temperature", "0"])
+    assert "--temperature must be > 0, got 0.0" in capsys.readouterr().err
+
+
+def test_two_options_of_one_name_are_refused_when_the_parser_is_built() -> None:
+    @dataclass
+    class Clash:
+        sampling: Sampling = field(default_factory=Sampling)
+        temperature: float = 1.0
+
+    @dataclass
+    class NegatedClash:
+        sampling: Sampling = field(default_factory=Sampling)
+        no_cot: bool = False
+
+    @dataclass
+    class ShortClash:
+        sampling: Sampling = field(default_factory=Sampling)
+        skip: int = field(default=0, metadata={"short": "-s"})
+
+    with pytest.raises(TypeError, match=r"two options --temperature: sampling\.temperature and temperature"):
+        parse_config(Clash, [])
+    with pytest.raises(TypeError, match=r"two options --no-cot: sampling\.cot and no_cot"):
+        parse_config(NegatedClash, [])
+    with pytest.raises(TypeError, match=r"two options -s: sampling\.stop and skip"):
+        parse_config(ShortClash, [])
+
+
+def test_to_argv_flattens_groups_and_parses_back(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CONFIGCLI_SECRET", "s3cret")
+    config = Grouped(
+        name="-y",
+        sampling=Sampling(temperature=0.75, cot=False, stop=["-a", "b c"]),
+        lora=Lora(r=16, secret="s3cret", internal=3),
+        outer=Outer(Inner(depth=9)),
+    )
+    argv = to_argv(config)
+    assert argv == [
+        "--name=-y", "--temperature=0.75", "--no-cot", "--stop=-a", "--stop=b c", "--lora-r=16", "--depth=9",
+    ]  # fmt: skip
+    assert parse_config(Grouped, argv) == replace(config, lora=Lora(r=16))  # internal: no option
+    assert "--lora-secret=other" in to_argv(replace(config, lora=Lora(secret="other")))
+    assert to_argv(Grouped()) == []
+    with pytest.raises(ValueError, match=r"Grouped.outer.inner.depth = None has no command-line spelling"):
+        to_argv(replace(config, outer=Outer(Inner(depth=None))))  # type: ignore[arg-type]
+
+
+def test_as_options_is_the_config_flat_by_option_name() -> None:
+    options = as_options(Grouped(lora=Lora(r=4)))
+    assert options == {
+        "name": "x", "temperature": 0.2, "cot": True, "stop": [], "lora_r": 4, "lora_secret": None,
+        "depth": 2, "width": 1,
+    }  # fmt: skip
 
 
 def test_visact_demos_takes_dash_o_as_the_readme_shows() -> None:
