@@ -7,7 +7,7 @@ bools become ``--flag/--no-flag``; ``list[...]`` fields may be repeated; fields 
 (``ppo: PPOConfig = field(default_factory=PPOConfig)``) is a *group*: its fields are options of the
 same command line, flattened (``--lr``, not ``--ppo.lr``; ``metadata={"prefix": "lora_"}`` spells
 ``lora.r`` as ``--lora-r``), listed in the help under the group's name and description (its
-metadata help, else the first line of its docstring); two options of one name are a TypeError.
+metadata help, else the first paragraph of its docstring); two options of one name are a TypeError.
 Validation lives in each dataclass's ``__post_init__``, whose ValueError is reported as a usage
 error. ``to_argv`` is the inverse: the command line that parses back into a given config, so a
 process that starts another builds its config (typed, checked) instead of spelling flags. Stdlib
@@ -61,7 +61,7 @@ def _description(f: dataclasses.Field[Any], group_cls: type) -> str:
     doc = group_cls.__doc__ or ""
     if doc.startswith(group_cls.__name__ + "("):
         doc = ""  # the signature dataclass() writes when there is no docstring
-    return f.metadata.get("help") or doc.strip().split("\n")[0]
+    return f.metadata.get("help") or " ".join(doc.strip().split("\n\n")[0].split())  # its first paragraph
 
 
 def _options(

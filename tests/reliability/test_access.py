@@ -35,7 +35,7 @@ from visact.env_server.server import ServerConfig, start_server
 from visact.model.loading import weights_fingerprint
 from visact.orchestration.processes import wait_ready
 from visact.trainer.admission import Admission
-from visact.trainer.config import TrainerConfig
+from visact.trainer.config import NetworkConfig, TrainerConfig
 from visact.trainer.hub import Hub, PublishedVersion
 from visact.trainer.serve import start_server as start_trainer_server
 from visact.trainer.service import ModelIdentity, TrainerServicer
@@ -133,7 +133,9 @@ def trainer_factory(tmp_path: Path) -> Iterator[Any]:
             pb.SamplingConfig(temperature=TEMPERATURE, max_new_tokens=4),
             "access-run",
         )
-        server = start_trainer_server(TrainerConfig(host="127.0.0.1", port=0, **config), servicer)
+        server = start_trainer_server(
+            TrainerConfig(NetworkConfig(host="127.0.0.1", port=0, **config)), servicer
+        )
         started.append((server, hub))
         return f"127.0.0.1:{server.port}", hub
 

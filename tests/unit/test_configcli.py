@@ -6,6 +6,7 @@ import dataclasses
 import os
 import re
 import typing
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -17,7 +18,7 @@ from visact.configcli import as_options, parse_config, to_argv
 from visact.env_server.server import ServerConfig
 from visact.orchestration.demo import DemoConfig
 from visact.orchestration.demos import DemosConfig
-from visact.trainer.config import TrainerConfig
+from visact.trainer.config import NetworkConfig, TrainerConfig
 from visact.trainer.sft_config import SFTConfig
 
 
@@ -90,7 +91,10 @@ class Inner:
 
 @dataclass
 class Outer:
-    """Holds a group of its own."""
+    """Holds a group
+    of its own.
+
+    Not this paragraph."""
 
     inner: Inner = field(default_factory=Inner)
     width: int = field(default=1, metadata={"help": "how wide"})
@@ -135,13 +139,13 @@ def test_a_group_s_fields_are_flattened_options(capsys: pytest.CaptureFixture[st
 
 def test_the_help_lists_each_group_under_its_name_and_description(capsys: pytest.CaptureFixture[str]) -> None:
     text = help_text(Grouped, capsys)
-    sections = {
-        s.split(":\n")[0]: s for s in re.split(r"\n(?=\S)", text)
-    }  # a section's title is not indented
+    # a section's title is not indented, its lines are
+    sections = {s.split(":\n")[0]: s for s in re.split(r"\n(?=\S)", text)}
     assert "How answers are sampled." in sections["sampling"] and "--temperature" in sections["sampling"]
     assert "the adapter" in sections["lora"] and "--lora-r" in sections["lora"]
     assert "Nested twice." in sections["outer.inner"] and "--depth" in sections["outer.inner"]
     assert "--width" in sections["outer"] and "--depth" not in sections["outer"]
+    assert "Holds a group of its own.\n" in sections["outer"] and "Not this" not in text
     assert "--temperature" not in sections["options"] and "--name" in sections["options"]
     assert "sampling temperature (default: 0.2)" in sections["sampling"]
 
@@ -230,27 +234,44 @@ def other_values(f: dataclasses.Field[Any], tp: Any, default: Any) -> list[Any]:
     return ["x-y z", "-starts-with-a-dash"]
 
 
+def leaves(config_cls: type, path: tuple[str, ...] = ()) -> Iterator[tuple[tuple[str, ...], Any, Any]]:
+    """(path, field, type) of every field of ``config_cls`` and of its groups, nested ones too."""
+    hints = typing.get_type_hints(config_cls)
+    for f in dataclasses.fields(config_cls):
+        if dataclasses.is_dataclass(hints[f.name]):
+            yield from leaves(hints[f.name], (*path, f.name))
+        else:
+            yield (*path, f.name), f, hints[f.name]
+
+
+def with_value(config_cls: type, path: Sequence[str], value: Any, base: dict[str, Any]) -> Any:
+    """A ``config_cls`` with ``value`` at ``path`` (its groups built around that one field)."""
+    name, *rest = path
+    if rest:
+        value = with_value(typing.get_type_hints(config_cls)[name], rest, value, {})
+    return config_cls(**{**base, name: value})
+
+
 @pytest.mark.parametrize("config_cls", PROCESS_CONFIGS, ids=lambda c: c.__name__)
 def test_every_field_of_every_process_config_round_trips(
     config_cls: type, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.delenv("VISACT_TOKEN", raising=False)
-    hints = typing.get_type_hints(config_cls)
     base = BASE.get(config_cls, {})
-    written = 0
-    for f in dataclasses.fields(config_cls):
-        tp = hints[f.name]
+    written = fields = 0
+    for path, f, tp in leaves(config_cls):
+        fields += 1
         inner = next((a for a in typing.get_args(tp) if a is not type(None)), tp) if f.default is None else tp
         default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
         for value in other_values(f, inner, default):
             try:
-                config = config_cls(**{**base, f.name: value})
+                config = with_value(config_cls, path, value, base)
             except ValueError:
                 continue  # this value alone is refused (e.g. --tls-cert without --tls-key)
             argv = to_argv(config)
-            assert parse_config(config_cls, argv) == config, (f.name, argv)
+            assert parse_config(config_cls, argv) == config, (path, argv)
             written += 1
-    assert written >= len(dataclasses.fields(config_cls))
+    assert written >= fields
 
 
 def test_to_argv_writes_only_what_differs_in_the_spelling_the_parser_takes() -> None:
@@ -262,10 +283,12 @@ def test_to_argv_writes_only_what_differs_in_the_spelling_the_parser_takes() -> 
 
 def test_a_token_from_the_environment_stays_off_the_command_line(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("VISACT_TOKEN", "s3cret")
-    config = TrainerConfig(port=0)
-    assert config.token == "s3cret" and to_argv(config) == ["--port=0", "--buffer-steps=1024"]
+    config = TrainerConfig(NetworkConfig(port=0))
+    assert config.network.token == "s3cret" and to_argv(config) == ["--port=0", "--buffer-steps=1024"]
     assert parse_config(TrainerConfig, to_argv(config)) == config  # the child reads it where we did
-    assert "--token=other" in to_argv(TrainerConfig(token="other"))  # one given by hand is passed on
+    assert "--token=other" in to_argv(
+        TrainerConfig(NetworkConfig(token="other"))
+    )  # one given by hand is passed on
 
 
 def test_a_value_no_option_can_say_is_refused() -> None:

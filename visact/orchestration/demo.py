@@ -37,7 +37,16 @@ from visact.env_server.server import ServerConfig
 from visact.model.options import EngineName
 from visact.orchestration.demos import DemosConfig
 from visact.orchestration.processes import command, run, start, stop_all
-from visact.trainer.config import Advantage, TrainerConfig
+from visact.trainer.config import (
+    Advantage,
+    LoraConfig,
+    NetworkConfig,
+    PPOConfig,
+    RolloutConfig,
+    RunConfig,
+    TrainerConfig,
+    VLMConfig,
+)
 from visact.trainer.sft_config import SFTConfig
 
 #: Settings every game starts from, and each game's own, found with bench/learning.py
@@ -455,37 +464,43 @@ def trainer_config(config: DemoConfig, model: Path, run_dir: Path, ready: Path) 
     assert config.ppo_updates is not None and config.steps_per_update is not None, "and these"
     minibatch = max(8, config.steps_per_update // 4)
     return TrainerConfig(
-        model=str(model),
-        host="127.0.0.1",
-        port=0,
-        ready_file=ready,
-        checkpoint_dir=run_dir,
-        max_updates=config.ppo_updates,
-        steps_per_update=config.steps_per_update,
-        ppo_epochs=config.ppo_epochs,
-        minibatch_size=minibatch,
-        micro_batch_size=min(16, minibatch),
-        lr=config.ppo_lr,
-        lr_updates=config.ppo_updates,
-        lr_min=config.ppo_lr / 10,
-        max_grad_norm=1.0,
-        lora_r=config.lora_r,
-        lora_alpha=2 * config.lora_r,
-        lora_vision=config.engine != "vllm",  # vLLM adapts the language model only
-        lora_projector=config.engine != "vllm",
-        lambda_cot=config.lambda_cot,
-        format_penalty=config.format_penalty,
-        fact_reward=config.fact_reward,
-        value_lr_scale=config.value_lr_scale,
-        target_kl=config.target_kl,
-        advantage=config.advantage,
-        group_size=config.group_size,
-        temperature=config.temperature,
-        max_new_tokens=config.max_new_tokens,
-        cot=config.cot,
-        threads=config.threads,
-        checkpoint_every=5,
-        seed=config.seed,
+        network=NetworkConfig(host="127.0.0.1", port=0, ready_file=ready),
+        vlm=VLMConfig(model=str(model)),
+        lora=LoraConfig(
+            r=config.lora_r,
+            alpha=2 * config.lora_r,
+            vision=config.engine != "vllm",  # vLLM adapts the language model only
+            projector=config.engine != "vllm",
+        ),
+        ppo=PPOConfig(
+            ppo_epochs=config.ppo_epochs,
+            minibatch_size=minibatch,
+            micro_batch_size=min(16, minibatch),
+            lr=config.ppo_lr,
+            lr_updates=config.ppo_updates,
+            lr_min=config.ppo_lr / 10,
+            max_grad_norm=1.0,
+            lambda_cot=config.lambda_cot,
+            value_lr_scale=config.value_lr_scale,
+            target_kl=config.target_kl,
+            advantage=config.advantage,
+        ),
+        rollout=RolloutConfig(
+            steps_per_update=config.steps_per_update,
+            group_size=config.group_size,
+            format_penalty=config.format_penalty,
+            fact_reward=config.fact_reward,
+            temperature=config.temperature,
+            max_new_tokens=config.max_new_tokens,
+            cot=config.cot,
+        ),
+        run=RunConfig(
+            checkpoint_dir=run_dir,
+            max_updates=config.ppo_updates,
+            checkpoint_every=5,
+            seed=config.seed,
+            threads=config.threads,
+        ),
     )
 
 
