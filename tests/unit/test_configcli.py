@@ -214,7 +214,8 @@ def test_visact_demos_takes_dash_o_as_the_readme_shows() -> None:
 # -- to_argv: the inverse, so a process that starts another builds its config instead of spelling flags
 
 PROCESS_CONFIGS = [TrainerConfig, AgentConfig, ServerConfig, SFTConfig, DemosConfig, DemoConfig]
-BASE: dict[type, dict[str, Any]] = {AgentConfig: {"server": ["127.0.0.1:1"]}}
+#: what a config needs besides the field tried, a group's values as a dict of their own
+BASE: dict[type, dict[str, Any]] = {AgentConfig: {"servers": {"server": ["127.0.0.1:1"]}}}
 
 
 def other_values(f: dataclasses.Field[Any], tp: Any, default: Any) -> list[Any]:
@@ -244,12 +245,16 @@ def leaves(config_cls: type, path: tuple[str, ...] = ()) -> Iterator[tuple[tuple
             yield (*path, f.name), f, hints[f.name]
 
 
-def with_value(config_cls: type, path: Sequence[str], value: Any, base: dict[str, Any]) -> Any:
-    """A ``config_cls`` with ``value`` at ``path`` (its groups built around that one field)."""
+def with_value(values: dict[str, Any], path: Sequence[str], value: Any) -> dict[str, Any]:
+    """``values`` with ``value`` at ``path`` (a dict per group on the way)."""
     name, *rest = path
-    if rest:
-        value = with_value(typing.get_type_hints(config_cls)[name], rest, value, {})
-    return config_cls(**{**base, name: value})
+    return {**values, name: with_value(values.get(name, {}), rest, value) if rest else value}
+
+
+def build(config_cls: type, values: dict[str, Any]) -> Any:
+    """A ``config_cls`` of ``values``, a group's values given as a dict of their own."""
+    hints = typing.get_type_hints(config_cls)
+    return config_cls(**{k: build(hints[k], v) if isinstance(v, dict) else v for k, v in values.items()})
 
 
 @pytest.mark.parametrize("config_cls", PROCESS_CONFIGS, ids=lambda c: c.__name__)
@@ -257,7 +262,6 @@ def test_every_field_of_every_process_config_round_trips(
     config_cls: type, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.delenv("VISACT_TOKEN", raising=False)
-    base = BASE.get(config_cls, {})
     written = fields = 0
     for path, f, tp in leaves(config_cls):
         fields += 1
@@ -265,7 +269,7 @@ def test_every_field_of_every_process_config_round_trips(
         default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
         for value in other_values(f, inner, default):
             try:
-                config = with_value(config_cls, path, value, base)
+                config = build(config_cls, with_value(BASE.get(config_cls, {}), path, value))
             except ValueError:
                 continue  # this value alone is refused (e.g. --tls-cert without --tls-key)
             argv = to_argv(config)

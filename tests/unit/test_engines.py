@@ -16,7 +16,7 @@ import torch
 from accelerate import Accelerator
 from safetensors.torch import load_file, save_file
 
-from visact.agent.config import AgentConfig
+from visact.agent.config import AgentConfig, ServersConfig
 from visact.agent.policy import VLMPolicy
 from visact.agent.rollout import Rollout, SeedSchedule
 from visact.agent.trainer_link import TrainerLink
@@ -115,7 +115,7 @@ def test_an_episode_finishes_under_the_version_it_began_with(counter_server: Any
 
 def test_register_hands_the_trainers_lora_layout_and_lag_to_the_engine() -> None:
     engine = FakeEngine()
-    config = AgentConfig(server=["127.0.0.1:1"], trainer="127.0.0.1:2")
+    config = AgentConfig(ServersConfig(server=["127.0.0.1:1"], trainer="127.0.0.1:2"))
     link = TrainerLink(config, VLMPolicy(engine), ["counter"], threading.Event())
     tower = "model.vision_tower.encoder.layers.0.mlp.fc1"
 

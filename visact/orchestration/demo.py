@@ -30,7 +30,14 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from visact.agent.config import AgentConfig
+from visact.agent.config import (
+    AgentConfig,
+    AgentRunConfig,
+    EvalConfig,
+    PolicyConfig,
+    SamplingConfig,
+    ServersConfig,
+)
 from visact.cache import entry_problem, write_manifest
 from visact.configcli import to_argv
 from visact.env_server.server import ServerConfig
@@ -251,29 +258,26 @@ def evaluate(
     adapter: Path | None,
     out: Path,
     temperature: float | None = None,
-    **options: Any,
+    **policy: Any,
 ) -> dict[str, Any]:
     """`agent-client eval` on the held-out seeds, at ``--eval-temperature`` unless ``temperature``
-    is given; ``options`` are more AgentConfig fields, e.g. ``random_policy=True``."""
+    is given; ``policy`` are more PolicyConfig fields, e.g. ``random_policy=True``."""
     assert config.max_new_tokens is not None and config.eval_episodes is not None, (
         "with_game_settings fills them in"
     )
     agent = AgentConfig(
-        server=servers,
-        model=model,
-        adapter=None if adapter is None else str(adapter),
-        episodes=config.eval_episodes,
-        sessions=32,
-        temperature=config.eval_temperature if temperature is None else temperature,
-        max_new_tokens=config.max_new_tokens,
-        cot=config.cot,
-        json=out,
-        threads=max(2, config.threads),
-        seed=config.seed,
-        engine=config.engine,
+        servers=ServersConfig(server=servers, sessions=32),
+        policy=PolicyConfig(
+            model=model, adapter=None if adapter is None else str(adapter), engine=config.engine, **policy
+        ),
+        sampling=SamplingConfig(
+            temperature=config.eval_temperature if temperature is None else temperature,
+            max_new_tokens=config.max_new_tokens,
+            cot=config.cot,
+        ),
         # success by task type and by room split, for games that report them (ALFWorld)
-        by=["task_type", "split"],
-        **options,
+        eval=EvalConfig(episodes=config.eval_episodes, json=out, by=["task_type", "split"]),
+        run=AgentRunConfig(threads=max(2, config.threads), seed=config.seed),
     )
     run_checked([*command("agent-client"), "eval", *to_argv(agent)])
     return dict(json.loads(out.read_text()))
@@ -532,14 +536,9 @@ def ppo(
     trainer_address = f"127.0.0.1:{trainer_process.wait_ready(ready, timeout=300)}"
     for index in range(config.agents):
         agent = AgentConfig(
-            server=servers,
-            trainer=trainer_address,
-            model=str(model),
-            sessions=config.sessions,
-            name=f"agent-{index}",
-            threads=config.threads,
-            seed=config.seed + index,
-            engine=config.engine,
+            servers=ServersConfig(server=servers, sessions=config.sessions, trainer=trainer_address),
+            policy=PolicyConfig(model=str(model), engine=config.engine),
+            run=AgentRunConfig(name=f"agent-{index}", threads=config.threads, seed=config.seed + index),
         )
         processes.append(
             start(
