@@ -33,10 +33,10 @@ COMMANDS = ("run", "eval")
 def run_eval(config: AgentConfig) -> int:
     summary = evaluate(config)
     print("\n".join(summary.lines()))
-    if config.json:
-        config.json.parent.mkdir(parents=True, exist_ok=True)
-        config.json.write_text(json.dumps(summary.to_dict(), indent=2))
-        print(f"wrote {config.json}")
+    if config.eval.json:
+        config.eval.json.parent.mkdir(parents=True, exist_ok=True)
+        config.eval.json.write_text(json.dumps(summary.to_dict(), indent=2))
+        print(f"wrote {config.eval.json}")
     return 0
 
 
@@ -45,7 +45,7 @@ def run_agent(config: AgentConfig) -> int:
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())
-    return train(config, stop) if config.trainer else play(config, stop)
+    return train(config, stop) if config.servers.trainer else play(config, stop)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -54,14 +54,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     config = parse_config(
         AgentConfig, args, prog=f"agent-client {command}", description=__doc__.splitlines()[0]
     )
-    setup_logging(config.log_format, config.log_level)
+    setup_logging(config.run.log_format, config.run.log_level)
     try:
         return run_eval(config) if command == "eval" else run_agent(config)
     except EnvCallError as exc:
         log.error("env server call failed: %s", exc)
         return 1
     except EngineError as exc:
-        log.error("the %s engine cannot run this: %s", config.engine, exc)
+        log.error("the %s engine cannot run this: %s", config.policy.engine, exc)
         return 2
 
 

@@ -27,60 +27,60 @@ log = logging.getLogger("agent")
 def connect(config: AgentConfig) -> list[EnvClient]:
     """One client per --server, each checked to answer."""
     clients = []
-    for address in config.server:
+    for address in config.servers.server:
         client = EnvClient(
             address,
-            token=config.token,
-            timeout=config.timeout,
-            tls_ca=config.tls_ca,
-            tls_cert=config.tls_cert,
-            tls_key=config.tls_key,
+            token=config.servers.token,
+            timeout=config.servers.timeout,
+            tls_ca=config.servers.tls_ca,
+            tls_cert=config.servers.tls_cert,
+            tls_key=config.servers.tls_key,
         )
-        client.wait_ready(timeout=config.timeout)
+        client.wait_ready(timeout=config.servers.timeout)
         clients.append(client)
     return clients
 
 
 def make_policy(config: AgentConfig) -> Policy:
     """The oracle, a random player, or the VLM the config names."""
-    if config.oracle:
-        return OraclePolicy(cot=config.cot)
-    if config.random_policy:
-        return RandomPolicy(seed=config.seed)
+    if config.policy.oracle:
+        return OraclePolicy(cot=config.sampling.cot)
+    if config.policy.random_policy:
+        return RandomPolicy(seed=config.run.seed)
     import torch
 
     from visact.model.engines import make_engine
 
-    if config.threads:
-        torch.set_num_threads(config.threads)
+    if config.run.threads:
+        torch.set_num_threads(config.run.threads)
     engine = make_engine(
-        config.engine,
-        config.model,
-        dtype=config.dtype,
-        device=config.device,
-        adapter=config.adapter,
-        attn_implementation=config.attn_implementation,
-        seed=config.seed,
-        threads=config.threads,
+        config.policy.engine,
+        config.policy.model,
+        dtype=config.policy.dtype,
+        device=config.policy.device,
+        adapter=config.policy.adapter,
+        attn_implementation=config.policy.attn_implementation,
+        seed=config.run.seed,
+        threads=config.run.threads,
     )
     return VLMPolicy(
         engine,
-        cot=config.cot,
-        temperature=config.temperature,
-        max_new_tokens=config.max_new_tokens,
-        seed=config.seed,
+        cot=config.sampling.cot,
+        temperature=config.sampling.temperature,
+        max_new_tokens=config.sampling.max_new_tokens,
+        seed=config.run.seed,
     )
 
 
 def rollout_for(config: AgentConfig, clients: list[EnvClient], policy: Policy, **overrides: Any) -> Rollout:
     """The rollout ``config`` describes over ``clients`` (``overrides``: Rollout's own arguments)."""
     settings: dict[str, Any] = {
-        "sessions": config.sessions,
-        "bad_answer": BadAnswerPolicy(config.format_penalty),
-        "want_expert": config.oracle,
-        "label": config.name,
-        "seed": config.seed,
-        "check_facts": config.cot and config.check_facts,
+        "sessions": config.servers.sessions,
+        "bad_answer": BadAnswerPolicy(config.sampling.format_penalty),
+        "want_expert": config.policy.oracle,
+        "label": config.run.name,
+        "seed": config.run.seed,
+        "check_facts": config.sampling.cot and config.sampling.check_facts,
     }
     settings.update(overrides)
     return Rollout(clients, policy, **settings)
@@ -96,7 +96,7 @@ def play_seeds(
 ) -> None:
     """Play one episode from each of ``seeds`` (at most one session per seed) and close the rollout."""
     rollout = rollout_for(
-        config, clients, policy, **{"sessions": min(config.sessions, len(seeds)), **overrides}
+        config, clients, policy, **{"sessions": min(config.servers.sessions, len(seeds)), **overrides}
     )
     try:
         rollout.run(SeedSchedule.fixed(seeds), on_episode)
@@ -109,8 +109,8 @@ def evaluate(config: AgentConfig, policy: Policy | None = None) -> EvalSummary:
     clients = connect(config)
     policy = policy or make_policy(config)
     episodes: list[Episode] = []
-    bar = _progress(config.episodes, "eval episodes", config.progress)
-    seeds = range(EVAL_SEED_BASE, EVAL_SEED_BASE + config.episodes)
+    bar = _progress(config.eval.episodes, "eval episodes", config.run.progress)
+    seeds = range(EVAL_SEED_BASE, EVAL_SEED_BASE + config.eval.episodes)
     started = time.monotonic()
 
     def on_episode(episode: Episode) -> None:
@@ -120,7 +120,7 @@ def evaluate(config: AgentConfig, policy: Policy | None = None) -> EvalSummary:
             bar.set_postfix(success=f"{sum(e.success for e in episodes) / len(episodes):.0%}")
 
     try:
-        play_seeds(config, clients, policy, seeds, on_episode, label=f"{config.name}:eval")
+        play_seeds(config, clients, policy, seeds, on_episode, label=f"{config.run.name}:eval")
     finally:
         if bar is not None:
             bar.close()
@@ -133,7 +133,7 @@ def evaluate(config: AgentConfig, policy: Policy | None = None) -> EvalSummary:
         policy=policy.name,
         seconds=time.monotonic() - started,
         policy_version=policy.version,
-        by=config.by,
+        by=config.eval.by,
     )
 
 
@@ -160,7 +160,7 @@ def play(config: AgentConfig, stop: threading.Event) -> int:
             )
 
     try:
-        rollout.run(SeedSchedule(rng_seed=config.seed), on_episode, stop=stop)
+        rollout.run(SeedSchedule(rng_seed=config.run.seed), on_episode, stop=stop)
     finally:
         rollout.close()
     return 0
@@ -168,7 +168,7 @@ def play(config: AgentConfig, stop: threading.Event) -> int:
 
 def train(config: AgentConfig, stop: threading.Event) -> int:
     """Roll out with the trainer's newest weights and ship every finished episode to it, until ``stop``."""
-    if config.oracle or config.random_policy:
+    if config.policy.oracle or config.policy.random_policy:
         raise ValueError("training needs a model policy; drop --oracle/--random-policy")
     from visact.agent.trainer_link import TrainerLink  # torch: not for evaluation or demonstrations
 
@@ -186,11 +186,11 @@ def train(config: AgentConfig, stop: threading.Event) -> int:
         bad_answer=BadAnswerPolicy(link.format_penalty),  # the trainer's
         bootstrap=True,  # the learner bootstraps values of truncated episodes
         group_size=link.group_size,
-        check_facts=policy.cot and config.check_facts,  # fact accuracy per update, beside success
+        check_facts=policy.cot and config.sampling.check_facts,  # fact accuracy per update, beside success
     )
     try:
         rollout.run(
-            SeedSchedule(rng_seed=config.seed), link.submit, stop=stop, between_rounds=link.between_rounds
+            SeedSchedule(rng_seed=config.run.seed), link.submit, stop=stop, between_rounds=link.between_rounds
         )
     finally:
         rollout.close()

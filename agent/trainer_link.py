@@ -44,15 +44,17 @@ class TrainerLink:
     def __init__(
         self, config: AgentConfig, policy: VLMPolicy, environments: list[str], stop: threading.Event
     ) -> None:
-        assert config.trainer is not None
+        assert config.servers.trainer is not None
         self.config = config
         self.policy = policy
         self.environments = environments
         self.stop = stop
-        how = rpc.Dial(tls_ca=config.tls_ca, tls_cert=config.tls_cert, tls_key=config.tls_key)
-        self._channel = rpc.dial(config.trainer, how)
+        how = rpc.Dial(
+            tls_ca=config.servers.tls_ca, tls_cert=config.servers.tls_cert, tls_key=config.servers.tls_key
+        )
+        self._channel = rpc.dial(config.servers.trainer, how)
         self._stub = pb_grpc.TrainerStub(self._channel)
-        self._metadata = token_metadata(config.token)
+        self._metadata = token_metadata(config.servers.token)
         self.fingerprint = policy.engine.fingerprint
         self.agent_id = ""
         self.latest_version = 0
@@ -86,11 +88,11 @@ class TrainerLink:
     def register(self) -> None:
         """Register (again), retrying while the trainer is unreachable; applies its sampling config."""
         request = pb.RegisterRequest(
-            agent_name=self.config.name,
-            model_name=self.config.model,
+            agent_name=self.config.run.name,
+            model_name=self.config.policy.model,
             base_fingerprint=self.fingerprint,
             environments=self.environments,
-            sessions=self.config.sessions,
+            sessions=self.config.servers.sessions,
             previous_agent_id=self.agent_id,
         )
         response = self._retry(lambda: self._stub.Register(request, timeout=30, metadata=self._metadata))
@@ -128,7 +130,9 @@ class TrainerLink:
             self.applied_any and self.policy.version >= self.latest_version
         ):
             if time.monotonic() > deadline:
-                raise TimeoutError(f"no weights from the trainer at {self.config.trainer} within {timeout}s")
+                raise TimeoutError(
+                    f"no weights from the trainer at {self.config.servers.trainer} within {timeout}s"
+                )
             if not self._apply_pending():
                 time.sleep(0.05)
 

@@ -30,7 +30,7 @@ from visact.model.loading import checkpointing_in_eval_mode, load_vlm
 from visact.orchestration.sampled_episodes import (
     answered_episodes,  # the learner tests' input, made the same way
 )
-from visact.trainer.config import TrainerConfig
+from visact.trainer.config import LoraConfig, PPOConfig, TrainerConfig, VLMConfig
 from visact.trainer.learner import Learner
 from visact.wire.episodes import EpisodeData
 
@@ -50,23 +50,26 @@ def episodes_for(model: str, count: int, max_new_tokens: int) -> list[EpisodeDat
 
 def learner_for(model: str, checkpointing: bool, micro_batch: int) -> Learner:
     config = TrainerConfig(
-        model=model, ppo_epochs=1, minibatch_size=micro_batch, micro_batch_size=micro_batch, lora_r=16,
-        lora_alpha=32, lr=1e-4, max_grad_norm=1.0, gradient_checkpointing=checkpointing,
-    )  # fmt: skip
+        vlm=VLMConfig(model=model, gradient_checkpointing=checkpointing),
+        lora=LoraConfig(r=16, alpha=32),
+        ppo=PPOConfig(
+            ppo_epochs=1, minibatch_size=micro_batch, micro_batch_size=micro_batch, lr=1e-4, max_grad_norm=1.0
+        ),
+    )
     torch.manual_seed(0)
     return Learner(config, load_vlm(model, device="cpu"), Accelerator(cpu=True))
 
 
 def bytes_kept_for_backward(learner: Learner, episodes: list[EpisodeData]) -> int:
     """Bytes of the tensors one forward pass (one micro batch) keeps for the backward."""
-    steps = [e.steps[0] for e in episodes[: learner.config.micro_batch_size]]
+    steps = [e.steps[0] for e in episodes[: learner.config.ppo.micro_batch_size]]
     kept = [0]
 
     def pack(tensor: torch.Tensor) -> torch.Tensor:
         kept[0] += tensor.numel() * tensor.element_size()
         return tensor
 
-    checkpointing = learner.config.gradient_checkpointing  # as the learner's own forward does it
+    checkpointing = learner.config.vlm.gradient_checkpointing  # as the learner's own forward does it
     scope = checkpointing_in_eval_mode(learner.loaded.model) if checkpointing else nullcontext()
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor), scope:
         teacher_forced_log_probs(

@@ -1,10 +1,10 @@
 """Advantage estimators: one function per ``trainer serve --advantage NAME``, in ``ADVANTAGES``.
 
 Each takes the batch's episodes (in batch order), the old values of their steps, the bootstrap
-values of truncated episodes (by episode index) and the config, and returns every step's
+values of truncated episodes (by episode index) and the PPO config, and returns every step's
 advantage and value target (None for an estimator without a value function: no value loss). The tensor
 math is in ``visact.trainer.ppo``; this file only walks episodes. A new estimator is one function
-here, one entry in ``ADVANTAGES`` and its name in ``TrainerConfig.advantage``'s choices.
+here, one entry in ``ADVANTAGES`` and its name in ``PPOConfig.advantage``'s choices.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import torch
 from torch import Tensor
 
 from visact.trainer import ppo
-from visact.trainer.config import TrainerConfig
+from visact.trainer.config import PPOConfig
 from visact.wire.episodes import EpisodeData, StepData
 
 
@@ -27,11 +27,11 @@ class Advantages(NamedTuple):
     returns: Tensor | None  # the value target of every step; None: no value function, no value loss
 
 
-Estimator = Callable[[Sequence[EpisodeData], Tensor, dict[int, float], TrainerConfig], Advantages]
+Estimator = Callable[[Sequence[EpisodeData], Tensor, dict[int, float], PPOConfig], Advantages]
 
 
 def gae(
-    episodes: Sequence[EpisodeData], values: Tensor, bootstrap: dict[int, float], config: TrainerConfig
+    episodes: Sequence[EpisodeData], values: Tensor, bootstrap: dict[int, float], config: PPOConfig
 ) -> Advantages:
     """The paper's: GAE per episode from the value head (truncated episodes bootstrap from the
     value of their next observation), normalized per batch unless ``--no-normalize-advantages``."""
@@ -61,7 +61,7 @@ def gae(
 
 
 def grpo(
-    episodes: Sequence[EpisodeData], values: Tensor, bootstrap: dict[int, float], config: TrainerConfig
+    episodes: Sequence[EpisodeData], values: Tensor, bootstrap: dict[int, float], config: PPOConfig
 ) -> Advantages:
     """GRPO: every step gets its episode's return against its group's (the batch's episodes of
     one env and seed). No value function, so no value target and no value loss."""
@@ -70,7 +70,7 @@ def grpo(
 
 
 def gigpo(
-    episodes: Sequence[EpisodeData], values: Tensor, bootstrap: dict[int, float], config: TrainerConfig
+    episodes: Sequence[EpisodeData], values: Tensor, bootstrap: dict[int, float], config: PPOConfig
 ) -> Advantages:
     """GiGPO (Feng et al. 2025): GRPO plus each step's discounted return against those of the
     group's steps taken from the same state (same image and prompt), so that of two episodes that

@@ -29,7 +29,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         config = parse_config(
             TrainerConfig, args, prog="trainer serve", description="the central PPO learner"
         )
-        setup_logging(config.log_format, config.log_level)
+        setup_logging(config.run.log_format, config.run.log_level)
         return serve(config)
     from visact.trainer.sft import run_sft
     from visact.trainer.sft_config import SFTConfig

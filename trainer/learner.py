@@ -153,18 +153,18 @@ class Learner:
         self.counters = {"samples_dropped": 0, "episodes_dropped": 0}
 
         initial: tuple[dict[str, Tensor], dict[str, Any]] | None = None
-        if config.init_adapter is not None:
-            initial = read_adapter(_adapter_path(config.init_adapter).read_bytes())
+        if config.vlm.init_adapter is not None:
+            initial = read_adapter(_adapter_path(config.vlm.init_adapter).read_bytes())
             lora = peft_config_from_dict(initial[1])
         else:
             targets = lora_target_modules(
                 loaded.model,
                 loaded.traits,
-                include_vision=config.lora_vision,
-                include_projector=config.lora_projector,
+                include_vision=config.lora.vision,
+                include_projector=config.lora.projector,
             )
-            lora = lora_config(targets, r=config.lora_r, alpha=config.lora_alpha, dropout=config.lora_dropout)
-        if config.gradient_checkpointing:
+            lora = lora_config(targets, r=config.lora.r, alpha=config.lora.alpha, dropout=config.lora.dropout)
+        if config.vlm.gradient_checkpointing:
             enable_activation_checkpointing(loaded.model)
         self.lora = lora  # the peft LoraConfig of every version
         model = attach_lora(loaded.model, lora)
@@ -176,15 +176,20 @@ class Learner:
         self.lora_parameters = [p for p in model.parameters() if p.requires_grad]
         self.optimizer = torch.optim.AdamW(
             [
-                {"params": self.lora_parameters, "lr": config.lr},
-                {"params": list(self.value_head.parameters()), "lr": config.lr * config.value_lr_scale},
+                {"params": self.lora_parameters, "lr": config.ppo.lr},
+                {
+                    "params": list(self.value_head.parameters()),
+                    "lr": config.ppo.lr * config.ppo.value_lr_scale,
+                },
             ],
             weight_decay=0.0,
         )
-        floor = config.lr_min / config.lr if config.lr else 0.0
+        floor = config.ppo.lr_min / config.ppo.lr if config.ppo.lr else 0.0
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer,
-            lambda u: lr_factor(u, warmup=config.warmup_updates, total=config.lr_updates, floor=floor),
+            lambda u: lr_factor(
+                u, warmup=config.ppo.warmup_updates, total=config.ppo.lr_updates, floor=floor
+            ),
         )
         model, self.value_head, self.optimizer, self.scheduler = accelerator.prepare(
             model, self.value_head, self.optimizer, self.scheduler
@@ -195,7 +200,7 @@ class Learner:
         #: other waiting in one (the processes agree on what to drop once, _dropped_everywhere)
         self._local = dataclasses.replace(loaded, model=accelerator.unwrap_model(model))
         self._local_value_head = accelerator.unwrap_model(self.value_head)
-        self._shuffle = torch.Generator().manual_seed(config.seed)
+        self._shuffle = torch.Generator().manual_seed(config.run.seed)
 
     @property
     def peft_model(self) -> Any:
@@ -208,7 +213,7 @@ class Learner:
         loaded, value_head = (
             (self._local, self._local_value_head) if local else (self.loaded, self.value_head)
         )
-        checkpointing = self.config.gradient_checkpointing
+        checkpointing = self.config.vlm.gradient_checkpointing
         with checkpointing_in_eval_mode(loaded.model) if checkpointing else nullcontext():
             forced = teacher_forced_log_probs(
                 loaded,
@@ -219,7 +224,7 @@ class Learner:
                 return_hidden=True,
             )
         starts = torch.tensor([s.action_start for s in samples], device=forced.log_probs.device)
-        action = ppo.action_log_prob(forced.log_probs, forced.mask, starts, self.config.lambda_cot)
+        action = ppo.action_log_prob(forced.log_probs, forced.mask, starts, self.config.ppo.lambda_cot)
         assert forced.last_prompt_hidden is not None
         return action, value_head(forced.last_prompt_hidden)
 
@@ -236,7 +241,7 @@ class Learner:
         alone are reported in ``failed``."""
         actions, values = [], []
         failed: dict[int, str] = {}
-        for chunk in _chunks(list(range(len(samples))), self.config.micro_batch_size):
+        for chunk in _chunks(list(range(len(samples))), self.config.ppo.micro_batch_size):
             action, value = _each_alone_if_need_be(
                 chunk, lambda rows: self._forward([samples[i] for i in rows], local=True), failed, outputs=2
             )
@@ -258,14 +263,14 @@ class Learner:
                 [episodes[i].bootstrap_image.pixels() for i in rows],  # type: ignore[union-attr]
                 [episodes[i].bootstrap_prompt_ids for i in rows],
                 [dummy for _ in rows],
-                temperature=self.config.temperature,
+                temperature=self.config.rollout.temperature,
                 return_hidden=True,
             )
             assert forced.last_prompt_hidden is not None
             return (self._local_value_head(forced.last_prompt_hidden),)
 
         truncated = [i for i, e in enumerate(episodes) if e.bootstrap_image is not None]
-        for chunk in _chunks(truncated, self.config.micro_batch_size):
+        for chunk in _chunks(truncated, self.config.ppo.micro_batch_size):
             (value,) = _each_alone_if_need_be(chunk, values_of, failed, outputs=1)
             for i, v in zip(chunk, value.tolist(), strict=True):
                 if i not in failed:
@@ -333,29 +338,29 @@ class Learner:
         """One PPO update on ``episodes``; returns metrics. Bumps ``version``."""
         config = self.config
         started = time.monotonic()
-        episodes = with_fact_reward(episodes, config.fact_reward)
+        episodes = with_fact_reward(episodes, config.rollout.fact_reward)
 
         # 1.-2. the batch under the current ("old") weights, and under the sampler ("behavior")
         episodes, old, bootstrap = self._scored_batch(episodes)
         samples = [s for e in episodes for s in e.steps]
         if not samples:  # nothing the model can score: the weights stay, under a new version
             return self._nothing_trained(started)
-        behavior = behavior_log_probs(samples, config.lambda_cot)
+        behavior = behavior_log_probs(samples, config.ppo.lambda_cot)
 
         # 3. advantages and value targets, by the configured estimator
-        advantages, returns = ADVANTAGES[config.advantage](episodes, old.values, bootstrap, config)
+        advantages, returns = ADVANTAGES[config.ppo.advantage](episodes, old.values, bootstrap, config.ppo)
         targets = Targets(old, behavior, advantages, returns)
 
         # 4. PPO epochs over shuffled minibatches, each one optimizer step (or the KL stop)
         sums: dict[str, float] = defaultdict(float)
         optimizer_steps = 0
         stop_kl = math.nan  # the KL that ended the update early, if one did
-        for _ in range(config.ppo_epochs):
-            for minibatch in ppo.minibatch_indices(len(samples), config.minibatch_size, self._shuffle):
+        for _ in range(config.ppo.ppo_epochs):
+            for minibatch in ppo.minibatch_indices(len(samples), config.ppo.minibatch_size, self._shuffle):
                 step_sums = self._minibatch_gradients(samples, minibatch.tolist(), targets)
-                if config.target_kl and optimizer_steps:  # the first step is always taken
+                if config.ppo.target_kl and optimizer_steps:  # the first step is always taken
                     kl = self._minibatch_mean(step_sums["losses/approx_kl"])
-                    if kl > config.target_kl:
+                    if kl > config.ppo.target_kl:
                         stop_kl = kl
                         break
                 for key, value in step_sums.items():
@@ -381,7 +386,7 @@ class Learner:
         config = self.config
         self.optimizer.zero_grad(set_to_none=True)
         step_sums: dict[str, float] = defaultdict(float)
-        for micro in _chunks(indices, config.micro_batch_size):
+        for micro in _chunks(indices, config.ppo.micro_batch_size):
             # Several processes (accelerate launch): each takes its share of the micro batch;
             # DDP averages the gradients, hence the factor num_processes below.
             mine, real = _shard(micro, self.accelerator.process_index, self.accelerator.num_processes)
@@ -399,10 +404,10 @@ class Learner:
                 new_values=new_values[:real],
                 old_values=targets.old.values[rows].to(device),
                 returns=None if targets.returns is None else targets.returns[rows].to(device),
-                clip_coef=config.clip,
-                value_clip=config.value_clip or None,
-                vf_coef=config.vf_coef,
-                is_clip=config.is_clip,
+                clip_coef=config.ppo.clip,
+                value_clip=config.ppo.value_clip or None,
+                vf_coef=config.ppo.vf_coef,
+                is_clip=config.ppo.is_clip,
             )
             share = real / len(indices)
             self.accelerator.backward(loss * share * self.accelerator.num_processes)
@@ -413,7 +418,7 @@ class Learner:
     def _optimizer_step(self) -> float:
         """Clip the gradients and take an Adam step; returns the gradient norm before clipping."""
         grad_norm = self.accelerator.clip_grad_norm_(
-            [*self.lora_parameters, *self.value_head.parameters()], self.config.max_grad_norm
+            [*self.lora_parameters, *self.value_head.parameters()], self.config.ppo.max_grad_norm
         )
         self.optimizer.step()
         return float(grad_norm)
@@ -436,13 +441,13 @@ class Learner:
         if not math.isnan(stop_kl):
             metrics["losses/stop_kl"] = stop_kl
         metrics["charts/advantage_std"] = float(targets.advantages.std()) if n > 1 else 0.0
-        if config.group_relative:
+        if config.ppo.group_relative:
             groups = len({(e.env, e.seed) for e in episodes})
             metrics["charts/groups"] = float(groups)
             metrics["charts/group_size_mean"] = len(episodes) / groups
         seconds = time.monotonic() - started
         metrics["perf/update_seconds"] = seconds
-        metrics["perf/samples_per_second"] = n * config.ppo_epochs / max(seconds, 1e-9)
+        metrics["perf/samples_per_second"] = n * config.ppo.ppo_epochs / max(seconds, 1e-9)
         metrics.update({f"counters/{key}": float(value) for key, value in self.counters.items()})
         return metrics
 

@@ -16,13 +16,14 @@ import secrets
 import signal
 import threading
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from visact import rpc
+from visact.configcli import as_options
 from visact.memory import tune_allocator
 from visact.model.adapters import ADAPTER_FILE, save_adapter_file
 from visact.trainer.admission import model_admission
@@ -56,7 +57,7 @@ class Trainer:
     def publish(self) -> PublishedVersion:
         """Save the learner's adapter as its current version and announce it."""
         started = time.monotonic()
-        directory = weights_dir(self.config.checkpoint_dir) / f"v{self.learner.version:06d}"
+        directory = weights_dir(self.config.run.checkpoint_dir) / f"v{self.learner.version:06d}"
         path, sha = save_adapter_file(self.learner.peft_model, directory)
         published = PublishedVersion(self.learner.version, path, sha, path.stat().st_size, time.time())
         for old in self.hub.publish(published):
@@ -81,14 +82,14 @@ class Trainer:
             "port": self.port,
             **self.hub.status(),
         }
-        path = self.config.checkpoint_dir / "status.json"
+        path = self.config.run.checkpoint_dir / "status.json"
         tmp = path.with_suffix(".tmp")
         tmp.write_text(json.dumps(status, indent=2))
         tmp.replace(path)
 
     def checkpoint(self) -> Path:
         state = {"run_id": self.run_id, "trained_episodes": self.hub.trained_episodes()}
-        path = save_checkpoint(self.learner, self.config.checkpoint_dir, state)
+        path = save_checkpoint(self.learner, self.config.run.checkpoint_dir, state)
         log.info("checkpoint", extra={"path": str(path), "version": self.learner.version})
         return path
 
@@ -100,7 +101,7 @@ class Trainer:
             for agent_id in self.hub.expire_agents():  # its finished episodes stay in the buffer
                 kept = self.hub.buffered_episodes_of(agent_id)
                 log.warning("agent expired", extra={"agent": agent_id, "episodes_kept": kept})
-            batch = self.hub.take_batch(config.steps_per_update, timeout=0.5)
+            batch = self.hub.take_batch(config.rollout.steps_per_update, timeout=0.5)
             self.write_status()
             if batch is None:
                 continue
@@ -116,9 +117,9 @@ class Trainer:
                 metrics["perf/weight_sync_seconds"] = sum(synced) / len(synced)
             metrics.update({f"counters/{k}": float(v) for k, v in self.hub.counters.items()})
             self.metrics.log(self.learner.updates, metrics)
-            if config.checkpoint_every and self.learner.updates % config.checkpoint_every == 0:
+            if config.run.checkpoint_every and self.learner.updates % config.run.checkpoint_every == 0:
                 self.checkpoint()
-            if config.max_updates and self.learner.updates >= config.max_updates:
+            if config.run.max_updates and self.learner.updates >= config.run.max_updates:
                 log.info("reached --max-updates", extra={"updates": self.learner.updates})
                 self.wait_for_agents(timeout=60.0)
                 break
@@ -157,8 +158,8 @@ def build_learner(config: TrainerConfig) -> tuple[Learner, dict[str, Any]]:
     from visact.model.loading import load_vlm
 
     tune_allocator()
-    if config.threads:
-        torch.set_num_threads(config.threads)
+    if config.run.threads:
+        torch.set_num_threads(config.run.threads)
     # Other processes wait for the main one between batches, which may take long without agents.
     # cpu=True without CUDA: several CPU processes (torchrun) then form a gloo group (MULTI_CPU).
     accelerator = Accelerator(
@@ -166,17 +167,17 @@ def build_learner(config: TrainerConfig) -> tuple[Learner, dict[str, Any]]:
         kwargs_handlers=[InitProcessGroupKwargs(timeout=timedelta(hours=24))],
     )
     loaded = load_vlm(
-        config.model,
-        dtype=config.dtype,
+        config.vlm.model,
+        dtype=config.vlm.dtype,
         device=accelerator.device,
-        attn_implementation=config.attn_implementation,
+        attn_implementation=config.vlm.attn_implementation,
     )
     learner = Learner(config, loaded, accelerator)
     state: dict[str, Any] = {}
-    if config.resume is not None:
-        state = load_checkpoint(learner, config.resume)
+    if config.run.resume is not None:
+        state = load_checkpoint(learner, config.run.resume)
         # Versions never go backwards: weights published after the checkpoint get a successor.
-        newest = highest_published_version(config.checkpoint_dir)
+        newest = highest_published_version(config.run.checkpoint_dir)
         if newest >= learner.version:
             learner.version = newest + 1
     return learner, state
@@ -185,43 +186,43 @@ def build_learner(config: TrainerConfig) -> tuple[Learner, dict[str, Any]]:
 def build_trainer(config: TrainerConfig, learner: Learner, state: dict[str, Any]) -> Trainer:
     """The main process: the hub and the gRPC service around the learner; publishes the first version."""
     hub = Hub(
-        buffer_steps=config.buffer_steps,
-        buffer_bytes=config.buffer_bytes,
-        max_policy_lag=config.max_policy_lag,
-        agent_timeout=config.agent_timeout,
-        keep_versions=config.keep_versions,
-        group_size=config.group_size,
-        max_agents=config.max_agents,
+        buffer_steps=config.rollout.buffer_steps,
+        buffer_bytes=config.rollout.buffer_bytes,
+        max_policy_lag=config.rollout.max_policy_lag,
+        agent_timeout=config.network.agent_timeout,
+        keep_versions=config.run.keep_versions,
+        group_size=config.rollout.group_size,
+        max_agents=config.network.max_agents,
     )
     run_id = str(state.get("run_id", secrets.token_hex(6)))
     # episodes the checkpointed weights were trained on: a retry of one after the restart counts once
     hub.restore_trained_episodes(state.get("trained_episodes", []))
-    if config.resume is not None:
+    if config.run.resume is not None:
         log.info(
             "resumed",
-            extra={"from": str(config.resume), "updates": learner.updates, "version": learner.version},
+            extra={"from": str(config.run.resume), "updates": learner.updates, "version": learner.version},
         )
     sampling = pb.SamplingConfig(
-        temperature=config.temperature,
-        max_new_tokens=config.max_new_tokens,
-        chain_of_thought=config.cot,
-        format_penalty=config.format_penalty,
-        group_size=config.group_size,
+        temperature=config.rollout.temperature,
+        max_new_tokens=config.rollout.max_new_tokens,
+        chain_of_thought=config.rollout.cot,
+        format_penalty=config.rollout.format_penalty,
+        group_size=config.rollout.group_size,
     )
     admission = model_admission(
         learner.loaded,
         vocab_size=learner.vocab_size,
         max_tokens=learner.max_tokens,
-        temperature=config.temperature,
-        max_image_pixels=config.max_image_pixels,
-        buffer_bytes=config.buffer_bytes,
+        temperature=config.rollout.temperature,
+        max_image_pixels=config.rollout.max_image_pixels,
+        buffer_bytes=config.rollout.buffer_bytes,
     )
     log.info(
         "episodes", extra={"max_image_pixels": admission.max_image_pixels, "buffer_bytes": hub.buffer_bytes}
     )
-    identity = ModelIdentity(config.model, learner.fingerprint, admission)
+    identity = ModelIdentity(config.vlm.model, learner.fingerprint, admission)
     lora = pb.LoraLayout(target_modules=learner.lora_modules, rank=int(learner.lora.r))
-    workers = rpc.Workers(config.workers, "trainer-work")
+    workers = rpc.Workers(config.network.workers, "trainer-work")
     servicer = TrainerServicer(hub, identity, sampling, run_id, lora, workers)
     server = start_server(config, servicer)
     trainer = Trainer(
@@ -231,9 +232,13 @@ def build_trainer(config: TrainerConfig, learner: Learner, state: dict[str, Any]
         server,
         server.port,
         MetricsLogger(
-            config.checkpoint_dir,
+            config.run.checkpoint_dir,
             open_wandb(
-                config.wandb_project, config.wandb_entity, run_id, config.checkpoint_dir, asdict(config)
+                config.run.wandb_project,
+                config.run.wandb_entity,
+                run_id,
+                config.run.checkpoint_dir,
+                as_options(config),
             ),
         ),
         run_id,
@@ -246,14 +251,14 @@ def build_trainer(config: TrainerConfig, learner: Learner, state: dict[str, Any]
 def start_server(config: TrainerConfig, servicer: TrainerServicer) -> rpc.Server:
     """The Trainer service (with health and reflection) listening as ``config`` says."""
     listen = rpc.Listen(
-        host=config.host,
-        port=config.port,
-        max_message_bytes=config.max_message_bytes,
-        token=config.token,
-        tls_cert=config.tls_cert,
-        tls_key=config.tls_key,
-        tls_client_ca=config.tls_client_ca,
-        max_health_watchers=config.max_health_watchers,
+        host=config.network.host,
+        port=config.network.port,
+        max_message_bytes=config.network.max_message_bytes,
+        token=config.network.token,
+        tls_cert=config.network.tls_cert,
+        tls_key=config.network.tls_key,
+        tls_client_ca=config.network.tls_client_ca,
+        max_health_watchers=config.network.max_health_watchers,
     )
     return rpc.Server(listen, [rpc.Service(SERVICE, servicer)], servicer.workers)
 
@@ -290,14 +295,14 @@ def serve(config: TrainerConfig) -> int:
         "serving",
         extra={
             "port": trainer.port,
-            "model": config.model,
+            "model": config.vlm.model,
             "version": trainer.learner.version,
-            "run_dir": str(config.checkpoint_dir),
+            "run_dir": str(config.run.checkpoint_dir),
             "processes": learner.accelerator.num_processes,
         },
     )
-    if config.ready_file:
-        config.ready_file.write_text(f"{trainer.port}\n")
+    if config.network.ready_file:
+        config.network.ready_file.write_text(f"{trainer.port}\n")
 
     def on_signal(signum: int, _frame: object) -> None:
         log.info("stopping", extra={"signal": signal.Signals(signum).name})

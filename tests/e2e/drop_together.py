@@ -19,7 +19,7 @@ from pathlib import Path
 from visact.logs import setup_logging
 from visact.model.loading import load_vlm
 from visact.orchestration.sampled_episodes import answered_episodes
-from visact.trainer.config import TrainerConfig
+from visact.trainer.config import LoraConfig, PPOConfig, RunConfig, TrainerConfig
 from visact.trainer.distributed import share_batch
 from visact.trainer.serve import build_learner
 from visact.wire.episodes import PngImage
@@ -31,9 +31,10 @@ def main() -> int:
     out = Path(sys.argv[1])
     setup_logging("text")  # as `trainer serve` logs
     config = TrainerConfig(
-        ppo_epochs=1, minibatch_size=2, micro_batch_size=2, lora_r=4, lora_alpha=8, lr=1e-3, max_grad_norm=1.0,
-        threads=1, checkpoint_dir=out / "run",
-    )  # fmt: skip
+        lora=LoraConfig(r=4, alpha=8),
+        ppo=PPOConfig(ppo_epochs=1, minibatch_size=2, micro_batch_size=2, lr=1e-3, max_grad_norm=1.0),
+        run=RunConfig(threads=1, checkpoint_dir=out / "run"),
+    )
     learner, _ = build_learner(config)
     accelerator = learner.accelerator
     if accelerator.is_main_process:

@@ -30,7 +30,7 @@ from tests.fuzz.rpc import CLIENT_ERRORS, fuzz_settings, huge_text, odd_text, pa
 from tests.fuzz.trainer_messages import LATEST, TEMPERATURE, png, valid_episode
 from visact.env.v1 import env_pb2
 from visact.trainer.admission import Admission
-from visact.trainer.config import TrainerConfig
+from visact.trainer.config import NetworkConfig, TrainerConfig
 from visact.trainer.hub import Hub, PublishedVersion
 from visact.trainer.serve import start_server
 from visact.trainer.service import ModelIdentity, TrainerServicer
@@ -93,7 +93,7 @@ def trainer(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Trainer]:
         pb.SamplingConfig(temperature=TEMPERATURE, max_new_tokens=16, chain_of_thought=True),
         "fuzz-run",
     )
-    config = TrainerConfig(host="127.0.0.1", port=0, max_message_mb=MAX_MESSAGE_MB)
+    config = TrainerConfig(NetworkConfig(host="127.0.0.1", port=0, max_message_mb=MAX_MESSAGE_MB))
     server = start_server(config, servicer)
     port = server.port
     channel = grpc.insecure_channel(f"127.0.0.1:{port}")

@@ -27,7 +27,7 @@ from tests.fuzz.trainer_messages import LATEST, TEMPERATURE, valid_episode
 from tests.processes import start_process
 from tests.reliability.certs import Certificates, make_certificates
 from visact import rpc
-from visact.agent.config import AgentConfig
+from visact.agent.config import AgentConfig, AgentRunConfig, ServersConfig
 from visact.agent.trainer_link import TrainerLink
 from visact.env.v1 import env_pb2
 from visact.env_server.client import EnvCallError, EnvClient
@@ -35,7 +35,7 @@ from visact.env_server.server import ServerConfig, start_server
 from visact.model.loading import weights_fingerprint
 from visact.orchestration.processes import wait_ready
 from visact.trainer.admission import Admission
-from visact.trainer.config import TrainerConfig
+from visact.trainer.config import NetworkConfig, TrainerConfig
 from visact.trainer.hub import Hub, PublishedVersion
 from visact.trainer.serve import start_server as start_trainer_server
 from visact.trainer.service import ModelIdentity, TrainerServicer
@@ -133,7 +133,9 @@ def trainer_factory(tmp_path: Path) -> Iterator[Any]:
             pb.SamplingConfig(temperature=TEMPERATURE, max_new_tokens=4),
             "access-run",
         )
-        server = start_trainer_server(TrainerConfig(host="127.0.0.1", port=0, **config), servicer)
+        server = start_trainer_server(
+            TrainerConfig(NetworkConfig(host="127.0.0.1", port=0, **config)), servicer
+        )
         started.append((server, hub))
         return f"127.0.0.1:{server.port}", hub
 
@@ -264,13 +266,15 @@ def test_agent_registers_with_the_trainer_over_mutual_tls_with_a_token(
         token=TOKEN, tls_cert=certs.server_cert, tls_key=certs.server_key, tls_client_ca=certs.ca
     )
     config = AgentConfig(
-        server=["unused:1"],
-        trainer=address,
-        name="tls-agent",
-        token=TOKEN,
-        tls_ca=certs.ca,
-        tls_cert=certs.client_cert,
-        tls_key=certs.client_key,
+        ServersConfig(
+            server=["unused:1"],
+            trainer=address,
+            token=TOKEN,
+            tls_ca=certs.ca,
+            tls_cert=certs.client_cert,
+            tls_key=certs.client_key,
+        ),
+        run=AgentRunConfig(name="tls-agent"),
     )
     link = TrainerLink(config, fake_policy(), ["counter"], threading.Event())
     try:

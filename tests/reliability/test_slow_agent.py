@@ -20,7 +20,7 @@ import torch
 
 from tests.envs import CounterEnv
 from tests.reliability.fake_trainer import FakeTrainer
-from visact.agent.config import AgentConfig
+from visact.agent.config import AgentConfig, AgentRunConfig, PolicyConfig, ServersConfig
 from visact.agent.parsing import BadAnswerPolicy
 from visact.agent.policy import Answer, PolicyInput, VLMPolicy
 from visact.agent.rollout import Rollout, SeedSchedule
@@ -114,7 +114,9 @@ def test_a_slow_agent_is_held_to_the_staleness_bound_and_the_fast_one_is_not_sta
     for name, delay in (("fast", 0.0), ("slow", 1.0)):
         policy = SlowPolicy(delay)
         config = AgentConfig(
-            server=["unused:1"], trainer=trainer.address, name=name, model="tiny", sessions=2
+            ServersConfig(server=["unused:1"], trainer=trainer.address, sessions=2),
+            PolicyConfig(model="tiny"),
+            run=AgentRunConfig(name=name),
         )
         run = AgentRun(name, TrainerLink(config, policy, ["counter"], stop))
         runs.append(run)

@@ -26,7 +26,7 @@ from tests.reliability.fake_trainer import (
     good,
     lora_state,
 )
-from visact.agent.config import AgentConfig
+from visact.agent.config import AgentConfig, AgentRunConfig, PolicyConfig, ServersConfig
 from visact.agent.policy import VLMPolicy
 from visact.agent.trainer_link import TrainerLink
 from visact.model.adapters import CONFIG_KEY, read_adapter
@@ -69,7 +69,11 @@ def trainer(tmp_path: Path) -> Iterator[FakeTrainer]:
 @pytest.fixture
 def link(trainer: FakeTrainer) -> Iterator[TrainerLink]:
     policy = VLMPolicy(load_vlm("tiny", device="cpu"))
-    config = AgentConfig(server=["unused:1"], trainer=trainer.address, name="agent", model="tiny", sessions=1)
+    config = AgentConfig(
+        ServersConfig(server=["unused:1"], trainer=trainer.address, sessions=1),
+        PolicyConfig(model="tiny"),
+        run=AgentRunConfig(name="agent"),
+    )
     stop = threading.Event()
     link = TrainerLink(config, policy, ["numberline"], stop)
     yield link

@@ -94,6 +94,6 @@ def test_the_ppo_trainer_gets_the_demo_settings_as_a_checked_config(tmp_path: Pa
     argv = to_argv(trainer)
     assert {"--no-lora-vision", "--no-lora-projector", "--minibatch-size=16", "--port=0"} <= set(argv)
     assert parse_config(TrainerConfig, argv) == trainer
-    assert trainer.lr_min == pytest.approx(BASE_SETTINGS["ppo_lr"] / 10)
+    assert trainer.ppo.lr_min == pytest.approx(BASE_SETTINGS["ppo_lr"] / 10)
     with pytest.raises(ValueError, match="multiple of --micro-batch-size"):  # minibatch 25: checked here
         trainer_config(replace(config, steps_per_update=100), tmp_path, tmp_path, tmp_path / "port")

@@ -16,7 +16,7 @@ import torch
 from accelerate import Accelerator
 from safetensors.torch import load_file, save_file
 
-from visact.agent.config import AgentConfig
+from visact.agent.config import AgentConfig, ServersConfig
 from visact.agent.policy import VLMPolicy
 from visact.agent.rollout import Rollout, SeedSchedule
 from visact.agent.trainer_link import TrainerLink
@@ -25,7 +25,7 @@ from visact.model.engines import EngineError, SamplingSettings
 from visact.model.engines.vllm_checkpoint import renamed, vllm_checkpoint
 from visact.model.generation import Sample
 from visact.model.loading import load_vlm
-from visact.trainer.config import TrainerConfig
+from visact.trainer.config import LoraConfig, TrainerConfig
 from visact.trainer.learner import Learner
 from visact.trainer.v1 import trainer_pb2 as pb
 
@@ -115,7 +115,7 @@ def test_an_episode_finishes_under_the_version_it_began_with(counter_server: Any
 
 def test_register_hands_the_trainers_lora_layout_and_lag_to_the_engine() -> None:
     engine = FakeEngine()
-    config = AgentConfig(server=["127.0.0.1:1"], trainer="127.0.0.1:2")
+    config = AgentConfig(ServersConfig(server=["127.0.0.1:1"], trainer="127.0.0.1:2"))
     link = TrainerLink(config, VLMPolicy(engine), ["counter"], threading.Event())
     tower = "model.vision_tower.encoder.layers.0.mlp.fc1"
 
@@ -140,10 +140,10 @@ def test_register_hands_the_trainers_lora_layout_and_lag_to_the_engine() -> None
 
 def test_the_trainer_can_leave_the_projector_and_the_tower_out_of_lora() -> None:
     def targets(**lora: bool) -> list[str]:
-        config = TrainerConfig(lora_r=4, lora_alpha=8, **lora)  # type: ignore[arg-type]
+        config = TrainerConfig(lora=LoraConfig(r=4, alpha=8, **lora))
         return sorted(Learner(config, load_vlm("tiny", device="cpu"), Accelerator(cpu=True)).lora_modules)
 
-    everything, language = targets(), targets(lora_vision=False, lora_projector=False)
+    everything, language = targets(), targets(vision=False, projector=False)
     assert any("multi_modal_projector" in m for m in everything)
     assert any("vision_tower" in m for m in everything)
     assert language and not [m for m in language if "multi_modal_projector" in m or "vision_tower" in m]

@@ -14,7 +14,7 @@ import torch
 
 from visact.orchestration.sampled_episodes import png_image
 from visact.trainer.advantages import ADVANTAGES
-from visact.trainer.config import Advantage, TrainerConfig
+from visact.trainer.config import Advantage, PPOConfig
 from visact.trainer.learner import ValueHead, batch_metrics, lr_factor, with_fact_reward
 from visact.wire.episodes import EpisodeData, StepData
 
@@ -219,7 +219,7 @@ def test_grpo_and_gigpo_advantages_by_hand() -> None:
     b = EpisodeData(agent_id="x", env="n", seed=5, steps=[at(0, -1.0), at(2, 0.0), at(1, 1.0, last=True)])
     c = EpisodeData(agent_id="x", env="n", seed=6, steps=[at(0, 1.0, last=True)])
     # per episode: returns 1 and 0 -> +1, -1 (population std 0.5); C alone -> 0
-    config = TrainerConfig(gamma=0.9, advantage="grpo", group_size=2)
+    config = PPOConfig(gamma=0.9, advantage="grpo")
     values = torch.arange(6, dtype=torch.float32)
     grpo, returns = ADVANTAGES["grpo"]([a, b, c], values, {}, config)
     assert returns is None  # no value function, no value target
@@ -240,11 +240,11 @@ def test_gae_estimator_bootstraps_truncated_episodes_and_normalizes() -> None:
     step = at(0, 1.0)
     step.truncated = True
     episode = EpisodeData(agent_id="x", env="n", seed=1, steps=[step])
-    raw = TrainerConfig(gamma=0.5, normalize_advantages=False)
+    raw = PPOConfig(gamma=0.5, normalize_advantages=False)
     advantages, returns = ADVANTAGES["gae"]([episode], torch.zeros(1), {0: 2.0}, raw)
     torch.testing.assert_close(advantages, torch.tensor([2.0]))
     assert returns is not None
     torch.testing.assert_close(returns, torch.tensor([2.0]))
     two = [episode, EpisodeData(agent_id="x", env="n", seed=2, steps=[at(0, 0.0, last=True)])]
-    normalized, _ = ADVANTAGES["gae"](two, torch.zeros(2), {0: 2.0}, TrainerConfig(gamma=0.5))
+    normalized, _ = ADVANTAGES["gae"](two, torch.zeros(2), {0: 2.0}, PPOConfig(gamma=0.5))
     assert abs(float(normalized.mean())) < 1e-6 and normalized[0] > normalized[1]

@@ -20,7 +20,7 @@ from accelerate import Accelerator
 from visact.model.loading import LoadedVLM, load_vlm
 from visact.orchestration.sampled_episodes import answered_episodes
 from visact.trainer import ppo
-from visact.trainer.config import TrainerConfig
+from visact.trainer.config import LoraConfig, PPOConfig, RolloutConfig, TrainerConfig, VLMConfig
 from visact.trainer.learner import Learner
 from visact.wire.episodes import EpisodeData, PngImage
 
@@ -40,14 +40,15 @@ def episodes(cache_dir: Path) -> list[EpisodeData]:
 
 def update(episodes: list[EpisodeData], **overrides: float) -> dict[str, float]:
     config = TrainerConfig(
-        ppo_epochs=2,
-        minibatch_size=2,
-        micro_batch_size=2,
-        lora_r=8,
-        lora_alpha=16,
-        lr=1e-3,
-        max_grad_norm=1.0,
-        **overrides,  # type: ignore[arg-type]
+        lora=LoraConfig(r=8, alpha=16),
+        ppo=PPOConfig(
+            ppo_epochs=2,
+            minibatch_size=2,
+            micro_batch_size=2,
+            lr=1e-3,
+            max_grad_norm=1.0,
+            **overrides,  # type: ignore[arg-type]
+        ),
     )
     learner = Learner(config, fresh_tiny(), Accelerator(cpu=True))
     return learner.update(episodes)
@@ -100,7 +101,7 @@ def test_a_target_kl_never_reached_changes_nothing(episodes: list[EpisodeData]) 
 
 def test_a_negative_target_kl_is_refused_with_its_meaning() -> None:
     with pytest.raises(ValueError, match="--target-kl must be >= 0"):
-        TrainerConfig(target_kl=-0.01)
+        PPOConfig(target_kl=-0.01)
 
 
 def test_gradient_checkpointing_recomputes_layers_and_updates_the_same_weights(
@@ -109,9 +110,10 @@ def test_gradient_checkpointing_recomputes_layers_and_updates_the_same_weights(
     learners = {}
     for checkpointing in (False, True):
         config = TrainerConfig(
-            ppo_epochs=1, minibatch_size=4, micro_batch_size=2, lora_r=8, lora_alpha=16, lr=1e-3,
-            max_grad_norm=1.0, gradient_checkpointing=checkpointing,
-        )  # fmt: skip
+            vlm=VLMConfig(gradient_checkpointing=checkpointing),
+            lora=LoraConfig(r=8, alpha=16),
+            ppo=PPOConfig(ppo_epochs=1, minibatch_size=4, micro_batch_size=2, lr=1e-3, max_grad_norm=1.0),
+        )
         torch.manual_seed(0)  # the same LoRA initialization for both
         learners[checkpointing] = learner = Learner(config, fresh_tiny(), Accelerator(cpu=True))
         learner.metrics = learner.update(episodes)  # type: ignore[attr-defined]
@@ -133,7 +135,7 @@ def test_in_eval_mode_layers_are_checkpointed_only_under_the_learners_context(
     from visact.model.generation import teacher_forced_log_probs
     from visact.model.loading import checkpointing_in_eval_mode
 
-    config = TrainerConfig(lora_r=8, lora_alpha=16, gradient_checkpointing=True)
+    config = TrainerConfig(vlm=VLMConfig(gradient_checkpointing=True), lora=LoraConfig(r=8, alpha=16))
     learner = Learner(config, fresh_tiny(), Accelerator(cpu=True))
     model = learner.loaded.model
     steps = [episode.steps[0] for episode in episodes[:4]]
@@ -167,8 +169,12 @@ def test_group_relative_updates_move_the_policy_and_leave_the_value_head(
 ) -> None:
     grouped = [dataclasses.replace(e, seed=i // 2) for i, e in enumerate(episodes)]  # 4 groups of 2
     config = TrainerConfig(
-        ppo_epochs=1, minibatch_size=8, micro_batch_size=4, lora_r=8, lora_alpha=16, lr=1e-3,
-        max_grad_norm=1.0, advantage=advantage, group_size=2,
+        lora=LoraConfig(r=8, alpha=16),
+        ppo=PPOConfig(
+            ppo_epochs=1, minibatch_size=8, micro_batch_size=4, lr=1e-3, max_grad_norm=1.0,
+            advantage=advantage,  # type: ignore[arg-type]
+        ),
+        rollout=RolloutConfig(group_size=2),
     )  # fmt: skip
     learner = Learner(config, fresh_tiny(), Accelerator(cpu=True))
     value_head = [p.detach().clone() for p in learner.value_head.parameters()]
@@ -184,7 +190,7 @@ def test_group_relative_updates_move_the_policy_and_leave_the_value_head(
 
 def test_grpo_without_groups_is_refused_with_what_to_give() -> None:
     with pytest.raises(ValueError, match="--group-size 2 or more"):
-        TrainerConfig(advantage="grpo")
+        TrainerConfig(ppo=PPOConfig(advantage="grpo"))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -251,7 +257,9 @@ def test_an_episode_whose_bootstrap_cannot_be_scored_is_dropped(episodes: list[E
 def test_a_batch_of_nothing_scorable_ends_its_update_with_the_weights_unchanged(
     episodes: list[EpisodeData],
 ) -> None:
-    config = TrainerConfig(ppo_epochs=1, minibatch_size=2, micro_batch_size=2, lora_r=8, lora_alpha=16)
+    config = TrainerConfig(
+        lora=LoraConfig(r=8, alpha=16), ppo=PPOConfig(ppo_epochs=1, minibatch_size=2, micro_batch_size=2)
+    )
     learner = Learner(config, fresh_tiny(), Accelerator(cpu=True))
     lora = [p.detach().clone() for p in learner.lora_parameters]
 

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from visact.trainer.config import TrainerConfig
+from visact.trainer.config import RunConfig
 from visact.trainer.metrics import MetricsLogger, open_wandb
 
 
@@ -55,10 +55,10 @@ def test_wandb_project_without_the_package_says_how_to_install_it(monkeypatch: p
 
     monkeypatch.setattr(importlib.util, "find_spec", find_spec)
     with pytest.raises(ValueError, match=r"pip install 'visact\[wandb\]'"):
-        TrainerConfig(wandb_project="p")
-    TrainerConfig()  # nothing asked, nothing needed
+        RunConfig(wandb_project="p")
+    RunConfig()  # nothing asked, nothing needed
 
 
 def test_a_wandb_entity_alone_is_refused() -> None:
     with pytest.raises(ValueError, match="--wandb-entity needs --wandb-project"):
-        TrainerConfig(wandb_entity="team")
+        RunConfig(wandb_entity="team")

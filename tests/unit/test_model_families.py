@@ -30,7 +30,7 @@ from visact.model.loading import LoadedVLM, ModelLoadError, load_vlm, lora_targe
 from visact.orchestration.demos import DemosConfig, write_demos
 from visact.orchestration.sampled_episodes import answered_episodes, numberline_frames, one_step_message
 from visact.trainer.admission import model_admission
-from visact.trainer.config import TrainerConfig
+from visact.trainer.config import LoraConfig, PPOConfig, TrainerConfig
 from visact.trainer.learner import Learner
 from visact.trainer.sft import train_sft, vision_parameters
 from visact.trainer.sft_config import SFTConfig
@@ -220,7 +220,8 @@ def test_a_ppo_update_trains_each_familys_lora_and_value_head(
         loaded, 4, prompt="Answer in json.", max_new_tokens=8, action_start=lambda _: 0
     )
     config = TrainerConfig(
-        ppo_epochs=1, minibatch_size=2, micro_batch_size=2, lora_r=4, lora_alpha=8, lr=1e-2
+        lora=LoraConfig(r=4, alpha=8),
+        ppo=PPOConfig(ppo_epochs=1, minibatch_size=2, micro_batch_size=2, lr=1e-2),
     )
     learner = Learner(config, load_vlm(str(checkpoints[family]), device="cpu"), Accelerator(cpu=True))
     before = [p.detach().clone() for p in learner.lora_parameters]

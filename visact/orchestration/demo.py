@@ -30,14 +30,30 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from visact.agent.config import AgentConfig
+from visact.agent.config import (
+    AgentConfig,
+    AgentRunConfig,
+    EvalConfig,
+    PolicyConfig,
+    SamplingConfig,
+    ServersConfig,
+)
 from visact.cache import entry_problem, write_manifest
 from visact.configcli import to_argv
 from visact.env_server.server import ServerConfig
 from visact.model.options import EngineName
 from visact.orchestration.demos import DemosConfig
 from visact.orchestration.processes import command, run, start, stop_all
-from visact.trainer.config import Advantage, TrainerConfig
+from visact.trainer.config import (
+    Advantage,
+    LoraConfig,
+    NetworkConfig,
+    PPOConfig,
+    RolloutConfig,
+    RunConfig,
+    TrainerConfig,
+    VLMConfig,
+)
 from visact.trainer.sft_config import SFTConfig
 
 #: Settings every game starts from, and each game's own, found with bench/learning.py
@@ -242,29 +258,26 @@ def evaluate(
     adapter: Path | None,
     out: Path,
     temperature: float | None = None,
-    **options: Any,
+    **policy: Any,
 ) -> dict[str, Any]:
     """`agent-client eval` on the held-out seeds, at ``--eval-temperature`` unless ``temperature``
-    is given; ``options`` are more AgentConfig fields, e.g. ``random_policy=True``."""
+    is given; ``policy`` are more PolicyConfig fields, e.g. ``random_policy=True``."""
     assert config.max_new_tokens is not None and config.eval_episodes is not None, (
         "with_game_settings fills them in"
     )
     agent = AgentConfig(
-        server=servers,
-        model=model,
-        adapter=None if adapter is None else str(adapter),
-        episodes=config.eval_episodes,
-        sessions=32,
-        temperature=config.eval_temperature if temperature is None else temperature,
-        max_new_tokens=config.max_new_tokens,
-        cot=config.cot,
-        json=out,
-        threads=max(2, config.threads),
-        seed=config.seed,
-        engine=config.engine,
+        servers=ServersConfig(server=servers, sessions=32),
+        policy=PolicyConfig(
+            model=model, adapter=None if adapter is None else str(adapter), engine=config.engine, **policy
+        ),
+        sampling=SamplingConfig(
+            temperature=config.eval_temperature if temperature is None else temperature,
+            max_new_tokens=config.max_new_tokens,
+            cot=config.cot,
+        ),
         # success by task type and by room split, for games that report them (ALFWorld)
-        by=["task_type", "split"],
-        **options,
+        eval=EvalConfig(episodes=config.eval_episodes, json=out, by=["task_type", "split"]),
+        run=AgentRunConfig(threads=max(2, config.threads), seed=config.seed),
     )
     run_checked([*command("agent-client"), "eval", *to_argv(agent)])
     return dict(json.loads(out.read_text()))
@@ -455,37 +468,43 @@ def trainer_config(config: DemoConfig, model: Path, run_dir: Path, ready: Path) 
     assert config.ppo_updates is not None and config.steps_per_update is not None, "and these"
     minibatch = max(8, config.steps_per_update // 4)
     return TrainerConfig(
-        model=str(model),
-        host="127.0.0.1",
-        port=0,
-        ready_file=ready,
-        checkpoint_dir=run_dir,
-        max_updates=config.ppo_updates,
-        steps_per_update=config.steps_per_update,
-        ppo_epochs=config.ppo_epochs,
-        minibatch_size=minibatch,
-        micro_batch_size=min(16, minibatch),
-        lr=config.ppo_lr,
-        lr_updates=config.ppo_updates,
-        lr_min=config.ppo_lr / 10,
-        max_grad_norm=1.0,
-        lora_r=config.lora_r,
-        lora_alpha=2 * config.lora_r,
-        lora_vision=config.engine != "vllm",  # vLLM adapts the language model only
-        lora_projector=config.engine != "vllm",
-        lambda_cot=config.lambda_cot,
-        format_penalty=config.format_penalty,
-        fact_reward=config.fact_reward,
-        value_lr_scale=config.value_lr_scale,
-        target_kl=config.target_kl,
-        advantage=config.advantage,
-        group_size=config.group_size,
-        temperature=config.temperature,
-        max_new_tokens=config.max_new_tokens,
-        cot=config.cot,
-        threads=config.threads,
-        checkpoint_every=5,
-        seed=config.seed,
+        network=NetworkConfig(host="127.0.0.1", port=0, ready_file=ready),
+        vlm=VLMConfig(model=str(model)),
+        lora=LoraConfig(
+            r=config.lora_r,
+            alpha=2 * config.lora_r,
+            vision=config.engine != "vllm",  # vLLM adapts the language model only
+            projector=config.engine != "vllm",
+        ),
+        ppo=PPOConfig(
+            ppo_epochs=config.ppo_epochs,
+            minibatch_size=minibatch,
+            micro_batch_size=min(16, minibatch),
+            lr=config.ppo_lr,
+            lr_updates=config.ppo_updates,
+            lr_min=config.ppo_lr / 10,
+            max_grad_norm=1.0,
+            lambda_cot=config.lambda_cot,
+            value_lr_scale=config.value_lr_scale,
+            target_kl=config.target_kl,
+            advantage=config.advantage,
+        ),
+        rollout=RolloutConfig(
+            steps_per_update=config.steps_per_update,
+            group_size=config.group_size,
+            format_penalty=config.format_penalty,
+            fact_reward=config.fact_reward,
+            temperature=config.temperature,
+            max_new_tokens=config.max_new_tokens,
+            cot=config.cot,
+        ),
+        run=RunConfig(
+            checkpoint_dir=run_dir,
+            max_updates=config.ppo_updates,
+            checkpoint_every=5,
+            seed=config.seed,
+            threads=config.threads,
+        ),
     )
 
 
@@ -517,14 +536,9 @@ def ppo(
     trainer_address = f"127.0.0.1:{trainer_process.wait_ready(ready, timeout=300)}"
     for index in range(config.agents):
         agent = AgentConfig(
-            server=servers,
-            trainer=trainer_address,
-            model=str(model),
-            sessions=config.sessions,
-            name=f"agent-{index}",
-            threads=config.threads,
-            seed=config.seed + index,
-            engine=config.engine,
+            servers=ServersConfig(server=servers, sessions=config.sessions, trainer=trainer_address),
+            policy=PolicyConfig(model=str(model), engine=config.engine),
+            run=AgentRunConfig(name=f"agent-{index}", threads=config.threads, seed=config.seed + index),
         )
         processes.append(
             start(

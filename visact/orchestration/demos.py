@@ -33,7 +33,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from visact.agent.config import AgentConfig
+from visact.agent.config import AgentConfig, AgentRunConfig, PolicyConfig, SamplingConfig, ServersConfig
 from visact.agent.evaluation import EVAL_SEED_BASE
 from visact.agent.policy import OraclePolicy
 from visact.agent.runs import play_seeds
@@ -101,7 +101,10 @@ def write_demos(config: DemosConfig) -> int:
                 lines.append(json.dumps(demo, ensure_ascii=False))
 
     expert = AgentConfig(
-        server=[address], oracle=True, cot=config.cot, sessions=config.sessions, name="demos"
+        servers=ServersConfig(server=[address], sessions=config.sessions),
+        policy=PolicyConfig(oracle=True),
+        sampling=SamplingConfig(cot=config.cot),
+        run=AgentRunConfig(name="demos"),
     )
     try:
         play_seeds(
