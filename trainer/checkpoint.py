@@ -12,7 +12,6 @@ half checkpoint behind LATEST.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import shutil
 import time
@@ -22,6 +21,7 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
+from visact.configcli import as_options
 from visact.model.adapters import ADAPTER_FILE, apply_adapter, read_adapter, save_adapter_file
 
 LATEST = "LATEST"
@@ -54,7 +54,7 @@ def save_checkpoint(learner: Any, run_dir: Path, state: dict[str, Any]) -> Path:
     torch.save(learner.scheduler.state_dict(), tmp / "scheduler.pt")
     full_state = {"version": learner.version, "updates": learner.updates, "saved_at": time.time(), **state}
     (tmp / "state.json").write_text(json.dumps(full_state, indent=2))
-    (tmp / "config.json").write_text(json.dumps(dataclasses.asdict(learner.config), indent=2, default=str))
+    (tmp / "config.json").write_text(json.dumps(as_options(learner.config), indent=2, default=str))
     shutil.rmtree(final, ignore_errors=True)
     tmp.rename(final)
     (root / f".{LATEST}.tmp").write_text(name)

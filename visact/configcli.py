@@ -183,10 +183,22 @@ def config_from_args(config_cls: type[C], args: argparse.Namespace, prefix: str 
     return config_cls(**values)
 
 
+#: what ``as_options`` writes for a secret that is set
+MASKED = "<set>"
+
+
 def as_options(config: object) -> dict[str, Any]:
     """Every option's value by the option's name (``{"lr": 1e-05, "lora_r": 128, ...}``): the
-    config flat, as its command line spells it."""
-    return {option.dest: _value(config, option.path) for option in _options(type(config))}
+    config flat, as its command line spells it, fit to be written down (a run's config in a
+    checkpoint, experiment tracking): a secret, a field whose metadata names its environment
+    variable (the bearer token), is only said to be set."""
+    options = {}
+    for option in _options(type(config)):
+        value = _value(config, option.path)
+        if option.field.metadata.get("env") and value is not None:
+            value = MASKED
+        options[option.dest] = value
+    return options
 
 
 def parse_config(

@@ -207,6 +207,12 @@ def test_as_options_is_the_config_flat_by_option_name() -> None:
     }  # fmt: skip
 
 
+def test_as_options_says_only_that_a_secret_is_set() -> None:
+    """A run's options are written down (checkpoints, W&B): the token must not be."""
+    options = as_options(Grouped(lora=Lora(secret="s3cret")))
+    assert options["lora_secret"] == "<set>" and "s3cret" not in str(options)
+
+
 def test_visact_demos_takes_dash_o_as_the_readme_shows() -> None:
     assert parse_config(DemosConfig, ["--env", "blackjack", "-o", "d/x.jsonl"]).out == Path("d/x.jsonl")
 

@@ -9,6 +9,7 @@ episodes with rewards of both signs (so the advantages are not all zero).
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 from pathlib import Path
 from typing import Any
@@ -20,7 +21,15 @@ from accelerate import Accelerator
 from visact.model.loading import LoadedVLM, load_vlm
 from visact.orchestration.sampled_episodes import answered_episodes
 from visact.trainer import ppo
-from visact.trainer.config import LoraConfig, PPOConfig, RolloutConfig, TrainerConfig, VLMConfig
+from visact.trainer.checkpoint import save_checkpoint
+from visact.trainer.config import (
+    LoraConfig,
+    NetworkConfig,
+    PPOConfig,
+    RolloutConfig,
+    TrainerConfig,
+    VLMConfig,
+)
 from visact.trainer.learner import Learner
 from visact.wire.episodes import EpisodeData, PngImage
 
@@ -268,3 +277,12 @@ def test_a_batch_of_nothing_scorable_ends_its_update_with_the_weights_unchanged(
     assert metrics["counters/samples_dropped"] == 2 and metrics["charts/optimizer_steps"] == 0
     assert learner.version == 1 and learner.updates == 1  # a version still follows (the trainer publishes it)
     assert all(torch.equal(a, b) for a, b in zip(lora, learner.lora_parameters, strict=True))
+
+
+def test_a_checkpoint_records_the_runs_options_but_not_its_token(tmp_path: Path) -> None:
+    config = TrainerConfig(network=NetworkConfig(token="s3cret-token"), lora=LoraConfig(r=8, alpha=16))
+    learner = Learner(config, fresh_tiny(), Accelerator(cpu=True))
+    saved = save_checkpoint(learner, tmp_path, {})
+    written = json.loads((saved / "config.json").read_text())
+    assert written["lora_r"] == 8 and written["token"] == "<set>"
+    assert not any(b"s3cret-token" in path.read_bytes() for path in saved.rglob("*") if path.is_file())
