@@ -16,6 +16,8 @@ from visact.wire.records import Episode
 
 #: Episode seeds at or above this are held out for evaluation; training uses seeds below it.
 EVAL_SEED_BASE = 1_000_000_000
+#: answers kept per parse-failure kind in ``EvalSummary.bad_answers``
+BAD_ANSWER_EXAMPLES = 5
 
 
 def wilson_interval(successes: int, trials: int, z: float = 1.959964) -> tuple[float, float]:
@@ -54,6 +56,9 @@ class EvalSummary:
     #: info key -> its value in an episode's last step -> that group's episodes, successes, rate,
     #: 95% interval and mean steps (only keys some episode reported)
     breakdown: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
+    #: failure kind -> the first answers that failed so (up to ``BAD_ANSWER_EXAMPLES`` each, as
+    #: sampled): what a broken answer looks like, to tell a cut-off answer from a drifted one
+    bad_answers: dict[str, list[str]] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -73,6 +78,11 @@ class EvalSummary:
                 f"  (95% CI {group['success_ci95'][0]:.1%} .. {group['success_ci95'][1]:.1%})"
                 for key, groups in self.breakdown.items()
                 for value, group in groups.items()
+            ),
+            *(
+                f"  bad answer ({kind}): {text!r}"
+                for kind, texts in self.bad_answers.items()
+                for text in texts[:1]
             ),
         ]
 
@@ -119,6 +129,13 @@ def summarize(
     wins = sum(e.success for e in episodes)
     n = len(episodes)
     failures = Counter(s.parse_failure for s in steps if s.parse_failure)
+    bad_answers: dict[str, list[str]] = {}
+    for step in steps:
+        if not step.parse_failure:
+            continue
+        examples = bad_answers.setdefault(step.parse_failure, [])
+        if len(examples) < BAD_ANSWER_EXAMPLES:
+            examples.append(step.text)
     facts = FactStats()
     for step in steps:
         facts.add(step.fact_checks)
@@ -140,4 +157,5 @@ def summarize(
         fact_accuracy=None if math.isnan(facts.accuracy) else facts.accuracy,
         fact_accuracy_by_key=facts.by_key(),
         breakdown={key: groups for key in by if (groups := breakdown(episodes, key))},
+        bad_answers=bad_answers,
     )

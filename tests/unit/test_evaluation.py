@@ -6,12 +6,17 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from visact.agent.evaluation import summarize, wilson_interval
+from visact.agent.evaluation import BAD_ANSWER_EXAMPLES, summarize, wilson_interval
 from visact.wire.records import Episode, StepRecord
 
 
 def record(
-    *, success: bool | None = None, facts: tuple[tuple[str, bool], ...] = (), valid: bool = True
+    *,
+    success: bool | None = None,
+    facts: tuple[tuple[str, bool], ...] = (),
+    valid: bool = True,
+    text: str = "{}",
+    failure: str = "no_json",
 ) -> StepRecord:
     return StepRecord(
         image=np.zeros((2, 2, 3), dtype=np.uint8),
@@ -19,9 +24,9 @@ def record(
         generated_ids=[5, 6, 7],
         log_probs=[-0.1] * 3,
         action_start=2,
-        text="{}",
+        text=text,
         action="+",
-        parse_failure="" if valid else "no_json",
+        parse_failure="" if valid else failure,
         format_penalty=0.0,
         reward=1.0 if success else 0.0,
         terminated=success is not None,
@@ -67,3 +72,16 @@ def test_summary_without_checked_facts_says_so() -> None:
     assert summary.fact_accuracy is None and summary.fact_accuracy_by_key == {}
     assert "no facts checked" in "\n".join(summary.lines())
     assert summary.to_dict()["fact_accuracy"] is None  # JSON has no NaN
+
+
+def test_summary_keeps_the_first_bad_answers_of_each_kind() -> None:
+    steps = [record(valid=False, text=f"broken {i}") for i in range(BAD_ANSWER_EXAMPLES + 2)]
+    steps.append(record(valid=False, failure="not_legal", text='{"action": "7"}'))
+    steps.append(record(text='{"action": "+"}'))
+    summary = summarize([Episode("numberline", "s", 1, steps)], env="numberline", policy="p", seconds=1.0)
+
+    assert summary.bad_answers == {
+        "no_json": [f"broken {i}" for i in range(BAD_ANSWER_EXAMPLES)],
+        "not_legal": ['{"action": "7"}'],
+    }
+    assert '  bad answer (not_legal): \'{"action": "7"}\'' in summary.lines()
