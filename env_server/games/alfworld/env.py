@@ -24,6 +24,9 @@ Reset options (all optional):
   ``agent-client eval`` plays, train below, where training seeds are drawn.
 - ``text``: ``"visual"`` (default) leaves out of the text what the frame shows (contents, what is
   held, object states); ``"full"`` keeps the engine's text whole (:mod:`text`).
+- ``expert``: whose moves :meth:`AlfWorld.expert` returns: ``"oracle"`` (default, :mod:`expert`:
+  reads where everything is, goes straight to it) or ``"search"`` (:mod:`searcher`: moves from
+  what the agent observes at that step only). It changes nothing of the game.
 """
 
 from __future__ import annotations
@@ -36,7 +39,7 @@ import numpy as np
 from visact.env_server.core import Env, ExpertMove, StepOutcome
 from visact.env_server.errors import InvalidAction, InvalidRequest, ResetNeeded
 from visact.env_server.games.alfworld import engine as engines
-from visact.env_server.games.alfworld import expert, text, translations
+from visact.env_server.games.alfworld import expert, searcher, text, translations
 from visact.env_server.games.alfworld.frame import FrameState, Tile, draw_frame
 from visact.env_server.games.alfworld.problem import problem_text
 from visact.env_server.games.alfworld.rooms import Split, load_room, room_names
@@ -50,6 +53,8 @@ WIN_REWARD = 50.0
 #: seeds 10^9, 10^9 + 1, ... (``visact.agent.evaluation.EVAL_SEED_BASE``); training seeds are drawn below.
 HELD_OUT_SEEDS = 1_000_000_000
 SPLITS = ("auto", "train", "unseen")
+#: The ``expert`` reset option's values: the player :meth:`AlfWorld.expert` asks for its moves.
+EXPERTS = {"oracle": expert.next_move, "search": searcher.next_move}
 
 
 class AlfWorld(Env):
@@ -59,7 +64,7 @@ class AlfWorld(Env):
     dynamic_actions = True
     fact_keys = expert.FACT_KEYS
     image_shape = (300, 300, 3)
-    reset_option_names = ("task_type", "room", "split", "text")
+    reset_option_names = ("task_type", "room", "split", "text", "expert")
     description = (
         "ALFWorld (RL4VLM): six household task types in rooms generated from alfworld's THOR layouts, "
         "played by alfworld's engine; actions are its admissible commands; the frame shows the receptacle "
@@ -76,6 +81,7 @@ class AlfWorld(Env):
         self.game: Game | None = None
         self.world: World | None = None
         self.text_mode: text.TextMode = text_mode
+        self.expert_name = "oracle"
         self.running = False
         self._admissible: list[str] = []
         self._observation = ""
@@ -90,6 +96,7 @@ class AlfWorld(Env):
         room = _room_option(given.get("room"))
         split = _choice_option(given, "split", SPLITS, "auto")
         text_mode = cast(text.TextMode, _choice_option(given, "text", text.TEXT_MODES, self.default_text))
+        expert_name = _choice_option(given, "expert", tuple(EXPERTS), "oracle")
         if room is not None and split != "auto" and load_room(room).split != split:
             raise InvalidRequest(
                 f"reset option 'room' {room!r} is one of alfworld's {load_room(room).split} rooms, but "
@@ -109,6 +116,7 @@ class AlfWorld(Env):
         self._engine.load_translated(translation, names, game.goal.sentence, room=game.room.name)
         state = self._engine.reset()
         self.game, self.text_mode, self.running = game, text_mode, True
+        self.expert_name = expert_name
         self._visited = set()
         self._observe(state, "")
 
@@ -201,7 +209,7 @@ class AlfWorld(Env):
     def expert(self) -> ExpertMove | None:
         if self.game is None or self.world is None or not self.running:
             return None
-        return expert.next_move(self.game, self.world, self._admissible)
+        return EXPERTS[self.expert_name](self.game, self.world, self._admissible)
 
     def close(self) -> None:
         if self._engine is not None:

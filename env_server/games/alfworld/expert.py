@@ -44,7 +44,7 @@ def facts(world: World, game: Game) -> tuple[tuple[str, str], ...]:
     if not world.facing:
         facing, contents = "nothing (the middle of the room)", "nothing"
     else:
-        receptacle = _by_name(game, world.facing)
+        receptacle = by_name(game, world.facing)
         shut = receptacle.openable and world.facing not in world.opened
         facing = world.facing + ((" (closed)" if shut else " (open)") if receptacle.openable else "")
         inside = world.contents.get(world.facing, ())
@@ -63,7 +63,11 @@ def describe(world: World, name: str) -> str:
 
 def next_move(game: Game, world: World, admissible: list[str]) -> ExpertMove:
     """The expert's move in this state (``admissible``: the engine's commands now)."""
-    plan = _plan(game, world)
+    return as_move(game, world, _plan(game, world), admissible)
+
+
+def as_move(game: Game, world: World, plan: Plan, admissible: list[str]) -> ExpertMove:
+    """``plan`` as the move the server returns: the command, the thoughts and the frame's facts."""
     command, why = plan.command, plan.why
     if command not in admissible:  # never expected; "look" is always admissible
         command, why = "look", f"{why}, but {plan.command!r} is not possible here, so I look around"
@@ -75,11 +79,11 @@ def _plan(game: Game, world: World) -> Plan:
     goal = game.goal
     target = goal.object_kind.lower()
     if world.held and kind_of(world.held) != target:
-        return _put_down(game, world, f"I hold the {world.held}, which the task does not need")
+        return put_down(game, world, f"I hold the {world.held}, which the task does not need")
     if goal.task_type == "look_at_obj_in_light":
         if world.held:
             lamp, stand = _lamp(game, world)
-            return _use_at(
+            return use_at(
                 world, stand, f"use {lamp}", f"I hold the {world.held}; I look at it under the {lamp}"
             )
         return _fetch(game, world, target, destination=None)
@@ -89,9 +93,9 @@ def _plan(game: Game, world: World) -> Plan:
         if need is not None and not world.has_state(world.held, need[0]):
             state, verb = need
             appliance = _first_of(game, APPLIANCES[goal.task_type][0])
-            return _use_at(world, appliance, f"{verb} {world.held} with {appliance.name}",
+            return use_at(world, appliance, f"{verb} {world.held} with {appliance.name}",
                            f"The {world.held} is not {state} yet, so I {verb} it with the {appliance.name}")  # fmt: skip
-        return _use_at(world, destination, f"move {world.held} to {destination.name}",
+        return use_at(world, destination, f"move {world.held} to {destination.name}",
                        f"I hold the {world.held}, so I put it in the {destination.name}")  # fmt: skip
     return _fetch(game, world, target, destination)
 
@@ -121,27 +125,27 @@ def _fetch(game: Game, world: World, target: str, destination: Receptacle | None
     def preference(pair: tuple[str, str]) -> tuple[bool, bool, str]:
         obj, receptacle = pair
         ready = need is not None and world.has_state(obj, need[0])
-        shut = _by_name(game, receptacle).openable and receptacle not in world.opened
+        shut = by_name(game, receptacle).openable and receptacle not in world.opened
         return (not ready, shut, obj)
 
     obj, where = min(candidates, key=preference)
-    return _use_at(world, _by_name(game, where), f"take {obj} from {where}",
+    return use_at(world, by_name(game, where), f"take {obj} from {where}",
                    f"There is a {obj} in the {where}, so I take it")  # fmt: skip
 
 
-def _put_down(game: Game, world: World, why: str) -> Plan:
+def put_down(game: Game, world: World, why: str) -> Plan:
     """Put the held object in the receptacle faced if it fits there, else in the nearest one that takes it."""
     kind = kind_of(world.held)
     allowed = holders(_thor_kind(game, kind), game.room)
     fits = [r for r in allowed if r.kind != game.goal.receptacle_kind] or allowed
     here = next((r for r in fits if r.name == world.facing), None)
     spot = here or min(fits, key=lambda r: (r.openable, r.name))
-    return _use_at(
+    return use_at(
         world, spot, f"move {world.held} to {spot.name}", f"{why}, so I put it down in the {spot.name}"
     )
 
 
-def _use_at(world: World, receptacle: Receptacle, command: str, why: str) -> Plan:
+def use_at(world: World, receptacle: Receptacle, command: str, why: str) -> Plan:
     """``command`` at ``receptacle``: first go there, and open it if the command needs it open."""
     if world.facing != receptacle.name:
         return Plan(f"go to {receptacle.name}", f"{why}. First I go to the {receptacle.name}")
@@ -163,14 +167,14 @@ def _lamp(game: Game, world: World) -> tuple[str, Receptacle]:
     """The goal's lamp and the receptacle it stands on."""
     lamp_kind = game.goal.toggle_kind.lower()
     lamp = next(i.name for i in game.items if kind_of(i.name) == lamp_kind)
-    return lamp, _by_name(game, world.where(lamp))
+    return lamp, by_name(game, world.where(lamp))
 
 
 def _first_of(game: Game, kind: str) -> Receptacle:
     return next(r for r in game.room.receptacles if r.kind == kind)
 
 
-def _by_name(game: Game, name: str) -> Receptacle:
+def by_name(game: Game, name: str) -> Receptacle:
     return next(r for r in game.room.receptacles if r.name == name)
 
 
