@@ -7,12 +7,35 @@ see visact.configcli.
 
 from __future__ import annotations
 
+import json
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from visact.logs import LogFormat
 from visact.model.options import EngineName, attn_implementation_field
+
+RESET_OPTION_HELP = (
+    "NAME=VALUE: a reset option of every episode, the value read as JSON when it parses (3, true, "
+    '"3") and as text otherwise, e.g. expert=search (ALFWorld); repeat for several'
+)
+
+
+def parse_reset_options(items: Sequence[str]) -> dict[str, Any]:
+    """``["expert=search", "task_type=3"]`` as ``{"expert": "search", "task_type": 3}``: each
+    value read as JSON when it parses, as text otherwise; ValueError for an item without a name."""
+    options: dict[str, Any] = {}
+    for item in items:
+        name, equals, value = item.partition("=")
+        if not equals or not name.strip():
+            raise ValueError(f"a reset option is NAME=VALUE (e.g. expert=search), got {item!r}")
+        try:
+            options[name.strip()] = json.loads(value)
+        except ValueError:
+            options[name.strip()] = value
+    return options
 
 
 @dataclass
@@ -32,6 +55,7 @@ class ServersConfig:
     tls_cert: Path | None = field(default=None, metadata={"help": "PEM client certificate (mutual TLS)"})
     tls_key: Path | None = field(default=None, metadata={"help": "PEM client key (mutual TLS)"})
     timeout: float = field(default=60.0, metadata={"help": "deadline of each env call, seconds"})
+    reset_option: list[str] = field(default_factory=list, metadata={"help": RESET_OPTION_HELP})
 
     def __post_init__(self) -> None:
         if self.token is None:
@@ -40,6 +64,12 @@ class ServersConfig:
             raise ValueError("give at least one env server: --server host:port")
         if self.sessions < 1:
             raise ValueError(f"--sessions must be >= 1, got {self.sessions}")
+        parse_reset_options(self.reset_option)  # refused here, not at the first reset
+
+    @property
+    def reset_options(self) -> dict[str, Any]:
+        """The options of every reset, by name (``--reset-option``)."""
+        return parse_reset_options(self.reset_option)
 
 
 @dataclass

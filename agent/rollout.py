@@ -21,9 +21,10 @@ import random
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import Any
 
 import grpc
 
@@ -134,9 +135,11 @@ class Rollout:
         bootstrap: bool = False,
         group_size: int = 1,
         check_facts: bool = False,
+        reset_options: Mapping[str, Any] | None = None,
     ) -> None:
         """``check_facts``: score every answer's facts against the expert's (sessions ask for the
-        expert where the server offers one); ``want_expert``: sessions must get it (the oracle)."""
+        expert where the server offers one); ``want_expert``: sessions must get it (the oracle);
+        ``reset_options``: the options of every episode's reset (``--reset-option``)."""
         if not clients:
             raise ValueError("a rollout needs at least one env server")
         if sessions < 1:
@@ -151,6 +154,7 @@ class Rollout:
         self.bad_answer = bad_answer or BadAnswerPolicy()
         self.want_expert = want_expert
         self.check_facts = check_facts
+        self.reset_options = dict(reset_options or {})
         self.label = label
         self.bootstrap = bootstrap  # record the observation after a truncation (the learner needs it)
         self._rng = random.Random(seed)
@@ -347,12 +351,14 @@ class Rollout:
             by_client.setdefault(id(slot.client), []).append(slot)
 
         def run(group: list[Slot]) -> None:
-            calls = [ResetCall(s.session_id, seed=s.seed) for s in group]
+            calls = [ResetCall(s.session_id, seed=s.seed, options=self.reset_options) for s in group]
             for slot, result in zip(group, _batch_or_fail(group[0].client, calls), strict=True):
                 if isinstance(result, ResetResult):
                     slot.observation, slot.steps, slot.backoff = result.observation, [], 0.5
                 else:
                     assert isinstance(result, EnvCallError)
+                    if result.code == grpc.StatusCode.INVALID_ARGUMENT:
+                        raise result  # e.g. a reset option refused: asking again will not help
                     self._give_back_once(slot, seeds)
                     self._back_off(slot, result)
 

@@ -81,6 +81,7 @@ def rollout_for(config: AgentConfig, clients: list[EnvClient], policy: Policy, *
         "label": config.run.name,
         "seed": config.run.seed,
         "check_facts": config.sampling.cot and config.sampling.check_facts,
+        "reset_options": config.servers.reset_options,
     }
     settings.update(overrides)
     return Rollout(clients, policy, **settings)

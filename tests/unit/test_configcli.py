@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from visact.agent.config import AgentConfig
+from visact.agent.config import AgentConfig, parse_reset_options
 from visact.configcli import as_options, parse_config, to_argv
 from visact.env_server.server import ServerConfig
 from visact.orchestration.demo import DemoConfig
@@ -211,6 +211,17 @@ def test_as_options_says_only_that_a_secret_is_set() -> None:
     """A run's options are written down (checkpoints, W&B): the token must not be."""
     options = as_options(Grouped(lora=Lora(secret="s3cret")))
     assert options["lora_secret"] == "<set>" and "s3cret" not in str(options)
+
+
+def test_reset_options_are_name_equals_value_read_as_json_when_they_parse() -> None:
+    argv = ["--server", "x:1", "--reset-option", "expert=search", "--reset-option", "task_type=3"]
+    config = parse_config(AgentConfig, [*argv, "--reset-option", 'room="12"', "--reset-option", "a=b=c"])
+    assert config.servers.reset_options == {"expert": "search", "task_type": 3, "room": "12", "a": "b=c"}
+    assert parse_config(AgentConfig, to_argv(config)) == config
+    assert parse_config(AgentConfig, ["--server", "x:1"]).servers.reset_options == {}
+    for bad in ("search", "=search"):
+        with pytest.raises(ValueError, match="NAME=VALUE"):
+            parse_reset_options([bad])
 
 
 def test_visact_demos_takes_dash_o_as_the_readme_shows() -> None:
