@@ -4,8 +4,9 @@ generated games of every task type (needs the alfworld extra)."""
 
 from __future__ import annotations
 
-import dataclasses
+import json
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -48,7 +49,7 @@ def hidden_changed(world: World, game: scenes.Game) -> World:
     seen = searcher.observed(world, game)
     hidden = [o for r, inside in world.contents.items() for o in inside if r not in seen.contents]
     elsewhere = sorted(r.name for r in game.room.receptacles if r.name != world.facing)
-    return dataclasses.replace(
+    return replace(
         world,
         contents={**seen.contents, elsewhere[-1]: tuple(sorted(hidden))},
         opened=seen.opened | frozenset(elsewhere),
@@ -144,3 +145,29 @@ def test_the_expert_option_chooses_the_player_and_changes_nothing_of_the_game(en
     for value in ("searcher", "", 1, None):
         with pytest.raises(InvalidRequest, match="'expert' must be one of"):
             env.reset(seed=1, options={"expert": value})
+
+
+def test_visact_demos_records_the_searcher_with_the_reset_option(env: AlfWorld, tmp_path: Path) -> None:
+    """`visact demos --reset-option expert=search`: the option reaches the env server at every reset
+    (through the agent's rollout, over gRPC), so each recorded step is the searcher's move there;
+    a value the env refuses ends the run at once."""
+    from visact.env_server.client import EnvCallError
+    from visact.orchestration.demos import DemosConfig, write_demos
+
+    out = tmp_path / "demos.jsonl"
+    config = DemosConfig(
+        env="alfworld", episodes=2, sessions=2, out=out, seed=3, reset_option=["expert=search"]
+    )
+    assert write_demos(config) > 2
+    lines = [json.loads(line) for line in out.read_text().splitlines()]
+    assert {line["seed"] for line in lines} == {3, 4}
+    for seed in (3, 4):
+        env.reset(seed=seed, options=SEARCH)
+        for line in sorted((x for x in lines if x["seed"] == seed), key=lambda x: x["step"]):
+            move = env.expert()
+            assert move is not None and (line["action"], line["thoughts"]) == (move.action, move.thoughts)
+            env.step(move.action)
+        assert not env.running  # won
+    refused = replace(config, out=tmp_path / "refused.jsonl", reset_option=["expert=searcher"])
+    with pytest.raises(EnvCallError, match=r"INVALID_ARGUMENT.*'expert' must be one of"):
+        write_demos(refused)

@@ -7,15 +7,19 @@ from pathlib import Path
 
 import pytest
 
+from visact.agent.config import AgentConfig
 from visact.configcli import parse_config, to_argv
 from visact.orchestration.demo import (
     BASE_SETTINGS,
     GAME_SETTINGS,
     DemoConfig,
+    agent_servers,
     breakdown_table,
+    demonstrations,
     trainer_config,
     with_game_settings,
 )
+from visact.orchestration.demos import DemosConfig
 from visact.trainer.config import TrainerConfig
 
 
@@ -97,3 +101,28 @@ def test_the_ppo_trainer_gets_the_demo_settings_as_a_checked_config(tmp_path: Pa
     assert trainer.ppo.lr_min == pytest.approx(BASE_SETTINGS["ppo_lr"] / 10)
     with pytest.raises(ValueError, match="multiple of --micro-batch-size"):  # minibatch 25: checked here
         trainer_config(replace(config, steps_per_update=100), tmp_path, tmp_path, tmp_path / "port")
+
+
+def test_alfworld_demonstrations_come_from_its_searcher_and_every_stage_resets_alike(tmp_path: Path) -> None:
+    """`visact demo --env alfworld` records its searching demonstrator (reset option
+    expert=search), and its evaluations and PPO agents reset their episodes the same way."""
+    out = tmp_path / "demos.jsonl"
+    for argv, options in (
+        (["--env", "alfworld"], ["expert=search"]),
+        (["--env", "alfworld", "--reset-option", "expert=oracle"], ["expert=oracle"]),
+        ([], []),
+    ):
+        config = with_game_settings(parse_config(DemoConfig, argv))
+        demos = demonstrations(config, out)
+        assert demos.reset_option == options and demos.out == out
+        assert parse_config(DemosConfig, to_argv(demos)) == demos  # what `visact demos` is given
+        assert ("--reset-option=expert=search" in to_argv(demos)) == (options == ["expert=search"])
+        for servers in (
+            agent_servers(config, ["127.0.0.1:1"], sessions=32),
+            agent_servers(config, ["127.0.0.1:1"], sessions=8, trainer="127.0.0.1:2"),
+        ):
+            assert servers.reset_option == options
+            agent = AgentConfig(servers=servers)
+            assert parse_config(AgentConfig, to_argv(agent)) == agent  # what agent-client is given
+    with pytest.raises(ValueError, match="NAME=VALUE"):
+        DemoConfig(reset_option=["search"])

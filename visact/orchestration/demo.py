@@ -37,6 +37,7 @@ from visact.agent.config import (
     PolicyConfig,
     SamplingConfig,
     ServersConfig,
+    parse_reset_options,
 )
 from visact.cache import entry_problem, write_manifest
 from visact.configcli import to_argv
@@ -56,6 +57,8 @@ from visact.trainer.config import (
 )
 from visact.trainer.sft_config import SFTConfig
 
+#: A game's setting: a number, a text, or reset options (NAME=VALUE each)
+Setting = float | str | tuple[str, ...]
 #: Settings every game starts from, and each game's own, found with bench/learning.py
 #: (docs/results.md, docs/learning-notes.md). EZPoints answers are longer (~70 tokens: more SFT)
 #: and a win pays +10: a format penalty of 1 let PPO learn broken answers, which play a random
@@ -63,7 +66,9 @@ from visact.trainer.sft_config import SFTConfig
 #: ALFWorld (docs/alfworld.md) plays on its own tiny VLM (128 px frames, merges over its phrases);
 #: its answers run to ~150 tokens with CoT and a policy that fails plays 50 steps an episode, so
 #: its demo is a smaller budget that fits ~30 minutes on 2 CPU cores (docs/results.md#alfworld).
-BASE_SETTINGS: dict[str, float | str] = {
+#: Its demonstrations are its searching demonstrator's (reset option expert=search): the oracle
+#: goes straight to where the target is, which no observation shows.
+BASE_SETTINGS: dict[str, Setting] = {
     "model": "tiny",
     "demo_episodes": 400,
     "sft_steps": 120,
@@ -75,8 +80,9 @@ BASE_SETTINGS: dict[str, float | str] = {
     "max_new_tokens": 96,
     "eval_episodes": 200,
     "sampled_eval": True,
+    "reset_option": (),
 }
-GAME_SETTINGS: dict[str, dict[str, float | str]] = {
+GAME_SETTINGS: dict[str, dict[str, Setting]] = {
     "ezpoints": {"sft_steps": 400, "ppo_lr": 1e-4, "format_penalty": 10.0},
     "points24": {"sft_steps": 400, "ppo_lr": 1e-4, "format_penalty": 10.0, "max_new_tokens": 128},
     "blackjack": {"max_new_tokens": 128},
@@ -89,6 +95,7 @@ GAME_SETTINGS: dict[str, dict[str, float | str]] = {
         "max_new_tokens": 128,
         "eval_episodes": 32,
         "sampled_eval": False,
+        "reset_option": ("expert=search",),
     },
 }
 #: the settings that are whole numbers
@@ -109,7 +116,9 @@ def with_game_settings(config: DemoConfig) -> DemoConfig:
     return replace(config, **unset)
 
 
-def _typed(name: str, value: float | str) -> float | int | str | bool:
+def _typed(name: str, value: Setting) -> float | int | str | bool | list[str]:
+    if isinstance(value, tuple):  # reset options, each NAME=VALUE
+        return list(value)
     if name in TEXT_SETTINGS:
         return str(value)
     if name in BOOL_SETTINGS:
@@ -211,6 +220,14 @@ class DemoConfig:
             "help": "sampling temperature of the held-out evaluations (~greedy; each also runs at --temperature)"
         },
     )
+    reset_option: list[str] | None = field(
+        default=None,
+        metadata={
+            "help": "NAME=VALUE: a reset option of every episode, for the demonstrations, evaluations "
+            "and PPO alike; repeat for several (none: the game's; ALFWorld: expert=search, its "
+            "searching demonstrator)"
+        },
+    )
     threads: int = field(default=1, metadata={"help": "torch threads per process"})
     seed: int = field(default=0, metadata={"help": "seed of every stage"})
     keep: bool = field(
@@ -220,6 +237,7 @@ class DemoConfig:
     def __post_init__(self) -> None:
         if self.agents < 1 or self.env_servers < 1:
             raise ValueError("need at least one agent and one env server")
+        parse_reset_options(self.reset_option or [])
         if self.group_size < 1 or self.sessions % self.group_size:
             raise ValueError(f"--group-size {self.group_size} must divide --sessions {self.sessions}")
         if self.advantage != "gae" and self.group_size < 2:
@@ -266,7 +284,7 @@ def evaluate(
         "with_game_settings fills them in"
     )
     agent = AgentConfig(
-        servers=ServersConfig(server=servers, sessions=32),
+        servers=agent_servers(config, servers, sessions=32),
         policy=PolicyConfig(
             model=model, adapter=None if adapter is None else str(adapter), engine=config.engine, **policy
         ),
@@ -342,10 +360,34 @@ def start_env_servers(
     return servers
 
 
-def reusable(directory: Path, required: str) -> bool:
-    """Whether a stage's output of an earlier run (kept with ``--keep``) is complete and intact;
-    says why not when there is one that is not."""
-    problem = entry_problem(directory, required=[required])
+def agent_servers(
+    config: DemoConfig, servers: list[str], sessions: int, trainer: str | None = None
+) -> ServersConfig:
+    """What an agent-client of the demo plays on (evaluations, PPO): ``servers``, every episode
+    reset with the demo's reset options, as its demonstrations were."""
+    return ServersConfig(
+        server=servers, sessions=sessions, trainer=trainer, reset_option=list(config.reset_option or [])
+    )
+
+
+def demonstrations(config: DemoConfig, out: Path) -> DemosConfig:
+    """`visact demos` of the demo's first stage: the game's expert, with the demo's reset options
+    (ALFWorld's: its searching demonstrator), into ``out``."""
+    assert config.demo_episodes is not None, "with_game_settings fills it in"
+    return DemosConfig(
+        env=config.env,
+        episodes=config.demo_episodes,
+        out=out,
+        cot=config.cot,
+        seed=config.seed,
+        reset_option=list(config.reset_option or []),
+    )
+
+
+def reusable(directory: Path, required: str, about: dict[str, Any] | None = None) -> bool:
+    """Whether a stage's output of an earlier run (kept with ``--keep``) is complete and intact
+    (and, with ``about``, made the same way); says why not when there is one that is not."""
+    problem = entry_problem(directory, required=[required], about=about)
     if problem is not None and directory.exists():
         print(f"   not reusing {directory}: {problem}", flush=True)
     return problem is None
@@ -364,15 +406,13 @@ def run_demo(config: DemoConfig) -> dict[str, Any]:
     try:
         with Stage("1. demonstrations from the expert") as stage:
             demos = work / "demos" / f"{config.env}.jsonl"
-            demos_kept = reusable(demos.parent, demos.name)
+            demos_config = demonstrations(config, demos)
+            made_by = {"visact demos": to_argv(demos_config)}  # the same demonstrations, or made anew
+            demos_kept = reusable(demos.parent, demos.name, made_by)
             if not demos_kept:
                 shutil.rmtree(demos.parent, ignore_errors=True)
-                assert config.demo_episodes is not None, "with_game_settings fills it in"
-                demos_config = DemosConfig(
-                    env=config.env, episodes=config.demo_episodes, out=demos, cot=config.cot, seed=config.seed
-                )
                 run_checked([*command("visact"), "demos", *to_argv(demos_config)])
-                write_manifest(demos.parent)
+                write_manifest(demos.parent, made_by)
         timings["demos"] = time.monotonic() - stage.started
 
         with Stage("2. supervised warm start (SFT)") as stage:
@@ -536,7 +576,7 @@ def ppo(
     trainer_address = f"127.0.0.1:{trainer_process.wait_ready(ready, timeout=300)}"
     for index in range(config.agents):
         agent = AgentConfig(
-            servers=ServersConfig(server=servers, sessions=config.sessions, trainer=trainer_address),
+            servers=agent_servers(config, servers, sessions=config.sessions, trainer=trainer_address),
             policy=PolicyConfig(model=str(model), engine=config.engine),
             run=AgentRunConfig(name=f"agent-{index}", threads=config.threads, seed=config.seed + index),
         )

@@ -2,9 +2,12 @@
 
     visact demos --env numberline --episodes 500 -o demos/numberline.jsonl
     visact demos --server host:port --episodes 500 -o demos.jsonl   # any server with "expert"
+    visact demos --env alfworld --reset-option expert=search -o demos/alfworld.jsonl
 
 The expert plays through the agent's own rollout loop (real gRPC: a built-in game is served
-in process on a free port), so the demonstrations see exactly what agents see.
+in process on a free port), so the demonstrations see exactly what agents see. ``--reset-option``
+is passed to every reset, as agent-client's: ALFWorld's ``expert=search`` has its searching
+demonstrator play instead of its oracle (docs/alfworld.md).
 
 Format: one JSON object per line, images as PNG files beside the JSONL (never inline):
 
@@ -33,7 +36,15 @@ from pathlib import Path
 
 from PIL import Image
 
-from visact.agent.config import AgentConfig, AgentRunConfig, PolicyConfig, SamplingConfig, ServersConfig
+from visact.agent.config import (
+    RESET_OPTION_HELP,
+    AgentConfig,
+    AgentRunConfig,
+    PolicyConfig,
+    SamplingConfig,
+    ServersConfig,
+    parse_reset_options,
+)
 from visact.agent.evaluation import EVAL_SEED_BASE
 from visact.agent.policy import OraclePolicy
 from visact.agent.runs import play_seeds
@@ -63,10 +74,12 @@ class DemosConfig:
     )
     sessions: int = field(default=16, metadata={"help": "sessions played at once"})
     token: str | None = field(default=None, metadata={"help": "bearer token for --server"})
+    reset_option: list[str] = field(default_factory=list, metadata={"help": RESET_OPTION_HELP})
 
     def __post_init__(self) -> None:
         if self.episodes < 1:
             raise ValueError(f"--episodes must be >= 1, got {self.episodes}")
+        parse_reset_options(self.reset_option)
         if self.seed + self.episodes > EVAL_SEED_BASE:
             raise ValueError(
                 f"seeds {self.seed}.. would reach the held-out range starting at {EVAL_SEED_BASE}"
@@ -101,7 +114,7 @@ def write_demos(config: DemosConfig) -> int:
                 lines.append(json.dumps(demo, ensure_ascii=False))
 
     expert = AgentConfig(
-        servers=ServersConfig(server=[address], sessions=config.sessions),
+        servers=ServersConfig(server=[address], sessions=config.sessions, reset_option=config.reset_option),
         policy=PolicyConfig(oracle=True),
         sampling=SamplingConfig(cot=config.cot),
         run=AgentRunConfig(name="demos"),
