@@ -116,7 +116,7 @@ def _search(game: Game, seen: World, places: list[str], kind: str, why: str | No
     reason = why or f"There is no {word} here"
     return Plan(
         GO_TO + following,
-        f"{reason}, so I search the next receptacle that can hold a {word}, the {following}",
+        f"{reason}, so I search the next receptacle that can hold one, the {following}",
     )
 
 
