@@ -29,6 +29,7 @@ To bring your own data (any environment, any language): write the same fields; "
 from __future__ import annotations
 
 import json
+import sys
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -48,7 +49,7 @@ from visact.agent.config import (
 from visact.agent.evaluation import EVAL_SEED_BASE
 from visact.agent.policy import OraclePolicy
 from visact.agent.runs import play_seeds
-from visact.env_server.client import EnvClient
+from visact.env_server.client import EnvCallError, EnvClient
 from visact.model.prompts import format_target, instruction_text
 from visact.wire.records import Episode, StepRecord
 
@@ -171,6 +172,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     from visact.configcli import parse_config
 
     config = parse_config(DemosConfig, argv, prog="visact demos", description=__doc__.splitlines()[0])
-    count = write_demos(config)
+    try:
+        count = write_demos(config)
+    except EnvCallError as exc:  # e.g. a reset option the env refuses
+        print(f"visact demos: env server call failed: {exc}", file=sys.stderr)
+        return 1
     print(f"wrote {count} demonstrations to {config.out}")
     return 0
