@@ -9,7 +9,8 @@ made of ship on PyPI (``pip install 'visact[alfworld]'``). The parts, bottom up:
 - :mod:`problem`: that game as a PDDL problem;
 - :mod:`engine`: alfworld's engine (textworld's ``PddlEnv``) loaded with it;
 - :mod:`world`, :mod:`text`, :mod:`frame`, :mod:`expert`: the state, the task text, the image
-  and the oracle;
+  and the oracle; :mod:`searcher`: the searching demonstrator (reset option ``expert="search"``),
+  whose moves read only what the agent observes;
 - :mod:`env`: the :class:`~visact.env_server.core.Env` (``env-server --env alfworld``).
 
 Importing this package imports nothing of alfworld or textworld; :mod:`env` does.
