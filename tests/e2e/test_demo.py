@@ -20,6 +20,7 @@ from safetensors.torch import load as load_safetensors
 from tests.processes import command, descendants, running, start, wait_for
 from visact.cache import write_manifest
 from visact.model.tiny_vlm import ensure_tiny_vlm
+from visact.orchestration.demo import DemoConfig, demonstrations, made_by, warm_start, with_game_settings
 
 pytestmark = pytest.mark.slow
 
@@ -103,11 +104,13 @@ def test_the_demos_processes_die_with_it(tmp_path: Path, sig: signal.Signals) ->
     """Stopped or killed while its env servers and an evaluation run, the demo leaves none running."""
     work = tmp_path / "demo"
     # An earlier run's demonstrations and SFT model, kept: the demo goes straight to stage 3.
-    (work / "demos").mkdir(parents=True)
-    (work / "demos" / "numberline.jsonl").write_text("{}\n")
-    write_manifest(work / "demos")
+    config = with_game_settings(DemoConfig(workdir=work))
+    demos = work.resolve() / "demos" / "numberline.jsonl"
+    demos.parent.mkdir(parents=True)
+    demos.write_text("{}\n")
+    write_manifest(demos.parent, made_by(demonstrations(config, demos)))
     shutil.copytree(ensure_tiny_vlm(), work / "sft" / "model")
-    write_manifest(work / "sft" / "model")
+    write_manifest(work / "sft" / "model", made_by(warm_start(config, demos, work.resolve() / "sft")))
     demo = start("demo", [*command("visact"), "demo", "--keep", "--workdir", str(work)], tmp_path)
 
     def evaluating() -> bool:

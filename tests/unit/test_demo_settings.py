@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from visact.agent.config import AgentConfig
+from visact.cache import write_manifest
 from visact.configcli import parse_config, to_argv
 from visact.orchestration.demo import (
     BASE_SETTINGS,
@@ -16,7 +17,10 @@ from visact.orchestration.demo import (
     agent_servers,
     breakdown_table,
     demonstrations,
+    made_by,
+    reusable,
     trainer_config,
+    warm_start,
     with_game_settings,
 )
 from visact.orchestration.demos import DemosConfig
@@ -126,3 +130,15 @@ def test_alfworld_demonstrations_come_from_its_searcher_and_every_stage_resets_a
             assert parse_config(AgentConfig, to_argv(agent)) == agent  # what agent-client is given
     with pytest.raises(ValueError, match="NAME=VALUE"):
         DemoConfig(reset_option=["search"])
+
+
+def test_keep_reuses_an_sft_model_only_when_it_was_trained_the_same_way(tmp_path: Path) -> None:
+    demos, model = tmp_path / "demos" / "numberline.jsonl", tmp_path / "sft" / "model"
+    model.mkdir(parents=True)
+    (model / "config.json").write_text("{}")
+    short = with_game_settings(DemoConfig(workdir=tmp_path, sft_steps=120))
+    write_manifest(model, made_by(warm_start(short, demos, model.parent)))
+
+    assert reusable(model, "config.json", made_by(warm_start(short, demos, model.parent)))
+    longer = replace(short, sft_steps=300)
+    assert not reusable(model, "config.json", made_by(warm_start(longer, demos, model.parent)))

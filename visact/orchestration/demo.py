@@ -384,6 +384,27 @@ def demonstrations(config: DemoConfig, out: Path) -> DemosConfig:
     )
 
 
+def warm_start(config: DemoConfig, demos: Path, out: Path) -> SFTConfig:
+    """`trainer sft` of the demo's second stage: on ``demos``, into ``out``."""
+    assert config.sft_steps is not None, "with_game_settings fills it in"
+    return SFTConfig(
+        data=demos,
+        model=str(config.model),
+        out=out,
+        steps=config.sft_steps,
+        lr=config.sft_lr,
+        vision_warmup_steps=config.sft_vision_warmup_steps,
+        seed=config.seed,
+    )
+
+
+def made_by(stage: DemosConfig | SFTConfig) -> dict[str, list[str]]:
+    """What a kept stage's manifest records of how it was made: its command's arguments; ``--keep``
+    reuses the stage only when they are the same."""
+    name = "visact demos" if isinstance(stage, DemosConfig) else "trainer sft"
+    return {name: to_argv(stage)}
+
+
 def reusable(directory: Path, required: str, about: dict[str, Any] | None = None) -> bool:
     """Whether a stage's output of an earlier run (kept with ``--keep``) is complete and intact
     (and, with ``about``, made the same way); says why not when there is one that is not."""
@@ -407,32 +428,22 @@ def run_demo(config: DemoConfig) -> dict[str, Any]:
         with Stage("1. demonstrations from the expert") as stage:
             demos = work / "demos" / f"{config.env}.jsonl"
             demos_config = demonstrations(config, demos)
-            made_by = {"visact demos": to_argv(demos_config)}  # the same demonstrations, or made anew
-            demos_kept = reusable(demos.parent, demos.name, made_by)
+            demos_kept = reusable(demos.parent, demos.name, made_by(demos_config))
             if not demos_kept:
                 shutil.rmtree(demos.parent, ignore_errors=True)
                 run_checked([*command("visact"), "demos", *to_argv(demos_config)])
-                write_manifest(demos.parent, made_by)
+                write_manifest(demos.parent, made_by(demos_config))
         timings["demos"] = time.monotonic() - stage.started
 
         with Stage("2. supervised warm start (SFT)") as stage:
             sft_dir = work / "sft"
             model = sft_dir / "model"
-            model_kept = demos_kept and reusable(model, "config.json")  # trained on these demos
+            sft = warm_start(config, demos, sft_dir)
+            model_kept = demos_kept and reusable(model, "config.json", made_by(sft))  # on these demos
             if not model_kept:
                 shutil.rmtree(model, ignore_errors=True)
-                assert config.sft_steps is not None, "with_game_settings fills it in"
-                sft = SFTConfig(
-                    data=demos,
-                    model=str(config.model),
-                    out=sft_dir,
-                    steps=config.sft_steps,
-                    lr=config.sft_lr,
-                    vision_warmup_steps=config.sft_vision_warmup_steps,
-                    seed=config.seed,
-                )
                 run_checked([*command("trainer"), "sft", *to_argv(sft)])
-                write_manifest(model)
+                write_manifest(model, made_by(sft))
         timings["sft"] = time.monotonic() - stage.started
 
         with Stage(f"3. env servers ({config.env}) and the held-out evaluation after SFT") as stage:
