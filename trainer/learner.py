@@ -441,6 +441,11 @@ class Learner:
         if not math.isnan(stop_kl):
             metrics["losses/stop_kl"] = stop_kl
         metrics["charts/advantage_std"] = float(targets.advantages.std()) if n > 1 else 0.0
+        if targets.returns is not None and n > 1:
+            # before normalization: near 0 when every step does as well as the value head expects,
+            # and normalizing then turns noise into full-size advantages
+            raw = targets.returns - targets.old.values.to(targets.returns.device)
+            metrics["charts/advantage_std_raw"] = float(raw.std())
         if config.ppo.group_relative:
             groups = len({(e.env, e.seed) for e in episodes})
             metrics["charts/groups"] = float(groups)

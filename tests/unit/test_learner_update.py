@@ -286,3 +286,17 @@ def test_a_checkpoint_records_the_runs_options_but_not_its_token(tmp_path: Path)
     written = json.loads((saved / "config.json").read_text())
     assert written["lora_r"] == 8 and written["token"] == "<set>"
     assert not any(b"s3cret-token" in path.read_bytes() for path in saved.rglob("*") if path.is_file())
+
+
+def test_the_advantage_spread_before_normalization_is_logged(episodes: list[EpisodeData]) -> None:
+    # rewards x 3: raw advantages spread ~3x the normalized ones
+    tripled = [
+        dataclasses.replace(e, steps=[dataclasses.replace(s, reward=3 * s.reward) for s in e.steps])
+        for e in episodes
+    ]
+    normalized = update(tripled)
+    raw = update(tripled, normalize_advantages=False)  # type: ignore[arg-type]
+    assert raw["charts/advantage_std_raw"] == pytest.approx(raw["charts/advantage_std"], rel=1e-5)
+    # the same batch and the same starting weights: the same raw spread either way
+    assert normalized["charts/advantage_std_raw"] == pytest.approx(raw["charts/advantage_std_raw"], rel=1e-5)
+    assert normalized["charts/advantage_std_raw"] > 2 * normalized["charts/advantage_std"]
