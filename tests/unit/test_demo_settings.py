@@ -30,10 +30,12 @@ from visact.trainer.config import TrainerConfig
 def test_unset_settings_come_from_the_game_or_the_base() -> None:
     numberline = with_game_settings(parse_config(DemoConfig, []))
     assert (numberline.sft_steps, numberline.ppo_lr, numberline.format_penalty) == (
-        BASE_SETTINGS["sft_steps"],
-        BASE_SETTINGS["ppo_lr"],
+        GAME_SETTINGS["numberline"]["sft_steps"],
+        GAME_SETTINGS["numberline"]["ppo_lr"],
         BASE_SETTINGS["format_penalty"],
     )
+    blackjack = with_game_settings(parse_config(DemoConfig, ["--env", "blackjack"]))
+    assert (blackjack.sft_steps, blackjack.ppo_lr) == (BASE_SETTINGS["sft_steps"], BASE_SETTINGS["ppo_lr"])
     ezpoints = with_game_settings(parse_config(DemoConfig, ["--env", "ezpoints"]))
     assert ezpoints.format_penalty == GAME_SETTINGS["ezpoints"]["format_penalty"] == 10.0
     assert isinstance(ezpoints.sft_steps, int) and ezpoints.sft_steps == 400
@@ -102,7 +104,10 @@ def test_the_ppo_trainer_gets_the_demo_settings_as_a_checked_config(tmp_path: Pa
     argv = to_argv(trainer)
     assert {"--no-lora-vision", "--no-lora-projector", "--minibatch-size=16", "--port=0"} <= set(argv)
     assert parse_config(TrainerConfig, argv) == trainer
-    assert trainer.ppo.lr_min == pytest.approx(BASE_SETTINGS["ppo_lr"] / 10)
+    assert (
+        trainer.ppo.lr_min == pytest.approx(config.ppo_lr / 10)
+        and config.ppo_lr == GAME_SETTINGS["numberline"]["ppo_lr"]
+    )
     with pytest.raises(ValueError, match="multiple of --micro-batch-size"):  # minibatch 25: checked here
         trainer_config(replace(config, steps_per_update=100), tmp_path, tmp_path, tmp_path / "port")
 
