@@ -8,6 +8,7 @@ visact.configcli. A group checks its own fields; ``TrainerConfig`` checks what s
 from __future__ import annotations
 
 import importlib.util
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -151,6 +152,14 @@ class PPOConfig:
             "to the update's starting policy exceeds this (0: never; 0.01-0.05 are usual)"
         },
     )
+    kl_coef: float = field(
+        default=0.0,
+        metadata={
+            "help": "KL penalty to the reference policy (the weights under the adapters, e.g. the SFT model): "
+            "each step's reward loses this x (log pi - log pi_ref) of its answer, as InstructGPT and TRL "
+            "do (0: off, as in the paper)"
+        },
+    )
 
     @property
     def group_relative(self) -> bool:
@@ -170,6 +179,8 @@ class PPOConfig:
             )
         if self.target_kl < 0:
             raise ValueError(f"--target-kl must be >= 0 (0: no early stop), got {self.target_kl}")
+        if not (math.isfinite(self.kl_coef) and self.kl_coef >= 0):
+            raise ValueError(f"--kl-coef must be a finite number >= 0 (0: no KL penalty), got {self.kl_coef}")
 
 
 @dataclass

@@ -8,6 +8,8 @@ update(episodes), top to bottom:
      score is dropped from the update whole (counted in ``counters/samples_dropped`` and
      ``counters/episodes_dropped``, logged with its agent and episode id), and training goes on
      with the rest; with several processes, every process drops what any of them could not score;
+     with ``kl_coef``, the answers are scored once more with the adapters off (the reference
+     policy) and each step's reward loses ``kl_coef`` x (log pi - log pi_ref);
   3. advantages and value targets by ``--advantage`` (``visact.trainer.advantages``: GAE per
      episode, the paper's; GRPO; GiGPO);
   4. PPO epochs over shuffled minibatches, each accumulated from micro batches:
@@ -250,6 +252,14 @@ class Learner:
         return Scored(torch.cat(actions), torch.cat(values), failed)
 
     @torch.no_grad()
+    def reference_log_probs(self, samples: Sequence[StepData]) -> Tensor:
+        """Action log-probs of ``samples`` under the reference policy: the model with its adapters
+        off (the weights PPO started from, e.g. the SFT model); NaN for a sample the model fails
+        on, which :func:`with_kl_penalty` counts as no distance."""
+        with self.peft_model.disable_adapter():
+            return self.score(samples).action_log_prob
+
+    @torch.no_grad()
     def bootstrap_values(self, episodes: Sequence[EpisodeData]) -> tuple[dict[int, float], dict[int, str]]:
         """V(next observation) for each truncated episode, by index; and the episodes whose
         bootstrap the model could not score (index -> why)."""
@@ -345,6 +355,11 @@ class Learner:
         samples = [s for e in episodes for s in e.steps]
         if not samples:  # nothing the model can score: the weights stay, under a new version
             return self._nothing_trained(started)
+        kl_ref = math.nan
+        if config.ppo.kl_coef:  # rewards pay for the distance from the reference policy
+            to_reference = old.action_log_prob - self.reference_log_probs(samples)
+            episodes = with_kl_penalty(episodes, to_reference, config.ppo.kl_coef)
+            kl_ref = float(to_reference.nanmean())
         behavior = behavior_log_probs(samples, config.ppo.lambda_cot)
 
         # 3. advantages and value targets, by the configured estimator
@@ -376,6 +391,8 @@ class Learner:
         self.version += 1
         metrics = {key: value / max(1, optimizer_steps) for key, value in sums.items()}
         metrics.update(self._update_metrics(episodes, targets, optimizer_steps, stop_kl, started))
+        if not math.isnan(kl_ref):
+            metrics["charts/kl_to_reference"] = kl_ref
         return metrics
 
     def _minibatch_gradients(
@@ -483,6 +500,27 @@ def with_fact_reward(episodes: Sequence[EpisodeData], coef: float) -> list[Episo
             else s
             for s in episode.steps
         ]
+        shaped.append(replace(episode, steps=steps))
+    return shaped
+
+
+def with_kl_penalty(episodes: Sequence[EpisodeData], to_reference: Tensor, coef: float) -> list[EpisodeData]:
+    """The episodes with each step's reward lowered by ``coef`` x its answer's log-prob distance
+    from the reference policy (``to_reference``: log pi - log pi_ref per step, in batch order;
+    a NaN, a step the reference could not score, counts as 0). Each step's term is a one-sample
+    estimate of KL(pi || pi_ref) at its state, so the return pays for drifting away from the
+    reference in proportion: the penalty of InstructGPT and TRL's PPO. Copies, as
+    :func:`with_fact_reward`."""
+    distances = torch.nan_to_num(to_reference.detach().float(), nan=0.0).tolist()
+    if len(distances) != sum(len(e.steps) for e in episodes):
+        raise ValueError(
+            f"to_reference has {len(distances)} rows for {sum(len(e.steps) for e in episodes)} steps: "
+            f"one per step of the episodes, in order"
+        )
+    shaped, row = [], 0
+    for episode in episodes:
+        steps = [replace(s, reward=s.reward - coef * distances[row + i]) for i, s in enumerate(episode.steps)]
+        row += len(steps)
         shaped.append(replace(episode, steps=steps))
     return shaped
 

@@ -30,7 +30,7 @@ from visact.trainer.config import (
     TrainerConfig,
     VLMConfig,
 )
-from visact.trainer.learner import Learner
+from visact.trainer.learner import Learner, with_kl_penalty
 from visact.wire.episodes import EpisodeData, PngImage
 
 EPISODES = 8
@@ -300,3 +300,48 @@ def test_the_advantage_spread_before_normalization_is_logged(episodes: list[Epis
     # the same batch and the same starting weights: the same raw spread either way
     assert normalized["charts/advantage_std_raw"] == pytest.approx(raw["charts/advantage_std_raw"], rel=1e-5)
     assert normalized["charts/advantage_std_raw"] > 2 * normalized["charts/advantage_std"]
+
+
+def learner_with(**overrides: float) -> Learner:
+    config = TrainerConfig(
+        lora=LoraConfig(r=8, alpha=16),
+        ppo=PPOConfig(
+            ppo_epochs=2, minibatch_size=2, micro_batch_size=2, lr=1e-3, max_grad_norm=1.0, **overrides
+        ),  # type: ignore[arg-type]
+    )
+    return Learner(config, fresh_tiny(), Accelerator(cpu=True))
+
+
+def test_the_kl_penalty_measures_the_distance_from_the_weights_under_the_adapters(
+    episodes: list[EpisodeData],
+) -> None:
+    samples = [s for e in episodes for s in e.steps]
+    learner = learner_with(kl_coef=1.0)
+    # a fresh adapter changes nothing (B = 0): the policy is its reference
+    first = learner.update(episodes)
+    assert first["charts/kl_to_reference"] == pytest.approx(0.0, abs=1e-5)
+    # once the adapter has moved, the reference is still the model without it
+    reference = learner.reference_log_probs(samples)
+    base = learner_with().score(samples).action_log_prob
+    torch.testing.assert_close(reference, base, rtol=1e-5, atol=1e-5)
+    current = learner.score(samples).action_log_prob
+    assert (current - reference).abs().max() > 1e-3
+    second = learner.update(episodes)
+    assert second["charts/kl_to_reference"] == pytest.approx(float((current - reference).mean()), abs=1e-5)
+    assert "charts/kl_to_reference" not in learner_with().update(episodes)  # off by default
+
+
+def test_the_kl_penalty_lowers_each_steps_reward_by_its_distance(episodes: list[EpisodeData]) -> None:
+    steps = [s for e in episodes for s in e.steps]
+    distances = torch.arange(len(steps), dtype=torch.float32) / 4 - 1  # of both signs
+    distances[1] = float("nan")  # a step the reference could not score: no distance
+    shaped = [s for e in with_kl_penalty(episodes, distances, 2.0) for s in e.steps]
+    for row, (before, after) in enumerate(zip(steps, shaped, strict=True)):
+        distance = 0.0 if row == 1 else float(distances[row])
+        assert after.reward == pytest.approx(before.reward - 2.0 * distance)
+        assert after.env_reward == before.env_reward  # the game's reward, as reported, stays
+    assert [s.reward for e in episodes for s in e.steps] == [s.reward for s in steps]  # copies
+    with pytest.raises(ValueError, match="one per step"):
+        with_kl_penalty(episodes, distances[:-1], 2.0)
+    with pytest.raises(ValueError, match="--kl-coef must be a finite number >= 0"):
+        PPOConfig(kl_coef=-0.1)

@@ -182,6 +182,12 @@ class DemoConfig:
     target_kl: float = field(
         default=0.0, metadata={"help": "end a PPO update early past this approx KL (0: never; trainer serve)"}
     )
+    kl_coef: float = field(
+        default=0.0,
+        metadata={
+            "help": "KL penalty to the SFT model in each step's reward (0: off; trainer serve --kl-coef)"
+        },
+    )
     advantage: Advantage = field(
         default="gae",
         metadata={
@@ -542,6 +548,7 @@ def trainer_config(config: DemoConfig, model: Path, run_dir: Path, ready: Path) 
             lambda_cot=config.lambda_cot,
             value_lr_scale=config.value_lr_scale,
             target_kl=config.target_kl,
+            kl_coef=config.kl_coef,
             advantage=config.advantage,
         ),
         rollout=RolloutConfig(
