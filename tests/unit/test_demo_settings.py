@@ -99,8 +99,14 @@ def test_grpo_needs_groups_that_divide_the_sessions() -> None:
 
 
 def test_the_ppo_trainer_gets_the_demo_settings_as_a_checked_config(tmp_path: Path) -> None:
-    config = with_game_settings(parse_config(DemoConfig, ["--engine", "vllm", "--steps-per-update", "64"]))
+    config = with_game_settings(
+        parse_config(
+            DemoConfig,
+            ["--engine", "vllm", "--steps-per-update", "64", "--kl-coef", "0.5", "--no-normalize-advantages"],
+        )
+    )
     trainer = trainer_config(config, tmp_path / "model", tmp_path / "ppo", tmp_path / "trainer.port")
+    assert (trainer.ppo.kl_coef, trainer.ppo.normalize_advantages) == (0.5, False)
     argv = to_argv(trainer)
     assert {"--no-lora-vision", "--no-lora-projector", "--minibatch-size=16", "--port=0"} <= set(argv)
     assert parse_config(TrainerConfig, argv) == trainer

@@ -188,6 +188,12 @@ class DemoConfig:
             "help": "KL penalty to the SFT model in each step's reward (0: off; trainer serve --kl-coef)"
         },
     )
+    normalize_advantages: bool = field(
+        default=True,
+        metadata={
+            "help": "normalize advantages per batch (--no-normalize-advantages: as computed; trainer serve)"
+        },
+    )
     advantage: Advantage = field(
         default="gae",
         metadata={
@@ -549,6 +555,7 @@ def trainer_config(config: DemoConfig, model: Path, run_dir: Path, ready: Path) 
             value_lr_scale=config.value_lr_scale,
             target_kl=config.target_kl,
             kl_coef=config.kl_coef,
+            normalize_advantages=config.normalize_advantages,
             advantage=config.advantage,
         ),
         rollout=RolloutConfig(
