@@ -60,7 +60,7 @@ def test_env_server_killed_mid_episode_agent_carries_on_and_picks_the_restarted_
     port_a = env_a.port
     env_a.kill()
     wait_until(
-        lambda: "episode lost" in agent.text(), 60, "the agent to drop the episodes of env A", *watched
+        lambda: "episode lost" in agent.text(), 180, "the agent to drop the episodes of env A", *watched
     )
     lost_at = agent_steps(run, "a1")
     updates_at = len(metrics(run))
