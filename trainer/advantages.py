@@ -56,7 +56,7 @@ def gae(
         )
         start = end
     if config.normalize_advantages and n > 1:
-        advantages = ppo.normalize_advantages(advantages)
+        advantages = ppo.normalize_advantages(advantages, std_floor=config.advantage_std_floor)
     return Advantages(advantages, returns)
 
 

@@ -137,6 +137,13 @@ class PPOConfig:
         default=2.0, metadata={"help": "truncation of the importance weight for stale data"}
     )
     normalize_advantages: bool = field(default=True, metadata={"help": "normalize advantages per batch"})
+    advantage_std_floor: float = field(
+        default=0.0,
+        metadata={
+            "help": "normalize by max(spread, this) (reward units): a batch that all went about as "
+            "expected, e.g. every episode won, keeps small advantages instead of noise scaled to 1 (0: off)"
+        },
+    )
     advantage: Advantage = field(
         default="gae",
         metadata={
@@ -181,6 +188,11 @@ class PPOConfig:
             raise ValueError(f"--target-kl must be >= 0 (0: no early stop), got {self.target_kl}")
         if not (math.isfinite(self.kl_coef) and self.kl_coef >= 0):
             raise ValueError(f"--kl-coef must be a finite number >= 0 (0: no KL penalty), got {self.kl_coef}")
+        if not (math.isfinite(self.advantage_std_floor) and self.advantage_std_floor >= 0):
+            raise ValueError(
+                f"--advantage-std-floor must be a finite number >= 0 (0: plain normalization), "
+                f"got {self.advantage_std_floor}"
+            )
 
 
 @dataclass

@@ -228,14 +228,17 @@ def action_log_prob(token_log_probs: Tensor, mask: Tensor, action_start: Tensor,
 # ---------------------------------------------------------------------------------------------
 
 
-def normalize_advantages(advantages: Tensor, eps: float = 1e-8) -> Tensor:
-    """``(A - mean(A)) / (std(A) + eps)``, with the population std (so one sample gives 0).
+def normalize_advantages(advantages: Tensor, eps: float = 1e-8, std_floor: float = 0.0) -> Tensor:
+    """``(A - mean(A)) / (max(std(A), std_floor) + eps)``, with the population std (so one
+    sample gives 0).
 
     RL4VLM normalizes once over the whole update batch, before the epochs; cleanrl per
-    minibatch. Which (if any) is the learner's choice.
+    minibatch. Which (if any) is the learner's choice. ``std_floor`` (in reward units) keeps a
+    batch whose steps all did about as well as expected (every episode won, say) from having
+    its leftover noise scaled up to unit-size advantages: below the floor they are only centred.
     """
     a = _upcast(advantages)
-    return (a - a.mean()) / (a.std(correction=0) + eps)
+    return (a - a.mean()) / (a.std(correction=0).clamp(min=std_floor) + eps)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -248,3 +248,10 @@ def test_gae_estimator_bootstraps_truncated_episodes_and_normalizes() -> None:
     two = [episode, EpisodeData(agent_id="x", env="n", seed=2, steps=[at(0, 0.0, last=True)])]
     normalized, _ = ADVANTAGES["gae"](two, torch.zeros(2), {0: 2.0}, PPOConfig(gamma=0.5))
     assert abs(float(normalized.mean())) < 1e-6 and normalized[0] > normalized[1]
+    # raw advantages 2 and 0 (spread 1) under a floor of 4: centred (+-1), divided by 4
+    floored, _ = ADVANTAGES["gae"](
+        two, torch.zeros(2), {0: 2.0}, PPOConfig(gamma=0.5, advantage_std_floor=4.0)
+    )
+    torch.testing.assert_close(floored, torch.tensor([0.25, -0.25]))
+    with pytest.raises(ValueError, match="--advantage-std-floor must be a finite number >= 0"):
+        PPOConfig(advantage_std_floor=-1.0)

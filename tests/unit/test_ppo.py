@@ -296,6 +296,17 @@ def test_normalize_advantages_by_hand() -> None:
     assert_close(normalize_advantages(t([5.0])), [0.0])
 
 
+def test_normalize_advantages_floors_a_small_spread() -> None:
+    # spread 0.1 under a floor of 1: centred, divided by 1, not blown up by 10
+    small = t([0.9, 1.0, 1.1])
+    assert_close(normalize_advantages(small, eps=0.0, std_floor=1.0), [-0.1, 0.0, 0.1], atol=1e-6)
+    s = math.sqrt(2 / 3) * 0.1
+    assert_close(normalize_advantages(small, eps=0.0), [-0.1 / s, 0.0, 0.1 / s], atol=1e-5)
+    # a spread above the floor normalizes as without it
+    wide = t([-3.0, 0.0, 3.0])
+    assert_close(normalize_advantages(wide, std_floor=1.0), normalize_advantages(wide))
+
+
 # ---------------------------------------------------------------------------------------------
 # 4. Losses
 # ---------------------------------------------------------------------------------------------

@@ -62,7 +62,9 @@ Setting = float | str | tuple[str, ...]
 #: Settings every game starts from, and each game's own, found with bench/learning.py
 #: (docs/results.md, docs/learning-notes.md). NumberLine: 120 SFT steps left some seeds' CoT
 #: misreading the digits (46% held-out on seed 2, 70% after PPO); 300 steps read them, and PPO at
-#: 3e-4 from there spiked the KL and broke the answers' format, at 1e-4 it kept them.
+#: 3e-4 from there spiked the KL and broke the answers' format, at 1e-4 it kept them; a run
+#: that wins every episode has advantages of spread ~0.1, which normalization scaled up to
+#: noise of unit size that broke two runs in ten: its floor of 1 (a wasted move) leaves them small.
 #: EZPoints answers are longer (~70 tokens: more SFT)
 #: and a win pays +10: a format penalty of 1 let PPO learn broken answers, which play a random
 #: move that keeps the episode alive. Blackjack and Points24 answers run to ~110 tokens.
@@ -80,13 +82,14 @@ BASE_SETTINGS: dict[str, Setting] = {
     "ppo_lr": 3e-4,
     "format_penalty": 1.0,
     "fact_reward": 0.0,
+    "advantage_std_floor": 0.0,
     "max_new_tokens": 96,
     "eval_episodes": 200,
     "sampled_eval": True,
     "reset_option": (),
 }
 GAME_SETTINGS: dict[str, dict[str, Setting]] = {
-    "numberline": {"sft_steps": 300, "ppo_lr": 1e-4},
+    "numberline": {"sft_steps": 300, "ppo_lr": 1e-4, "advantage_std_floor": 1.0},
     "ezpoints": {"sft_steps": 400, "ppo_lr": 1e-4, "format_penalty": 10.0},
     "points24": {"sft_steps": 400, "ppo_lr": 1e-4, "format_penalty": 10.0, "max_new_tokens": 128},
     "blackjack": {"max_new_tokens": 128},
@@ -192,6 +195,13 @@ class DemoConfig:
         default=True,
         metadata={
             "help": "normalize advantages per batch (--no-normalize-advantages: as computed; trainer serve)"
+        },
+    )
+    advantage_std_floor: float | None = field(
+        default=None,
+        metadata={
+            "help": "normalize advantages by max(spread, this), so a batch of won episodes keeps small "
+            "advantages (0: plain; trainer serve --advantage-std-floor; none: the game's)"
         },
     )
     advantage: Advantage = field(
@@ -532,6 +542,7 @@ def trainer_config(config: DemoConfig, model: Path, run_dir: Path, ready: Path) 
     ``ready``, checkpoints in ``run_dir``, the learning rate decaying to a tenth over the run."""
     assert config.ppo_lr is not None and config.format_penalty is not None, "with_game_settings fills them in"
     assert config.max_new_tokens is not None and config.fact_reward is not None, "with_game_settings too"
+    assert config.advantage_std_floor is not None, "with_game_settings as well"
     assert config.ppo_updates is not None and config.steps_per_update is not None, "and these"
     minibatch = max(8, config.steps_per_update // 4)
     return TrainerConfig(
@@ -556,6 +567,7 @@ def trainer_config(config: DemoConfig, model: Path, run_dir: Path, ready: Path) 
             target_kl=config.target_kl,
             kl_coef=config.kl_coef,
             normalize_advantages=config.normalize_advantages,
+            advantage_std_floor=config.advantage_std_floor,
             advantage=config.advantage,
         ),
         rollout=RolloutConfig(
