@@ -385,6 +385,12 @@ class Rollout:
             seeds.give_back(slot.seed)
 
     def _back_off(self, slot: Slot, error: EnvCallError) -> None:
+        """Try the slot again later (a create, reset or step failed: logged, whether or not an
+        episode was in flight); the wait doubles up to 30 s and is reset by a good reset."""
+        log.warning(
+            "env call failed, retrying",
+            extra={"session": slot.name, "error": error.code.name, "retry_in": slot.backoff},
+        )
         # the server (or the way to it) is gone, not the request bad; or the session was reaped
         if error.code in rpc.RETRYABLE or error.code == grpc.StatusCode.NOT_FOUND:
             slot.session_id = ""  # the session is gone with the server (or was reaped): open a new one

@@ -56,11 +56,12 @@ def test_env_server_killed_mid_episode_agent_carries_on_and_picks_the_restarted_
     watched = (agent, trainer, env_b)
     wait_until(lambda: len(metrics(run)) >= 2, 180, "two updates", *watched)
 
-    # SIGKILL env A while the agent plays on it: its sessions' episodes are in flight
+    # SIGKILL env A while the agent plays on it: its sessions' episodes are in flight, or (the kill
+    # falling between a step that ended them and the next reset) the resets fail
     port_a = env_a.port
     env_a.kill()
     wait_until(
-        lambda: "episode lost" in agent.text(), 180, "the agent to drop the episodes of env A", *watched
+        lambda: "env call failed, retrying" in agent.text(), 60, "the agent to notice env A is gone", *watched
     )
     lost_at = agent_steps(run, "a1")
     updates_at = len(metrics(run))
@@ -91,11 +92,12 @@ def test_env_server_killed_mid_episode_agent_carries_on_and_picks_the_restarted_
     assert "episode refused" not in agent.text()
     assert counter(run, "episodes_accepted") > 0
     assert agent.alive() and trainer.alive()
-    lost = [line for line in agent.text().splitlines() if "episode lost" in line]
-    assert lost and all(f"127.0.0.1:{port_a}/" in line for line in lost), lost  # only env A's episodes
-    # (how far the lost episodes had got depends on when the kill fell: sessions reset together
-    # after a round where all episodes ended can be lost at steps=0; the exact in-process test,
-    # test_rollout_faults.py, kills mid-episode on purpose)
+    failed = [
+        line for line in agent.text().splitlines() if "episode lost" in line or "env call failed" in line
+    ]
+    assert failed and all(f"127.0.0.1:{port_a}/" in line for line in failed), failed  # only env A's
+    # (whether episodes were lost, and how far they had got, depends on when the kill fell; the
+    # exact in-process test, test_rollout_faults.py, kills mid-episode on purpose)
 
 
 def test_agent_killed_mid_rollout_trainer_frees_its_slot_and_trains_on_with_the_other(

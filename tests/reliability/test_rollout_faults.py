@@ -20,7 +20,7 @@ import pytest
 from tests.envs import CounterEnv
 from visact.agent.policy import Answer, PolicyInput, RandomPolicy
 from visact.agent.rollout import Rollout, SeedSchedule
-from visact.env_server.client import EnvClient
+from visact.env_server.client import EnvCallError, EnvClient, ResetCall, ResetResult, StepCall, StepResult
 from visact.env_server.server import RunningServer, ServerConfig, start_server
 from visact.wire.records import Episode
 
@@ -87,9 +87,53 @@ def test_a_server_dying_mid_episode_costs_no_seed_and_no_half_episode(
     # the episodes in flight on A were lost, mid-episode, and only those
     lost: list[Any] = [r for r in caplog.records if r.getMessage() == "episode lost"]
     assert lost and rollout.stats.episodes_lost == len(lost)
-    assert all(r.session.startswith(address_a) for r in lost)  # type: ignore[attr-defined]
-    assert any(r.steps > 0 for r in lost)  # type: ignore[attr-defined]
+    assert all(r.session.startswith(address_a) for r in lost)
+    assert any(r.steps > 0 for r in lost)
+    retried: list[Any] = [r for r in caplog.records if r.getMessage() == "env call failed, retrying"]
+    assert retried and all(r.session.startswith(address_a) for r in retried)
     # B carried on while A was down; A was used again once back
     down = [e for n, e in finished if KILL_AT < n <= RESTART_AT]
     assert down and all(not e.session.startswith(address_a) for e in down)
     assert any(e.session.startswith(address_a) for n, e in finished if n > RESTART_AT)
+
+
+class DiesBeforeItsSecondReset(EnvClient):
+    """A client whose server stops just before the client's second batch of resets: the kill falls
+    between episodes, so no episode is in flight to lose."""
+
+    def __init__(self, running: RunningServer) -> None:
+        super().__init__(f"127.0.0.1:{running.port}", timeout=5)
+        self.running, self.resets = running, 0
+
+    def batch(self, calls: Sequence[ResetCall | StepCall]) -> list[ResetResult | StepResult | EnvCallError]:
+        if calls and isinstance(calls[0], ResetCall):
+            self.resets += 1
+            if self.resets == 2:
+                self.running.server.stop(grace=None)
+        return super().batch(calls)
+
+
+def test_a_server_dying_between_episodes_is_reported_and_its_seeds_played_elsewhere(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.WARNING, logger="agent.rollout")
+    servers = {"a": serve(), "b": serve()}
+    dying = DiesBeforeItsSecondReset(servers["a"])
+    clients = [dying, EnvClient(f"127.0.0.1:{servers['b'].port}", timeout=5)]
+    rollout = Rollout(clients, RandomPolicy(seed=0), sessions=4, label="eval")
+    finished: list[Episode] = []
+    try:
+        rollout.run(SeedSchedule.fixed(range(12)), finished.append, max_episodes=12)
+    finally:
+        rollout.close()
+        for client in clients:
+            client.close()
+        for running in servers.values():
+            running.drain(grace=0)
+
+    assert dying.resets >= 2  # A died between episodes, after its first ones ended
+    assert sorted(e.seed for e in finished) == list(range(12))  # its refused resets' seeds played on B
+    assert [r for r in caplog.records if r.getMessage() == "episode lost"] == []
+    retried: list[Any] = [r for r in caplog.records if r.getMessage() == "env call failed, retrying"]
+    assert retried and all(r.session.startswith(dying.address) for r in retried)
+    assert {r.error for r in retried} == {"UNAVAILABLE"}
