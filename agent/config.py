@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from visact.logs import LogFormat
-from visact.model.options import EngineName, attn_implementation_field
+from visact.model.options import ActionChoice, EngineName, attn_implementation_field
 
 RESET_OPTION_HELP = (
     "NAME=VALUE: a reset option of every episode, the value read as JSON when it parses (3, true, "
@@ -105,6 +105,13 @@ class SamplingConfig:
     cot: bool = field(default=True, metadata={"help": "chain-of-thought prompt (--no-cot: action only)"})
     temperature: float = field(default=0.2, metadata={"help": "sampling temperature (paper: 0.2)"})
     max_new_tokens: int = field(default=256, metadata={"help": "longest answer in tokens (paper: 256)"})
+    action_choice: ActionChoice = field(
+        default="text",
+        metadata={
+            "help": "text: play the action the answer names (the paper's); likeliest: keep the CoT and "
+            "draw among the legal actions by the model's probability of writing each (transformers engine)",
+        },
+    )
     format_penalty: float = field(
         default=0.0, metadata={"help": "reward subtracted when an answer does not parse (paper: 0)"}
     )
@@ -164,3 +171,10 @@ class AgentConfig:
     sampling: SamplingConfig = field(default_factory=SamplingConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     run: AgentRunConfig = field(default_factory=AgentRunConfig)
+
+    def __post_init__(self) -> None:
+        if self.sampling.action_choice == "likeliest" and self.policy.engine != "transformers":
+            raise ValueError(
+                f"--action-choice likeliest scores every legal action with the model, which the "
+                f"{self.policy.engine} engine cannot do; use --engine transformers (or --action-choice text)"
+            )

@@ -59,6 +59,9 @@ class EvalSummary:
     #: failure kind -> the first answers that failed so (up to ``BAD_ANSWER_EXAMPLES`` each, as
     #: sampled): what a broken answer looks like, to tell a cut-off answer from a drifted one
     bad_answers: dict[str, list[str]] = field(default_factory=dict)
+    #: with ``--action-choice likeliest``: the share of answers whose chosen legal action is not
+    #: the one their text named (or their text named none); None otherwise
+    actions_changed_rate: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -71,6 +74,11 @@ class EvalSummary:
             f"mean return       {self.mean_return:7.3f}",
             f"valid-action rate {self.valid_action_rate:6.1%}  failures {dict(self.parse_failures) or '-'}",
             f"fact accuracy     {self._facts()}",
+            *(
+                [f"actions changed   {self.actions_changed_rate:6.1%}  (likeliest legal action, not the text's)"]
+                if self.actions_changed_rate is not None
+                else []
+            ),
             f"mean CoT tokens   {self.mean_cot_tokens:7.1f}  (answer {self.mean_answer_tokens:.1f})",
             f"steps per second  {self.steps_per_second:7.2f}  ({self.seconds:.1f} s)",
             *(

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
+from visact.agent.action_choice import ActionChoice, ChoiceStats, choose_likeliest
 from visact.agent.parsing import ParsedAction, action_span_start_token, parse_action
 from visact.env_server.core import ExpertMove
 from visact.model.prompts import build_messages, format_target
@@ -78,6 +79,7 @@ class VLMPolicy:
         max_new_tokens: int = 256,
         top_p: float = 1.0,
         seed: int | None = None,
+        action_choice: ActionChoice = "text",
     ) -> None:
         from visact.model.loading import LoadedVLM
 
@@ -91,6 +93,10 @@ class VLMPolicy:
         self.max_new_tokens = max_new_tokens
         self.top_p = top_p
         self.name = f"vlm:{model.loaded.name_or_path}"
+        #: "text": the action the answer names (the paper's); "likeliest": see visact.agent.action_choice
+        self.action_choice = action_choice
+        self.choice_stats = ChoiceStats()
+        self._choice_rng = np.random.default_rng(seed)
 
     @property
     def loaded(self) -> LoadedVLM:
@@ -109,10 +115,11 @@ class VLMPolicy:
 
         if not inputs:
             return []
+        settings = SamplingSettings(self.max_new_tokens, self.temperature, self.top_p)
         samples = self.engine.sample(
             [item.image for item in inputs],
             [self.messages(item) for item in inputs],
-            SamplingSettings(self.max_new_tokens, self.temperature, self.top_p),
+            settings,
             [item.version for item in inputs],
         )
         answers = []
@@ -128,6 +135,10 @@ class VLMPolicy:
                     action_start=action_span_start_token(sample.token_spans, parsed.action_char_start),
                     version=sample.version,
                 )
+            )
+        if self.action_choice == "likeliest":
+            return choose_likeliest(
+                self.engine, inputs, samples, answers, settings, self._choice_rng, self.choice_stats
             )
         return answers
 

@@ -69,6 +69,7 @@ def make_policy(config: AgentConfig) -> Policy:
         temperature=config.sampling.temperature,
         max_new_tokens=config.sampling.max_new_tokens,
         seed=config.run.seed,
+        action_choice=config.sampling.action_choice,
     )
 
 
@@ -128,7 +129,7 @@ def evaluate(config: AgentConfig, policy: Policy | None = None) -> EvalSummary:
         for client in clients:
             client.close()
     envs = sorted({e.env for e in episodes}) or [c.address for c in clients]
-    return summarize(
+    summary = summarize(
         episodes,
         env=",".join(envs),
         policy=policy.name,
@@ -136,6 +137,9 @@ def evaluate(config: AgentConfig, policy: Policy | None = None) -> EvalSummary:
         policy_version=policy.version,
         by=config.eval.by,
     )
+    if isinstance(policy, VLMPolicy) and policy.action_choice == "likeliest":
+        summary.actions_changed_rate = policy.choice_stats.changed_rate
+    return summary
 
 
 def play(config: AgentConfig, stop: threading.Event) -> int:

@@ -8,6 +8,9 @@ from typing import Any, Literal
 
 #: what samples answers (agent-client --engine)
 EngineName = Literal["transformers", "vllm"]
+#: how an answer becomes an action: ``text`` the action it names, ``likeliest`` the model's choice
+#: among the legal actions after its CoT (``visact.agent.action_choice``)
+ActionChoice = Literal["text", "likeliest"]
 
 ATTN_IMPLEMENTATION_HELP = "attention kernel: sdpa (unset: transformers' default), eager, flash_attention_2"
 GRADIENT_CHECKPOINTING_HELP = "recompute activations in the backward pass: far less memory, some more time"

@@ -75,6 +75,18 @@ class Engine(Protocol):
         """Each prompt's token ids as the model sees them, without sampling (value bootstraps)."""
         ...
 
+    def score(
+        self,
+        images: Sequence[ImageLike],
+        prompt_ids: Sequence[Sequence[int]],
+        generated_ids: Sequence[Sequence[int]],
+        settings: SamplingSettings,
+    ) -> list[list[float]]:
+        """Each given answer's per-token log-probs under the distribution ``sample`` draws from
+        with ``settings`` (newest version), as the learner recomputes them; raises EngineError if
+        the engine cannot (``agent-client --action-choice likeliest`` needs it)."""
+        ...
+
     def check_lora(self, target_modules: Sequence[str], rank: int) -> None:
         """Raise EngineError if adapters of this layout (the trainer's) cannot be applied."""
         ...

@@ -15,7 +15,14 @@ import torch
 
 from visact.model.adapters import apply_adapter, attach_lora, peft_config_from_dict
 from visact.model.engines.base import SamplingSettings
-from visact.model.generation import ImageLike, Prompt, Sample, generate_batch, prompt_token_ids
+from visact.model.generation import (
+    ImageLike,
+    Prompt,
+    Sample,
+    generate_batch,
+    prompt_token_ids,
+    teacher_forced_log_probs,
+)
 from visact.model.loading import LoadedVLM, weights_fingerprint
 
 
@@ -55,6 +62,24 @@ class TransformersEngine:
 
     def prompt_ids(self, images: Sequence[ImageLike], prompts: Sequence[Prompt]) -> list[list[int]]:
         return prompt_token_ids(self.loaded, images, prompts)
+
+    @torch.no_grad()
+    def score(
+        self,
+        images: Sequence[ImageLike],
+        prompt_ids: Sequence[Sequence[int]],
+        generated_ids: Sequence[Sequence[int]],
+        settings: SamplingSettings,
+    ) -> list[list[float]]:
+        forced = teacher_forced_log_probs(
+            self.loaded,
+            images,
+            prompt_ids,
+            generated_ids,
+            temperature=settings.temperature if settings.temperature > 0 else 1.0,
+            top_p=settings.top_p,
+        )
+        return [row[: len(ids)].tolist() for row, ids in zip(forced.log_probs.float().cpu(), generated_ids, strict=True)]
 
     def check_lora(self, target_modules: Sequence[str], rank: int) -> None:
         """Any layout: peft adapts every linear layer, the vision tower's too."""

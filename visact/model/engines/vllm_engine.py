@@ -225,6 +225,18 @@ class VLLMEngine:
     def prompt_ids(self, images: Sequence[ImageLike], prompts: Sequence[Prompt]) -> list[list[int]]:
         return prompt_token_ids(self.loaded, images, prompts)  # the processor's, as vLLM's are (tested)
 
+    def score(
+        self,
+        images: Sequence[ImageLike],
+        prompt_ids: Sequence[Sequence[int]],
+        generated_ids: Sequence[Sequence[int]],
+        settings: SamplingSettings,
+    ) -> list[list[float]]:
+        raise EngineError(
+            "the vllm engine does not score given answers (vLLM's prompt log-probs are not at the "
+            "sampling temperature); use --engine transformers with --action-choice likeliest"
+        )
+
     # ------------------------------------------------------------------ weights versions
     def check_lora(self, target_modules: Sequence[str], rank: int) -> None:
         traits = self.loaded.traits

@@ -1,0 +1,129 @@
+"""``--action-choice likeliest``: the model's own distribution over the legal actions, after its CoT.
+
+The paper reads the action from the text the model wrote (``--action-choice text``): an answer
+that names no legal action plays a random one. With a large, changing vocabulary (ALFWorld's
+admissible commands) a small model's misses are mostly near-copies: ``open cabinet 10`` facing
+``cabinet 1``. Here the answer's chain of thought is kept and its action part is rewritten with
+each legal action in turn (``"action": "<legal>"}``, the answer format the model was trained on);
+every candidate is scored teacher-forced by the engine under the sampling distribution, and one is
+drawn with probability proportional to the model's probability of its action tokens (near-greedy
+at a low temperature). The chosen answer's tokens and their log-probs are what the trainer gets,
+as the learner recomputes them, so PPO's ratio starts at 1.
+
+An answer without an action key (no ``"action":`` at all) is left as it was: there is no chain of
+thought to continue, and its parse failure is reported (and penalised) as with ``text``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from visact.agent.parsing import action_span_start_token, parse_action
+from visact.model.options import ActionChoice
+from visact.model.prompts import ACTION_KEY
+
+if TYPE_CHECKING:
+    from visact.agent.policy import Answer, PolicyInput
+    from visact.model.engines import Engine, SamplingSettings
+    from visact.model.generation import Sample
+
+__all__ = ["ActionChoice", "ChoiceStats", "choose_likeliest"]
+#: candidate answers scored in one forward pass
+SCORE_BATCH = 32
+
+
+@dataclass
+class ChoiceStats:
+    """How often the likeliest legal action differed from the one the text named (or the text named none)."""
+
+    choices: int = 0
+    changed: int = 0
+
+    @property
+    def changed_rate(self) -> float | None:
+        return self.changed / self.choices if self.choices else None
+
+
+def action_part(action: str) -> str:
+    """``"action": "<action>"}``: the end of an answer in the format the model is trained on."""
+    return json.dumps({ACTION_KEY: action}, ensure_ascii=False)[1:]
+
+
+def common_prefix_length(sequences: Sequence[Sequence[int]]) -> int:
+    """The number of leading tokens all ``sequences`` share."""
+    shortest = min(len(s) for s in sequences)
+    for index in range(shortest):
+        token = sequences[0][index]
+        if any(s[index] != token for s in sequences[1:]):
+            return index
+    return shortest
+
+
+def choose_likeliest(
+    engine: Engine,
+    inputs: Sequence[PolicyInput],
+    samples: Sequence[Sample],
+    answers: list[Answer],
+    settings: SamplingSettings,
+    rng: np.random.Generator,
+    stats: ChoiceStats,
+) -> list[Answer]:
+    """``answers`` with each one that has an action key and legal actions to choose from
+    rewritten to the drawn legal action (see the module docstring)."""
+    from visact.agent.policy import Answer
+    from visact.model.generation import token_char_spans
+
+    tokenizer = engine.loaded.tokenizer
+    stop_ids = engine.loaded.stop_ids
+    chosen = list(answers)
+    # every candidate of every answer, scored in batches of SCORE_BATCH across answers
+    owners: list[int] = []  # the answer each candidate rewrites
+    candidates: list[list[int]] = []
+    for index, (item, sample, answer) in enumerate(zip(inputs, samples, answers, strict=True)):
+        start = answer.parsed.action_char_start
+        if start is None or not item.legal_actions:
+            continue
+        prefix = sample.text[:start]
+        end = [sample.generated_ids[-1]] if sample.finished else list(stop_ids[:1])
+        for action in item.legal_actions:
+            owners.append(index)
+            candidates.append(
+                list(tokenizer(prefix + action_part(action), add_special_tokens=False)["input_ids"]) + end
+            )
+    scored: list[list[float]] = []
+    for first in range(0, len(candidates), SCORE_BATCH):
+        batch = range(first, min(first + SCORE_BATCH, len(candidates)))
+        scored += engine.score(
+            [inputs[owners[k]].image for k in batch],
+            [samples[owners[k]].prompt_ids for k in batch],
+            [candidates[k] for k in batch],
+            settings,
+        )
+    for index in sorted(set(owners)):
+        item, answer = inputs[index], answers[index]
+        mine = [k for k, owner in enumerate(owners) if owner == index]
+        # the shared tokens have the same log-probs in every candidate: compare what differs
+        shared = common_prefix_length([candidates[k] for k in mine])
+        totals = np.array([sum(scored[k][shared:]) for k in mine], dtype=np.float64)
+        weights = np.exp(totals - totals.max())
+        pick = int(rng.choice(len(mine), p=weights / weights.sum()))
+        ids = candidates[mine[pick]]
+        text, spans = token_char_spans(tokenizer, ids)
+        parsed = parse_action(text, item.legal_actions)
+        stats.choices += 1
+        stats.changed += answer.parsed.action != item.legal_actions[pick]
+        chosen[index] = Answer(
+            text=text,
+            parsed=parsed,
+            prompt_ids=answer.prompt_ids,
+            generated_ids=ids,
+            log_probs=scored[mine[pick]],
+            action_start=action_span_start_token(spans, parsed.action_char_start),
+            version=answer.version,
+        )
+    return chosen
