@@ -108,6 +108,9 @@ def test_the_ppo_trainer_gets_the_demo_settings_as_a_checked_config(tmp_path: Pa
     trainer = trainer_config(config, tmp_path / "model", tmp_path / "ppo", tmp_path / "trainer.port")
     assert (trainer.ppo.kl_coef, trainer.ppo.normalize_advantages) == (0.5, False)
     assert trainer.ppo.advantage_std_floor == GAME_SETTINGS["numberline"]["advantage_std_floor"] > 0
+    assert parse_config(DemoConfig, ["--action-choice", "likeliest"]).action_choice == "likeliest"
+    with pytest.raises(ValueError, match="--action-choice likeliest needs --engine transformers"):
+        DemoConfig(engine="vllm", action_choice="likeliest")
     argv = to_argv(trainer)
     assert {"--no-lora-vision", "--no-lora-projector", "--minibatch-size=16", "--port=0"} <= set(argv)
     assert parse_config(TrainerConfig, argv) == trainer

@@ -42,7 +42,7 @@ from visact.agent.config import (
 from visact.cache import entry_problem, write_manifest
 from visact.configcli import to_argv
 from visact.env_server.server import ServerConfig
-from visact.model.options import EngineName
+from visact.model.options import ActionChoice, EngineName
 from visact.orchestration.demos import DemosConfig
 from visact.orchestration.processes import command, run, start, stop_all
 from visact.trainer.config import (
@@ -220,6 +220,13 @@ class DemoConfig:
     )
     max_new_tokens: int | None = field(default=None, metadata={"help": "longest answer (none: the game's)"})
     cot: bool = field(default=True, metadata={"help": "chain-of-thought prompt (--no-cot: action only)"})
+    action_choice: ActionChoice = field(
+        default="text",
+        metadata={
+            "help": "how answers become actions in PPO and the evaluations (agent-client --action-choice): "
+            "text, the action named; likeliest, the model's likeliest legal action after its CoT"
+        },
+    )
     engine: EngineName = field(
         default="transformers",
         metadata={
@@ -270,6 +277,10 @@ class DemoConfig:
             raise ValueError(
                 f"--advantage {self.advantage} needs --group-size 2 or more (e.g. 4, with --sessions 8)"
             )
+        if self.action_choice == "likeliest" and self.engine != "transformers":
+            raise ValueError(
+                "--action-choice likeliest needs --engine transformers (it scores every legal action)"
+            )
 
 
 class Stage:
@@ -318,6 +329,7 @@ def evaluate(
             temperature=config.eval_temperature if temperature is None else temperature,
             max_new_tokens=config.max_new_tokens,
             cot=config.cot,
+            action_choice=config.action_choice,
         ),
         # success by task type and by room split, for games that report them (ALFWorld)
         eval=EvalConfig(episodes=config.eval_episodes, json=out, by=["task_type", "split"]),
@@ -619,6 +631,7 @@ def ppo(
         agent = AgentConfig(
             servers=agent_servers(config, servers, sessions=config.sessions, trainer=trainer_address),
             policy=PolicyConfig(model=str(model), engine=config.engine),
+            sampling=SamplingConfig(action_choice=config.action_choice),
             run=AgentRunConfig(name=f"agent-{index}", threads=config.threads, seed=config.seed + index),
         )
         processes.append(

@@ -79,7 +79,10 @@ class TransformersEngine:
             temperature=settings.temperature if settings.temperature > 0 else 1.0,
             top_p=settings.top_p,
         )
-        return [row[: len(ids)].tolist() for row, ids in zip(forced.log_probs.float().cpu(), generated_ids, strict=True)]
+        return [
+            row[: len(ids)].tolist()
+            for row, ids in zip(forced.log_probs.float().cpu(), generated_ids, strict=True)
+        ]
 
     def check_lora(self, target_modules: Sequence[str], rank: int) -> None:
         """Any layout: peft adapts every linear layer, the vision tower's too."""
