@@ -28,11 +28,11 @@ from visact.model.options import ActionChoice
 from visact.model.prompts import ACTION_KEY
 
 if TYPE_CHECKING:
-    from visact.agent.policy import Answer, PolicyInput
+    from visact.agent.parsing import ParsedAction
     from visact.model.engines import Engine, SamplingSettings
-    from visact.model.generation import Sample
+    from visact.model.generation import ImageLike, Sample
 
-__all__ = ["ActionChoice", "ChoiceStats", "choose_likeliest"]
+__all__ = ["ActionChoice", "Choice", "ChoiceStats", "choose_likeliest"]
 #: candidate answers scored in one forward pass
 SCORE_BATCH = 32
 
@@ -47,6 +47,17 @@ class ChoiceStats:
     @property
     def changed_rate(self) -> float | None:
         return self.changed / self.choices if self.choices else None
+
+
+@dataclass(frozen=True)
+class Choice:
+    """An answer rewritten to a legal action: its text, parse, tokens and their log-probs."""
+
+    text: str
+    parsed: ParsedAction
+    generated_ids: list[int]
+    log_probs: list[float]
+    action_start: int  # first token of the action part
 
 
 def action_part(action: str) -> str:
@@ -66,31 +77,30 @@ def common_prefix_length(sequences: Sequence[Sequence[int]]) -> int:
 
 def choose_likeliest(
     engine: Engine,
-    inputs: Sequence[PolicyInput],
+    images: Sequence[ImageLike],
+    legal_actions: Sequence[Sequence[str]],
     samples: Sequence[Sample],
-    answers: list[Answer],
+    parsed: Sequence[ParsedAction],
     settings: SamplingSettings,
     rng: np.random.Generator,
     stats: ChoiceStats,
-) -> list[Answer]:
-    """``answers`` with each one that has an action key and legal actions to choose from
-    rewritten to the drawn legal action (see the module docstring)."""
-    from visact.agent.policy import Answer
+) -> dict[int, Choice]:
+    """The answers (by index) that have an action key and legal actions to choose from, each
+    rewritten to the legal action drawn (see the module docstring); the others are not in it."""
     from visact.model.generation import token_char_spans
 
     tokenizer = engine.loaded.tokenizer
     stop_ids = engine.loaded.stop_ids
-    chosen = list(answers)
     # every candidate of every answer, scored in batches of SCORE_BATCH across answers
     owners: list[int] = []  # the answer each candidate rewrites
     candidates: list[list[int]] = []
-    for index, (item, sample, answer) in enumerate(zip(inputs, samples, answers, strict=True)):
-        start = answer.parsed.action_char_start
-        if start is None or not item.legal_actions:
+    for index, (legal, sample, read) in enumerate(zip(legal_actions, samples, parsed, strict=True)):
+        start = read.action_char_start
+        if start is None or not legal:
             continue
         prefix = sample.text[:start]
         end = [sample.generated_ids[-1]] if sample.finished else list(stop_ids[:1])
-        for action in item.legal_actions:
+        for action in legal:
             owners.append(index)
             candidates.append(
                 list(tokenizer(prefix + action_part(action), add_special_tokens=False)["input_ids"]) + end
@@ -99,13 +109,13 @@ def choose_likeliest(
     for first in range(0, len(candidates), SCORE_BATCH):
         batch = range(first, min(first + SCORE_BATCH, len(candidates)))
         scored += engine.score(
-            [inputs[owners[k]].image for k in batch],
+            [images[owners[k]] for k in batch],
             [samples[owners[k]].prompt_ids for k in batch],
             [candidates[k] for k in batch],
             settings,
         )
+    chosen: dict[int, Choice] = {}
     for index in sorted(set(owners)):
-        item, answer = inputs[index], answers[index]
         mine = [k for k, owner in enumerate(owners) if owner == index]
         # the shared tokens have the same log-probs in every candidate: compare what differs
         shared = common_prefix_length([candidates[k] for k in mine])
@@ -114,16 +124,10 @@ def choose_likeliest(
         pick = int(rng.choice(len(mine), p=weights / weights.sum()))
         ids = candidates[mine[pick]]
         text, spans = token_char_spans(tokenizer, ids)
-        parsed = parse_action(text, item.legal_actions)
+        read = parse_action(text, legal_actions[index])
         stats.choices += 1
-        stats.changed += answer.parsed.action != item.legal_actions[pick]
-        chosen[index] = Answer(
-            text=text,
-            parsed=parsed,
-            prompt_ids=answer.prompt_ids,
-            generated_ids=ids,
-            log_probs=scored[mine[pick]],
-            action_start=action_span_start_token(spans, parsed.action_char_start),
-            version=answer.version,
+        stats.changed += parsed[index].action != legal_actions[index][pick]
+        chosen[index] = Choice(
+            text, read, ids, scored[mine[pick]], action_span_start_token(spans, read.action_char_start)
         )
     return chosen

@@ -75,7 +75,9 @@ class EvalSummary:
             f"valid-action rate {self.valid_action_rate:6.1%}  failures {dict(self.parse_failures) or '-'}",
             f"fact accuracy     {self._facts()}",
             *(
-                [f"actions changed   {self.actions_changed_rate:6.1%}  (likeliest legal action, not the text's)"]
+                [
+                    f"actions changed   {self.actions_changed_rate:6.1%}  (likeliest legal action, not the text's)"
+                ]
                 if self.actions_changed_rate is not None
                 else []
             ),

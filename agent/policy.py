@@ -137,9 +137,24 @@ class VLMPolicy:
                 )
             )
         if self.action_choice == "likeliest":
-            return choose_likeliest(
-                self.engine, inputs, samples, answers, settings, self._choice_rng, self.choice_stats
+            choices = choose_likeliest(
+                self.engine,
+                [item.image for item in inputs],
+                [item.legal_actions for item in inputs],
+                samples,
+                [answer.parsed for answer in answers],
+                settings,
+                self._choice_rng,
+                self.choice_stats,
             )
+            for index, choice in choices.items():
+                answer = answers[index]
+                answer.text, answer.parsed, answer.action_start = (
+                    choice.text,
+                    choice.parsed,
+                    choice.action_start,
+                )
+                answer.generated_ids, answer.log_probs = choice.generated_ids, choice.log_probs
         return answers
 
     def prompt_ids(self, inputs: Sequence[PolicyInput]) -> list[list[int]]:
