@@ -12,14 +12,14 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import pytest
 
 from tests.envs import CounterEnv
-from visact.agent.policy import Answer, PolicyInput, RandomPolicy
-from visact.agent.rollout import Rollout, SeedSchedule
+from visact.agent.policy import Answer, Policy, PolicyInput, RandomPolicy
+from visact.agent.rollout import Rollout, RolloutStats, SeedSchedule
 from visact.env_server.client import EnvCallError, EnvClient, ResetCall, ResetResult, StepCall, StepResult
 from visact.env_server.server import RunningServer, ServerConfig, start_server
 from visact.wire.records import Episode
@@ -31,6 +31,27 @@ KILL_AT, RESTART_AT = 3, 9  # generation rounds
 def serve(port: int = 0) -> RunningServer:
     config = ServerConfig(port=port, host="127.0.0.1", max_sessions=16, idle_timeout=60, grace=0)
     return start_server(config, env_factory=CounterEnv)
+
+
+def play(
+    clients: list[EnvClient],
+    policy: Policy,
+    servers: dict[str, RunningServer],
+    seeds: range,
+    on_episode: Callable[[Episode], None],
+    max_episodes: int | None = None,
+) -> RolloutStats:
+    """Play ``seeds`` over ``clients``, 2 sessions per server, then close the clients and stop
+    ``servers`` (as they are at the end: a restarted one included)."""
+    rollout = Rollout(clients, policy, sessions=2 * len(clients), label="eval")
+    try:
+        return rollout.run(SeedSchedule.fixed(seeds), on_episode, max_episodes=max_episodes)
+    finally:
+        rollout.close()
+        for client in clients:
+            client.close()
+        for running in servers.values():
+            running.drain(grace=0)
 
 
 class FaultyWorld(RandomPolicy):
@@ -64,16 +85,8 @@ def test_a_server_dying_mid_episode_costs_no_seed_and_no_half_episode(
     address_a = f"127.0.0.1:{servers['a'].port}"
     clients = [EnvClient(f"127.0.0.1:{s.port}", timeout=5) for s in servers.values()]
     world = FaultyWorld(servers)
-    rollout = Rollout(clients, world, sessions=4, label="eval")  # 2 sessions per server
     finished: list[tuple[int, Episode]] = []  # (round it finished in, episode)
-    try:
-        rollout.run(SeedSchedule.fixed(range(SEEDS)), lambda e: finished.append((world.rounds, e)))
-    finally:
-        rollout.close()
-        for client in clients:
-            client.close()
-        for running in servers.values():
-            running.drain(grace=0)
+    stats = play(clients, world, servers, range(SEEDS), lambda e: finished.append((world.rounds, e)))
 
     assert world.events == [(KILL_AT, "a killed"), (RESTART_AT, "a restarted")]
     # every seed played to its end exactly once: the lost episodes' seeds were played again
@@ -86,7 +99,7 @@ def test_a_server_dying_mid_episode_costs_no_seed_and_no_half_episode(
         assert steps[-1].terminated or steps[-1].truncated
     # the episodes in flight on A were lost, mid-episode, and only those
     lost: list[Any] = [r for r in caplog.records if r.getMessage() == "episode lost"]
-    assert lost and rollout.stats.episodes_lost == len(lost)
+    assert lost and stats.episodes_lost == len(lost)
     assert all(r.session.startswith(address_a) for r in lost)
     assert any(r.steps > 0 for r in lost)
     retried: list[Any] = [r for r in caplog.records if r.getMessage() == "env call failed, retrying"]
@@ -120,16 +133,8 @@ def test_a_server_dying_between_episodes_is_reported_and_its_seeds_played_elsewh
     servers = {"a": serve(), "b": serve()}
     dying = DiesBeforeItsSecondReset(servers["a"])
     clients = [dying, EnvClient(f"127.0.0.1:{servers['b'].port}", timeout=5)]
-    rollout = Rollout(clients, RandomPolicy(seed=0), sessions=4, label="eval")
     finished: list[Episode] = []
-    try:
-        rollout.run(SeedSchedule.fixed(range(12)), finished.append, max_episodes=12)
-    finally:
-        rollout.close()
-        for client in clients:
-            client.close()
-        for running in servers.values():
-            running.drain(grace=0)
+    play(clients, RandomPolicy(seed=0), servers, range(12), finished.append, max_episodes=12)
 
     assert dying.resets >= 2  # A died between episodes, after its first ones ended
     assert sorted(e.seed for e in finished) == list(range(12))  # its refused resets' seeds played on B
