@@ -10,8 +10,8 @@ drawn with probability proportional to the model's probability of its action tok
 at a low temperature). The chosen answer's tokens and their log-probs are what the trainer gets,
 as the learner recomputes them, so PPO's ratio starts at 1.
 
-An answer without an action key (no ``"action":`` at all) is left as it was: there is no chain of
-thought to continue, and its parse failure is reported (and penalised) as with ``text``.
+An answer without an action key (no ``"action":`` at all) is left as it was: nothing in it marks
+where its chain of thought ends, and its parse failure is reported (and penalised) as with ``text``.
 """
 
 from __future__ import annotations
