@@ -12,6 +12,8 @@ as the learner recomputes them, so PPO's ratio starts at 1.
 
 An answer without an action key (no ``"action":`` at all) is left as it was: nothing in it marks
 where its chain of thought ends, and its parse failure is reported (and penalised) as with ``text``.
+With ``--prefill-answer`` the candidates are what follows the prefilled opening (`` "<legal>"}``
+after ``{"action":``), as the model writes them.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from visact.agent.parsing import action_span_start_token, parse_action
+from visact.agent.parsing import parse_continuation
 from visact.model.options import ActionChoice
 from visact.model.prompts import ACTION_KEY
 
@@ -80,13 +82,16 @@ def choose_likeliest(
     images: Sequence[ImageLike],
     legal_actions: Sequence[Sequence[str]],
     samples: Sequence[Sample],
+    prefills: Sequence[str],
     parsed: Sequence[ParsedAction],
     settings: SamplingSettings,
     rng: np.random.Generator,
     stats: ChoiceStats,
 ) -> dict[int, Choice]:
     """The answers (by index) that have an action key and legal actions to choose from, each
-    rewritten to the legal action drawn (see the module docstring); the others are not in it."""
+    rewritten to the legal action drawn (see the module docstring); the others are not in it.
+    ``prefills[i]`` is the opening of answer ``i`` given in its prompt, ``parsed[i]`` the parse of
+    the whole answer (``prefills[i] + samples[i].text``)."""
     from visact.model.generation import token_char_spans
 
     tokenizer = engine.loaded.tokenizer
@@ -94,16 +99,23 @@ def choose_likeliest(
     # every candidate of every answer, scored in batches of SCORE_BATCH across answers
     owners: list[int] = []  # the answer each candidate rewrites
     candidates: list[list[int]] = []
-    for index, (legal, sample, read) in enumerate(zip(legal_actions, samples, parsed, strict=True)):
+    for index, (legal, sample, prefill, read) in enumerate(
+        zip(legal_actions, samples, prefills, parsed, strict=True)
+    ):
         start = read.action_char_start
         if start is None or not legal:
             continue
-        prefix = sample.text[:start]
+        before_action = (prefill + sample.text)[:start]
         end = [sample.generated_ids[-1]] if sample.finished else list(stop_ids[:1])
         for action in legal:
+            whole = before_action + action_part(action)
+            if not whole.startswith(prefill):
+                raise ValueError(
+                    f"the answer {whole!r} does not start with its prefilled opening {prefill!r}"
+                )
             owners.append(index)
             candidates.append(
-                list(tokenizer(prefix + action_part(action), add_special_tokens=False)["input_ids"]) + end
+                list(tokenizer(whole[len(prefill) :], add_special_tokens=False)["input_ids"]) + end
             )
     scored: list[list[float]] = []
     for first in range(0, len(candidates), SCORE_BATCH):
@@ -123,11 +135,9 @@ def choose_likeliest(
         weights = np.exp(totals - totals.max())
         pick = int(rng.choice(len(mine), p=weights / weights.sum()))
         ids = candidates[mine[pick]]
-        text, spans = token_char_spans(tokenizer, ids)
-        read = parse_action(text, legal_actions[index])
+        generated, spans = token_char_spans(tokenizer, ids)
+        text, read, action_start = parse_continuation(prefills[index], generated, spans, legal_actions[index])
         stats.choices += 1
         stats.changed += parsed[index].action != legal_actions[index][pick]
-        chosen[index] = Choice(
-            text, read, ids, scored[mine[pick]], action_span_start_token(spans, read.action_char_start)
-        )
+        chosen[index] = Choice(text, read, ids, scored[mine[pick]], action_start)
     return chosen

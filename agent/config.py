@@ -112,6 +112,13 @@ class SamplingConfig:
             "draw among the legal actions by the model's probability of writing each (transformers engine)",
         },
     )
+    prefill_answer: bool = field(
+        default=False,
+        metadata={
+            "help": 'begin every answer with its fixed opening ({"action":) in the prompt, as the '
+            "model was SFT'd (trainer sft --prefill-answer); a trainer's setting overrides it"
+        },
+    )
     format_penalty: float = field(
         default=0.0, metadata={"help": "reward subtracted when an answer does not parse (paper: 0)"}
     )

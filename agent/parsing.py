@@ -9,7 +9,8 @@ it contains, else a random one. Here the reply is read as the JSON object the pr
 2. :class:`BadAnswerPolicy` and :func:`resolve`: the action to play and the format penalty.
 3. :class:`ParseStats`: counts per failure kind and the valid-action rate, as metrics.
 4. :func:`action_span_start_token`: ``action_char_start`` to the index of the first action
-   token, from the tokenizer's offsets (never from hard-coded token ids: RL4VLM issues #17, #19).
+   token, from the tokenizer's offsets (never from hard-coded token ids: RL4VLM issues #17, #19);
+   :func:`parse_continuation` does 1 and 4 for a reply whose opening was in the prompt.
 5. :func:`check_facts` and :class:`FactStats`: the facts the reply's chain of thought states,
    each checked against the truth (the environment's expert facts), and fact accuracy.
 
@@ -69,6 +70,7 @@ __all__ = [
     "answer_values",
     "check_facts",
     "parse_action",
+    "parse_continuation",
     "resolve",
 ]
 
@@ -494,6 +496,23 @@ def action_span_start_token(offsets: Sequence[tuple[int, int]], char_start: int 
         f"no token reaches character {char_start}: the offsets cover up to {reach}; "
         f"pass the offsets of the same generated text that was parsed"
     )
+
+
+def parse_continuation(
+    prefill: str, generated: str, offsets: Sequence[tuple[int, int]], legal_actions: Sequence[str]
+) -> tuple[str, ParsedAction, int]:
+    """A reply the model wrote after ``prefill`` (its opening, given in the prompt): the whole
+    reply ``prefill + generated``, its parse, and the first generated token of the action part.
+
+    ``offsets`` are the generated tokens' character spans in ``generated``. When the action key
+    lies in the prefill (``{"action":``), every generated token belongs to the action part (0).
+    """
+    text = prefill + generated
+    parsed = parse_action(text, legal_actions)
+    start = parsed.action_char_start
+    if start is not None and start < len(prefill):
+        return text, parsed, 0
+    return text, parsed, action_span_start_token(offsets, None if start is None else start - len(prefill))
 
 
 # ---------------------------------------------------------------------------------------------

@@ -14,9 +14,9 @@ from typing import TYPE_CHECKING, Protocol
 import numpy as np
 
 from visact.agent.action_choice import ActionChoice, ChoiceStats, choose_likeliest
-from visact.agent.parsing import ParsedAction, action_span_start_token, parse_action
+from visact.agent.parsing import ParsedAction, parse_action, parse_continuation
 from visact.env_server.core import ExpertMove
-from visact.model.prompts import build_messages, format_target
+from visact.model.prompts import answer_keys, answer_prefill, build_messages, format_target
 
 if TYPE_CHECKING:
     from visact.model.engines import Engine
@@ -39,9 +39,9 @@ class PolicyInput:
 class Answer:
     """One answer: text, parsed, and (for a model) its tokens and sampling log-probs."""
 
-    text: str
+    text: str  # the whole answer, its prefilled opening included
     parsed: ParsedAction
-    prompt_ids: list[int] = field(default_factory=list)
+    prompt_ids: list[int] = field(default_factory=list)  # with the prefilled opening, if any
     generated_ids: list[int] = field(default_factory=list)
     log_probs: list[float] = field(default_factory=list)
     action_start: int = 0  # first generated token of the action part (len(generated_ids) if none)
@@ -80,6 +80,7 @@ class VLMPolicy:
         top_p: float = 1.0,
         seed: int | None = None,
         action_choice: ActionChoice = "text",
+        prefill_answer: bool = False,
     ) -> None:
         from visact.model.loading import LoadedVLM
 
@@ -95,6 +96,8 @@ class VLMPolicy:
         self.name = f"vlm:{model.loaded.name_or_path}"
         #: "text": the action the answer names (the paper's); "likeliest": see visact.agent.action_choice
         self.action_choice = action_choice
+        #: the answer's fixed opening ({"action":) is in the prompt; the model writes the rest
+        self.prefill_answer = prefill_answer
         self.choice_stats = ChoiceStats()
         self._choice_rng = np.random.default_rng(seed)
 
@@ -108,7 +111,13 @@ class VLMPolicy:
         return self.engine.version
 
     def messages(self, item: PolicyInput) -> list[dict[str, object]]:
-        return build_messages(item.task, item.legal_actions, item.fact_keys, cot=self.cot)
+        return build_messages(
+            item.task, item.legal_actions, item.fact_keys, cot=self.cot, prefill=self.prefill_answer
+        )
+
+    def prefill(self, item: PolicyInput) -> str:
+        """The answer's opening given in the prompt ("" without ``prefill_answer``)."""
+        return answer_prefill(answer_keys(item.fact_keys, self.cot)[0]) if self.prefill_answer else ""
 
     def act(self, inputs: Sequence[PolicyInput]) -> list[Answer]:
         from visact.model.engines import SamplingSettings
@@ -123,16 +132,19 @@ class VLMPolicy:
             [item.version for item in inputs],
         )
         answers = []
-        for item, sample in zip(inputs, samples, strict=True):
-            parsed = parse_action(sample.text, item.legal_actions)
+        prefills = [self.prefill(item) for item in inputs]
+        for item, sample, prefill in zip(inputs, samples, prefills, strict=True):
+            text, parsed, action_start = parse_continuation(
+                prefill, sample.text, sample.token_spans, item.legal_actions
+            )
             answers.append(
                 Answer(
-                    text=sample.text,
+                    text=text,
                     parsed=parsed,
                     prompt_ids=sample.prompt_ids,
                     generated_ids=sample.generated_ids,
                     log_probs=sample.log_probs,
-                    action_start=action_span_start_token(sample.token_spans, parsed.action_char_start),
+                    action_start=action_start,
                     version=sample.version,
                 )
             )
@@ -142,6 +154,7 @@ class VLMPolicy:
                 [item.image for item in inputs],
                 [item.legal_actions for item in inputs],
                 samples,
+                prefills,
                 [answer.parsed for answer in answers],
                 settings,
                 self._choice_rng,

@@ -70,6 +70,7 @@ def make_policy(config: AgentConfig) -> Policy:
         max_new_tokens=config.sampling.max_new_tokens,
         seed=config.run.seed,
         action_choice=config.sampling.action_choice,
+        prefill_answer=config.sampling.prefill_answer,
     )
 
 

@@ -103,13 +103,22 @@ class TrainerLink:
         self.policy.temperature = sampling.temperature
         self.policy.max_new_tokens = sampling.max_new_tokens
         self.policy.cot = sampling.chain_of_thought
+        self.policy.prefill_answer = sampling.prefill_answer
         self.format_penalty = float(sampling.format_penalty)
         self.group_size = max(1, sampling.group_size)  # 0: a trainer from before groups
         engine = self.policy.engine
         engine.keep_versions(self.max_policy_lag + 1)  # an episode may finish under the version it began with
         if response.lora.target_modules:  # absent from a trainer from before LoraLayout: checked per adapter
             engine.check_lora(list(response.lora.target_modules), response.lora.rank)  # EngineError: refused
-        log.info("registered", extra={"agent": self.agent_id, "latest_version": self.latest_version})
+        log.info(
+            "registered",
+            extra={
+                "agent": self.agent_id,
+                "latest_version": self.latest_version,
+                "cot": self.policy.cot,
+                "prefill_answer": self.policy.prefill_answer,
+            },
+        )
 
     def close(self) -> None:
         self.stop.set()

@@ -36,8 +36,9 @@ QWEN_TEMPLATE = (
     "<|vision_start|><|image_pad|><|vision_end|>{% else %}{{ part['text'] }}{% endif %}{% endfor %}"
     "<|im_end|>\n{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
 )
-GEMMA3_TEMPLATE = (
-    "{% for message in messages %}<start_of_turn>{{ message['role'] }}\n"
+GEMMA3_TEMPLATE = (  # Gemma's turns are "user" and "model": the assistant's is written "model"
+    "{% for message in messages %}<start_of_turn>"
+    "{{ 'model' if message['role'] == 'assistant' else message['role'] }}\n"
     "{% for part in message['content'] %}{% if part['type'] == 'image' %}<start_of_image>"
     "{% else %}{{ part['text'] }}{% endif %}{% endfor %}<end_of_turn>\n{% endfor %}"
     "{% if add_generation_prompt %}<start_of_turn>model\n{% endif %}"

@@ -207,6 +207,13 @@ class RolloutConfig:
     temperature: float = field(default=0.2, metadata={"help": "agents' sampling temperature"})
     max_new_tokens: int = field(default=256, metadata={"help": "agents' longest answer"})
     cot: bool = field(default=True, metadata={"help": "chain-of-thought prompt (--no-cot: action only)"})
+    prefill_answer: bool = field(
+        default=False,
+        metadata={
+            "help": 'agents begin every answer with its fixed opening ({"action":) in the prompt and '
+            "sample the rest (start from a model SFT'd the same way: trainer sft --prefill-answer)"
+        },
+    )
     format_penalty: float = field(
         default=0.0, metadata={"help": "reward subtracted for an unparsable answer"}
     )

@@ -206,6 +206,7 @@ def build_trainer(config: TrainerConfig, learner: Learner, state: dict[str, Any]
         temperature=config.rollout.temperature,
         max_new_tokens=config.rollout.max_new_tokens,
         chain_of_thought=config.rollout.cot,
+        prefill_answer=config.rollout.prefill_answer,
         format_penalty=config.rollout.format_penalty,
         group_size=config.rollout.group_size,
     )

@@ -248,17 +248,53 @@ class Encoded:
     weighted: list[bool]
 
 
-def encode(loaded: Any, demo: Demo, fact_weight: float, words: frozenset[str] = frozenset()) -> Encoded:
+def answer_opening(target: str) -> str:
+    """The fixed opening of a demonstration's answer (``{"action":``), that ``--prefill-answer``
+    moves into the prompt; ValueError if the target is not a JSON object that starts with it."""
+    from visact.model.prompts import answer_prefill
+
+    try:
+        answer = json.loads(target)
+    except ValueError as exc:
+        raise ValueError(
+            f"the target {target!r} is not JSON; --prefill-answer needs visact demos' answers"
+        ) from exc
+    if not isinstance(answer, dict) or not answer:
+        raise ValueError(f"the target {target!r} is not a JSON object with keys; --prefill-answer needs one")
+    opening = answer_prefill(next(iter(answer)))
+    if not target.startswith(opening):
+        raise ValueError(
+            f"the target {target!r} does not start with {opening!r} (write it as visact demos does)"
+        )
+    return opening
+
+
+def encode(
+    loaded: Any,
+    demo: Demo,
+    fact_weight: float,
+    words: frozenset[str] = frozenset(),
+    prefill: bool = False,
+) -> Encoded:
     """Prompt ids through the model's chat template; answer ids with the stop token; loss weights
-    (``fact_weight`` on the facts, the action and the thoughts' informative ``words``)."""
+    (``fact_weight`` on the facts, the action and the thoughts' informative ``words``).
+    ``prefill``: the answer's opening ends the prompt (as the assistant's turn begun) and the
+    answer ids are what follows it, as an agent with ``--prefill-answer`` samples them."""
     from visact.model.generation import prompt_token_ids
+    from visact.model.prompts import prefill_message
 
     messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": demo.prompt}]}]
+    opening = answer_opening(demo.target) if prefill else ""
+    if opening:
+        messages.append(prefill_message(opening))
     prompt = prompt_token_ids(loaded, [demo.image], [messages])[0]
-    tokens = loaded.tokenizer(demo.target, add_special_tokens=False, return_offsets_mapping=True)
+    tokens = loaded.tokenizer(
+        demo.target[len(opening) :], add_special_tokens=False, return_offsets_mapping=True
+    )
     ids = list(tokens["input_ids"])
     spans = value_spans(demo.target, demo.weighted_keys) + thought_spans(demo.target, words)
-    weights = token_weights(tokens["offset_mapping"], spans, fact_weight)
+    offsets = [(start + len(opening), end + len(opening)) for start, end in tokens["offset_mapping"]]
+    weights = token_weights(offsets, spans, fact_weight)
     stop = loaded.stop_ids[0] if loaded.stop_ids else loaded.tokenizer.eos_token_id
     return Encoded(prompt, [*ids, int(stop)], [*weights, 1.0], [w > 1.0 for w in weights] + [False])
 
@@ -314,8 +350,8 @@ def train_sft(config: SFTConfig) -> dict[str, Any]:
     )
     words = informative_words([d.thoughts for d in train_demos], config.common_words)
     summary["informative_words"] = sorted(words)
-    encoded = [encode(loaded, d, config.fact_weight, words) for d in train_demos]
-    encoded_eval = [encode(loaded, d, config.fact_weight, words) for d in eval_demos]
+    encoded = [encode(loaded, d, config.fact_weight, words, config.prefill_answer) for d in train_demos]
+    encoded_eval = [encode(loaded, d, config.fact_weight, words, config.prefill_answer) for d in eval_demos]
     bar = _progress(config)
     curve = []
     loaded.model.train()

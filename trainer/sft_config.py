@@ -45,6 +45,13 @@ class SFTConfig:
             "--fact-weight (0: none)"
         },
     )
+    prefill_answer: bool = field(
+        default=False,
+        metadata={
+            "help": 'put each answer\'s fixed opening ({"action":) in the prompt and train on the rest, '
+            "as agents sample with --prefill-answer"
+        },
+    )
     lora_r: int = field(default=64, metadata={"help": "LoRA rank (--mode lora)"})
     lora_alpha: int = field(default=128, metadata={"help": "LoRA alpha (--mode lora)"})
     lora_dropout: float = field(default=0.05, metadata={"help": "LoRA dropout (--mode lora)"})

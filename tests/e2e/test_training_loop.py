@@ -255,3 +255,25 @@ def test_grpo_trains_on_whole_groups_of_one_seed_across_processes(tmp_path: Path
         agent.stop(timeout=30)
         trainer.stop(timeout=60)
         env.stop(timeout=30)
+
+
+def test_the_trainer_has_its_agents_prefill_the_answers_opening(tmp_path: Path) -> None:
+    """`trainer serve --no-cot --prefill-answer`: the agent takes both from the trainer, samples
+    what follows `{"action":`, and the learner trains on those episodes (their prompt tokens end
+    with the opening) to --max-updates."""
+    run = tmp_path / "run"
+    env, trainer, agent = start_two_update_run(
+        tmp_path, ["--no-cot", "--prefill-answer"], ["--sessions", "2"]
+    )
+    try:
+        assert trainer.popen.wait(timeout=600) == 0, trainer.text()[-3000:]
+        assert [int(row["update"]) for row in metrics(run)] == [1, 2]
+        registered = [line for line in agent.text().splitlines() if "registered" in line]
+        assert registered and all(
+            "cot=False" in line and "prefill_answer=True" in line for line in registered
+        ), registered
+        assert agent.alive(), agent.text()[-2000:]
+    finally:
+        agent.stop(timeout=30)
+        trainer.stop(timeout=60)
+        env.stop(timeout=30)

@@ -284,3 +284,32 @@ def test_sft_with_gradient_checkpointing_recomputes_layers_and_learns_the_same(
         losses[checkpointing] = train_sft(config)["curve"][-1]["loss"]
         assert (checkpoint_calls[0] > 0) == checkpointing
     assert losses[True] == pytest.approx(losses[False], abs=2e-4)  # the curve rounds to 4 decimals
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_each_family_continues_a_prefilled_answer_with_the_learners_log_probs(
+    checkpoints: dict[str, Path], family: str
+) -> None:
+    """``--prefill-answer`` through the family's own chat template: the prompt ends with the
+    answer's opening (no end of turn after it), the sampled rest recomputes to the same log-probs;
+    a family without a chat template (PaliGemma) refuses it, saying so."""
+    from visact.model.generation import render_prompt
+    from visact.model.prompts import build_messages
+
+    loaded = load_vlm(str(checkpoints[family]), device="cpu")
+    plain = build_messages("Go", ["-", "+"], cot=False)
+    prefilled = build_messages("Go", ["-", "+"], cot=False, prefill=True)
+    if not loaded.traits.chat_template or not getattr(loaded.processor, "chat_template", None):
+        with pytest.raises(ValueError, match="no chat template"):
+            render_prompt(loaded, prefilled)
+        return
+    text = render_prompt(loaded, prefilled)
+    assert (
+        text.endswith('{"action":')
+        and text[: -len('{"action":')].rstrip() == render_prompt(loaded, plain).rstrip()
+    )
+    images = numberline_frames(2)
+    samples = generate_batch(
+        loaded, images, [prefilled, prefilled], 6, 0.7, generator=torch.Generator().manual_seed(3)
+    )
+    assert_recomputed_log_probs_match(loaded, images, samples)

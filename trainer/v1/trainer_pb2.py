@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from visact.env.v1 import env_pb2 as visact_dot_env_dot_v1_dot_env__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1fvisact/trainer/v1/trainer.proto\x12\x11visact.trainer.v1\x1a\x17visact/env/v1/env.proto\"\x96\x01\n\x0fRegisterRequest\x12\x12\n\nagent_name\x18\x01 \x01(\t\x12\x12\n\nmodel_name\x18\x02 \x01(\t\x12\x18\n\x10\x62\x61se_fingerprint\x18\x03 \x01(\t\x12\x14\n\x0c\x65nvironments\x18\x04 \x03(\t\x12\x10\n\x08sessions\x18\x05 \x01(\x05\x12\x19\n\x11previous_agent_id\x18\x06 \x01(\t\"\x83\x01\n\x0eSamplingConfig\x12\x13\n\x0btemperature\x18\x01 \x01(\x02\x12\x16\n\x0emax_new_tokens\x18\x02 \x01(\x05\x12\x18\n\x10\x63hain_of_thought\x18\x03 \x01(\x08\x12\x16\n\x0e\x66ormat_penalty\x18\x04 \x01(\x02\x12\x12\n\ngroup_size\x18\x05 \x01(\x05\"\xc6\x01\n\x10RegisterResponse\x12\x10\n\x08\x61gent_id\x18\x01 \x01(\t\x12\x16\n\x0elatest_version\x18\x02 \x01(\x03\x12\x16\n\x0emax_policy_lag\x18\x03 \x01(\x05\x12\x33\n\x08sampling\x18\x04 \x01(\x0b\x32!.visact.trainer.v1.SamplingConfig\x12\x0e\n\x06run_id\x18\x05 \x01(\t\x12+\n\x04lora\x18\x06 \x01(\x0b\x32\x1d.visact.trainer.v1.LoraLayout\"2\n\nLoraLayout\x12\x16\n\x0etarget_modules\x18\x01 \x03(\t\x12\x0c\n\x04rank\x18\x02 \x01(\x05\"(\n\x14WatchVersionsRequest\x12\x10\n\x08\x61gent_id\x18\x01 \x01(\t\"J\n\x13VersionAnnouncement\x12\x0f\n\x07version\x18\x01 \x01(\x03\x12\x0e\n\x06sha256\x18\x02 \x01(\t\x12\x12\n\nsize_bytes\x18\x03 \x01(\x03\"8\n\x13\x46\x65tchWeightsRequest\x12\x10\n\x08\x61gent_id\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x03\"t\n\x0cWeightsChunk\x12\x0f\n\x07version\x18\x01 \x01(\x03\x12\x0e\n\x06sha256\x18\x02 \x01(\t\x12\x12\n\nsize_bytes\x18\x03 \x01(\x03\x12\x0e\n\x06offset\x18\x04 \x01(\x03\x12\x0c\n\x04\x64\x61ta\x18\x05 \x01(\x0c\x12\x11\n\tfile_name\x18\x06 \x01(\t\"\x94\x03\n\x0eTrajectoryStep\x12#\n\x05image\x18\x01 \x01(\x0b\x32\x14.visact.env.v1.Image\x12\x12\n\nprompt_ids\x18\x02 \x03(\x05\x12\x15\n\rgenerated_ids\x18\x03 \x03(\x05\x12\x11\n\tlog_probs\x18\x04 \x03(\x02\x12\x14\n\x0c\x61\x63tion_start\x18\x05 \x01(\x05\x12\x0c\n\x04text\x18\x06 \x01(\t\x12\x0e\n\x06\x61\x63tion\x18\x07 \x01(\t\x12\x15\n\rparse_failure\x18\x08 \x01(\t\x12\x16\n\x0e\x66ormat_penalty\x18\t \x01(\x01\x12\x0e\n\x06reward\x18\n \x01(\x01\x12\x12\n\nterminated\x18\x0b \x01(\x08\x12\x11\n\ttruncated\x18\x0c \x01(\x08\x12\x16\n\x0epolicy_version\x18\r \x01(\x03\x12\x13\n\x0btemperature\x18\x0e \x01(\x02\x12\x14\n\x0c\x65pisode_step\x18\x0f \x01(\x05\x12\x0f\n\x07success\x18\x10 \x01(\x08\x12\x31\n\x0b\x66\x61\x63t_checks\x18\x11 \x03(\x0b\x32\x1c.visact.trainer.v1.FactCheck\")\n\tFactCheck\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\x0f\n\x07\x63orrect\x18\x02 \x01(\x08\"\xb4\x01\n\x07\x45pisode\x12\x0b\n\x03\x65nv\x18\x01 \x01(\t\x12\x0f\n\x07session\x18\x02 \x01(\t\x12\x0c\n\x04seed\x18\x03 \x01(\x03\x12\x30\n\x05steps\x18\x04 \x03(\x0b\x32!.visact.trainer.v1.TrajectoryStep\x12-\n\x0f\x62ootstrap_image\x18\x05 \x01(\x0b\x32\x14.visact.env.v1.Image\x12\x1c\n\x14\x62ootstrap_prompt_ids\x18\x06 \x03(\x05\"i\n\x14SubmitEpisodeRequest\x12\x10\n\x08\x61gent_id\x18\x01 \x01(\t\x12+\n\x07\x65pisode\x18\x02 \x01(\x0b\x32\x1a.visact.trainer.v1.Episode\x12\x12\n\nepisode_id\x18\x03 \x01(\t\"\xd7\x01\n\x15SubmitEpisodeResponse\x12?\n\x06status\x18\x01 \x01(\x0e\x32/.visact.trainer.v1.SubmitEpisodeResponse.Status\x12\x1b\n\x13retry_after_seconds\x18\x02 \x01(\x01\x12\x16\n\x0elatest_version\x18\x03 \x01(\x03\x12\x0e\n\x06reason\x18\x04 \x01(\t\"8\n\x06Status\x12\x16\n\x12STATUS_UNSPECIFIED\x10\x00\x12\x0c\n\x08\x41\x43\x43\x45PTED\x10\x01\x12\x08\n\x04WAIT\x10\x02\"L\n\x10HeartbeatRequest\x12\x10\n\x08\x61gent_id\x18\x01 \x01(\t\x12\x17\n\x0frunning_version\x18\x02 \x01(\x03\x12\r\n\x05steps\x18\x03 \x01(\x03\"V\n\x11HeartbeatResponse\x12\x16\n\x0elatest_version\x18\x01 \x01(\x03\x12\x14\n\x0cmay_roll_out\x18\x02 \x01(\x08\x12\x13\n\x0bmin_version\x18\x03 \x01(\x03\x32\xd9\x03\n\x07Trainer\x12S\n\x08Register\x12\".visact.trainer.v1.RegisterRequest\x1a#.visact.trainer.v1.RegisterResponse\x12\x62\n\rWatchVersions\x12\'.visact.trainer.v1.WatchVersionsRequest\x1a&.visact.trainer.v1.VersionAnnouncement0\x01\x12Y\n\x0c\x46\x65tchWeights\x12&.visact.trainer.v1.FetchWeightsRequest\x1a\x1f.visact.trainer.v1.WeightsChunk0\x01\x12\x62\n\rSubmitEpisode\x12\'.visact.trainer.v1.SubmitEpisodeRequest\x1a(.visact.trainer.v1.SubmitEpisodeResponse\x12V\n\tHeartbeat\x12#.visact.trainer.v1.HeartbeatRequest\x1a$.visact.trainer.v1.HeartbeatResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1fvisact/trainer/v1/trainer.proto\x12\x11visact.trainer.v1\x1a\x17visact/env/v1/env.proto\"\x96\x01\n\x0fRegisterRequest\x12\x12\n\nagent_name\x18\x01 \x01(\t\x12\x12\n\nmodel_name\x18\x02 \x01(\t\x12\x18\n\x10\x62\x61se_fingerprint\x18\x03 \x01(\t\x12\x14\n\x0c\x65nvironments\x18\x04 \x03(\t\x12\x10\n\x08sessions\x18\x05 \x01(\x05\x12\x19\n\x11previous_agent_id\x18\x06 \x01(\t\"\x9b\x01\n\x0eSamplingConfig\x12\x13\n\x0btemperature\x18\x01 \x01(\x02\x12\x16\n\x0emax_new_tokens\x18\x02 \x01(\x05\x12\x18\n\x10\x63hain_of_thought\x18\x03 \x01(\x08\x12\x16\n\x0e\x66ormat_penalty\x18\x04 \x01(\x02\x12\x12\n\ngroup_size\x18\x05 \x01(\x05\x12\x16\n\x0eprefill_answer\x18\x06 \x01(\x08\"\xc6\x01\n\x10RegisterResponse\x12\x10\n\x08\x61gent_id\x18\x01 \x01(\t\x12\x16\n\x0elatest_version\x18\x02 \x01(\x03\x12\x16\n\x0emax_policy_lag\x18\x03 \x01(\x05\x12\x33\n\x08sampling\x18\x04 \x01(\x0b\x32!.visact.trainer.v1.SamplingConfig\x12\x0e\n\x06run_id\x18\x05 \x01(\t\x12+\n\x04lora\x18\x06 \x01(\x0b\x32\x1d.visact.trainer.v1.LoraLayout\"2\n\nLoraLayout\x12\x16\n\x0etarget_modules\x18\x01 \x03(\t\x12\x0c\n\x04rank\x18\x02 \x01(\x05\"(\n\x14WatchVersionsRequest\x12\x10\n\x08\x61gent_id\x18\x01 \x01(\t\"J\n\x13VersionAnnouncement\x12\x0f\n\x07version\x18\x01 \x01(\x03\x12\x0e\n\x06sha256\x18\x02 \x01(\t\x12\x12\n\nsize_bytes\x18\x03 \x01(\x03\"8\n\x13\x46\x65tchWeightsRequest\x12\x10\n\x08\x61gent_id\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x03\"t\n\x0cWeightsChunk\x12\x0f\n\x07version\x18\x01 \x01(\x03\x12\x0e\n\x06sha256\x18\x02 \x01(\t\x12\x12\n\nsize_bytes\x18\x03 \x01(\x03\x12\x0e\n\x06offset\x18\x04 \x01(\x03\x12\x0c\n\x04\x64\x61ta\x18\x05 \x01(\x0c\x12\x11\n\tfile_name\x18\x06 \x01(\t\"\x94\x03\n\x0eTrajectoryStep\x12#\n\x05image\x18\x01 \x01(\x0b\x32\x14.visact.env.v1.Image\x12\x12\n\nprompt_ids\x18\x02 \x03(\x05\x12\x15\n\rgenerated_ids\x18\x03 \x03(\x05\x12\x11\n\tlog_probs\x18\x04 \x03(\x02\x12\x14\n\x0c\x61\x63tion_start\x18\x05 \x01(\x05\x12\x0c\n\x04text\x18\x06 \x01(\t\x12\x0e\n\x06\x61\x63tion\x18\x07 \x01(\t\x12\x15\n\rparse_failure\x18\x08 \x01(\t\x12\x16\n\x0e\x66ormat_penalty\x18\t \x01(\x01\x12\x0e\n\x06reward\x18\n \x01(\x01\x12\x12\n\nterminated\x18\x0b \x01(\x08\x12\x11\n\ttruncated\x18\x0c \x01(\x08\x12\x16\n\x0epolicy_version\x18\r \x01(\x03\x12\x13\n\x0btemperature\x18\x0e \x01(\x02\x12\x14\n\x0c\x65pisode_step\x18\x0f \x01(\x05\x12\x0f\n\x07success\x18\x10 \x01(\x08\x12\x31\n\x0b\x66\x61\x63t_checks\x18\x11 \x03(\x0b\x32\x1c.visact.trainer.v1.FactCheck\")\n\tFactCheck\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\x0f\n\x07\x63orrect\x18\x02 \x01(\x08\"\xb4\x01\n\x07\x45pisode\x12\x0b\n\x03\x65nv\x18\x01 \x01(\t\x12\x0f\n\x07session\x18\x02 \x01(\t\x12\x0c\n\x04seed\x18\x03 \x01(\x03\x12\x30\n\x05steps\x18\x04 \x03(\x0b\x32!.visact.trainer.v1.TrajectoryStep\x12-\n\x0f\x62ootstrap_image\x18\x05 \x01(\x0b\x32\x14.visact.env.v1.Image\x12\x1c\n\x14\x62ootstrap_prompt_ids\x18\x06 \x03(\x05\"i\n\x14SubmitEpisodeRequest\x12\x10\n\x08\x61gent_id\x18\x01 \x01(\t\x12+\n\x07\x65pisode\x18\x02 \x01(\x0b\x32\x1a.visact.trainer.v1.Episode\x12\x12\n\nepisode_id\x18\x03 \x01(\t\"\xd7\x01\n\x15SubmitEpisodeResponse\x12?\n\x06status\x18\x01 \x01(\x0e\x32/.visact.trainer.v1.SubmitEpisodeResponse.Status\x12\x1b\n\x13retry_after_seconds\x18\x02 \x01(\x01\x12\x16\n\x0elatest_version\x18\x03 \x01(\x03\x12\x0e\n\x06reason\x18\x04 \x01(\t\"8\n\x06Status\x12\x16\n\x12STATUS_UNSPECIFIED\x10\x00\x12\x0c\n\x08\x41\x43\x43\x45PTED\x10\x01\x12\x08\n\x04WAIT\x10\x02\"L\n\x10HeartbeatRequest\x12\x10\n\x08\x61gent_id\x18\x01 \x01(\t\x12\x17\n\x0frunning_version\x18\x02 \x01(\x03\x12\r\n\x05steps\x18\x03 \x01(\x03\"V\n\x11HeartbeatResponse\x12\x16\n\x0elatest_version\x18\x01 \x01(\x03\x12\x14\n\x0cmay_roll_out\x18\x02 \x01(\x08\x12\x13\n\x0bmin_version\x18\x03 \x01(\x03\x32\xd9\x03\n\x07Trainer\x12S\n\x08Register\x12\".visact.trainer.v1.RegisterRequest\x1a#.visact.trainer.v1.RegisterResponse\x12\x62\n\rWatchVersions\x12\'.visact.trainer.v1.WatchVersionsRequest\x1a&.visact.trainer.v1.VersionAnnouncement0\x01\x12Y\n\x0c\x46\x65tchWeights\x12&.visact.trainer.v1.FetchWeightsRequest\x1a\x1f.visact.trainer.v1.WeightsChunk0\x01\x12\x62\n\rSubmitEpisode\x12\'.visact.trainer.v1.SubmitEpisodeRequest\x1a(.visact.trainer.v1.SubmitEpisodeResponse\x12V\n\tHeartbeat\x12#.visact.trainer.v1.HeartbeatRequest\x1a$.visact.trainer.v1.HeartbeatResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -35,35 +35,35 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_REGISTERREQUEST']._serialized_start=80
   _globals['_REGISTERREQUEST']._serialized_end=230
   _globals['_SAMPLINGCONFIG']._serialized_start=233
-  _globals['_SAMPLINGCONFIG']._serialized_end=364
-  _globals['_REGISTERRESPONSE']._serialized_start=367
-  _globals['_REGISTERRESPONSE']._serialized_end=565
-  _globals['_LORALAYOUT']._serialized_start=567
-  _globals['_LORALAYOUT']._serialized_end=617
-  _globals['_WATCHVERSIONSREQUEST']._serialized_start=619
-  _globals['_WATCHVERSIONSREQUEST']._serialized_end=659
-  _globals['_VERSIONANNOUNCEMENT']._serialized_start=661
-  _globals['_VERSIONANNOUNCEMENT']._serialized_end=735
-  _globals['_FETCHWEIGHTSREQUEST']._serialized_start=737
-  _globals['_FETCHWEIGHTSREQUEST']._serialized_end=793
-  _globals['_WEIGHTSCHUNK']._serialized_start=795
-  _globals['_WEIGHTSCHUNK']._serialized_end=911
-  _globals['_TRAJECTORYSTEP']._serialized_start=914
-  _globals['_TRAJECTORYSTEP']._serialized_end=1318
-  _globals['_FACTCHECK']._serialized_start=1320
-  _globals['_FACTCHECK']._serialized_end=1361
-  _globals['_EPISODE']._serialized_start=1364
-  _globals['_EPISODE']._serialized_end=1544
-  _globals['_SUBMITEPISODEREQUEST']._serialized_start=1546
-  _globals['_SUBMITEPISODEREQUEST']._serialized_end=1651
-  _globals['_SUBMITEPISODERESPONSE']._serialized_start=1654
-  _globals['_SUBMITEPISODERESPONSE']._serialized_end=1869
-  _globals['_SUBMITEPISODERESPONSE_STATUS']._serialized_start=1813
-  _globals['_SUBMITEPISODERESPONSE_STATUS']._serialized_end=1869
-  _globals['_HEARTBEATREQUEST']._serialized_start=1871
-  _globals['_HEARTBEATREQUEST']._serialized_end=1947
-  _globals['_HEARTBEATRESPONSE']._serialized_start=1949
-  _globals['_HEARTBEATRESPONSE']._serialized_end=2035
-  _globals['_TRAINER']._serialized_start=2038
-  _globals['_TRAINER']._serialized_end=2511
+  _globals['_SAMPLINGCONFIG']._serialized_end=388
+  _globals['_REGISTERRESPONSE']._serialized_start=391
+  _globals['_REGISTERRESPONSE']._serialized_end=589
+  _globals['_LORALAYOUT']._serialized_start=591
+  _globals['_LORALAYOUT']._serialized_end=641
+  _globals['_WATCHVERSIONSREQUEST']._serialized_start=643
+  _globals['_WATCHVERSIONSREQUEST']._serialized_end=683
+  _globals['_VERSIONANNOUNCEMENT']._serialized_start=685
+  _globals['_VERSIONANNOUNCEMENT']._serialized_end=759
+  _globals['_FETCHWEIGHTSREQUEST']._serialized_start=761
+  _globals['_FETCHWEIGHTSREQUEST']._serialized_end=817
+  _globals['_WEIGHTSCHUNK']._serialized_start=819
+  _globals['_WEIGHTSCHUNK']._serialized_end=935
+  _globals['_TRAJECTORYSTEP']._serialized_start=938
+  _globals['_TRAJECTORYSTEP']._serialized_end=1342
+  _globals['_FACTCHECK']._serialized_start=1344
+  _globals['_FACTCHECK']._serialized_end=1385
+  _globals['_EPISODE']._serialized_start=1388
+  _globals['_EPISODE']._serialized_end=1568
+  _globals['_SUBMITEPISODEREQUEST']._serialized_start=1570
+  _globals['_SUBMITEPISODEREQUEST']._serialized_end=1675
+  _globals['_SUBMITEPISODERESPONSE']._serialized_start=1678
+  _globals['_SUBMITEPISODERESPONSE']._serialized_end=1893
+  _globals['_SUBMITEPISODERESPONSE_STATUS']._serialized_start=1837
+  _globals['_SUBMITEPISODERESPONSE_STATUS']._serialized_end=1893
+  _globals['_HEARTBEATREQUEST']._serialized_start=1895
+  _globals['_HEARTBEATREQUEST']._serialized_end=1971
+  _globals['_HEARTBEATRESPONSE']._serialized_start=1973
+  _globals['_HEARTBEATRESPONSE']._serialized_end=2059
+  _globals['_TRAINER']._serialized_start=2062
+  _globals['_TRAINER']._serialized_end=2535
 # @@protoc_insertion_point(module_scope)

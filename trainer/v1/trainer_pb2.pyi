@@ -25,18 +25,20 @@ class RegisterRequest(_message.Message):
     def __init__(self, agent_name: _Optional[str] = ..., model_name: _Optional[str] = ..., base_fingerprint: _Optional[str] = ..., environments: _Optional[_Iterable[str]] = ..., sessions: _Optional[int] = ..., previous_agent_id: _Optional[str] = ...) -> None: ...
 
 class SamplingConfig(_message.Message):
-    __slots__ = ("temperature", "max_new_tokens", "chain_of_thought", "format_penalty", "group_size")
+    __slots__ = ("temperature", "max_new_tokens", "chain_of_thought", "format_penalty", "group_size", "prefill_answer")
     TEMPERATURE_FIELD_NUMBER: _ClassVar[int]
     MAX_NEW_TOKENS_FIELD_NUMBER: _ClassVar[int]
     CHAIN_OF_THOUGHT_FIELD_NUMBER: _ClassVar[int]
     FORMAT_PENALTY_FIELD_NUMBER: _ClassVar[int]
     GROUP_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PREFILL_ANSWER_FIELD_NUMBER: _ClassVar[int]
     temperature: float
     max_new_tokens: int
     chain_of_thought: bool
     format_penalty: float
     group_size: int
-    def __init__(self, temperature: _Optional[float] = ..., max_new_tokens: _Optional[int] = ..., chain_of_thought: _Optional[bool] = ..., format_penalty: _Optional[float] = ..., group_size: _Optional[int] = ...) -> None: ...
+    prefill_answer: bool
+    def __init__(self, temperature: _Optional[float] = ..., max_new_tokens: _Optional[int] = ..., chain_of_thought: _Optional[bool] = ..., format_penalty: _Optional[float] = ..., group_size: _Optional[int] = ..., prefill_answer: _Optional[bool] = ...) -> None: ...
 
 class RegisterResponse(_message.Message):
     __slots__ = ("agent_id", "latest_version", "max_policy_lag", "sampling", "run_id", "lora")

@@ -102,11 +102,27 @@ def chat_messages(prompt: Prompt) -> list[dict[str, Any]]:
 def render_prompt(loaded: LoadedVLM, prompt: Prompt) -> str:
     """The prompt as text, through the processor's chat template with the generation prompt added.
 
-    Families without a chat template (PaliGemma) get the parts concatenated: the processor's image
-    token for an image part, the text of a text part (their processor expands and frames them)."""
+    Messages that end with the assistant's turn (an answer begun for the model, the prompt's
+    ``prefill``) are rendered with ``continue_final_message``: the text stops where that turn's
+    text does, with no end-of-turn, and the model continues it. Families without a chat template
+    (PaliGemma) get the parts concatenated: the processor's image token for an image part, the
+    text of a text part (their processor expands and frames them)."""
     messages = chat_messages(prompt)
     if _uses_chat_template(loaded):
-        return str(loaded.processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False))
+        if messages and messages[-1].get("role") == "assistant":
+            rendered = loaded.processor.apply_chat_template(
+                messages, continue_final_message=True, tokenize=False
+            )
+        else:
+            rendered = loaded.processor.apply_chat_template(
+                messages, add_generation_prompt=True, tokenize=False
+            )
+        return str(rendered)
+    if messages and messages[-1].get("role") == "assistant":
+        raise ValueError(
+            f"{loaded.name_or_path} has no chat template, so an answer cannot be begun for it (its "
+            "processor ends every prompt with its own separator); leave --prefill-answer off"
+        )
     image_token = str(getattr(loaded.processor, "image_token", "<image>"))
     parts = []
     for message in messages:

@@ -10,6 +10,9 @@ action-only ablation: the object holds the ``"action"`` key alone.
   template lives here.
 - :func:`format_target` gives the exact answer string the model should produce (SFT
   demonstrations, tests); ``visact.agent.parsing.parse_action`` parses every such string back.
+- :func:`answer_prefill` is the opening every such answer shares (``{"action":``, or the first
+  fact's key); ``build_messages(..., prefill=True)`` writes it as the start of the assistant's
+  turn, so the model writes only what follows it (``--prefill-answer``).
 
 Pure: no torch, no transformers.
 """
@@ -25,11 +28,13 @@ __all__ = [
     "THOUGHTS_KEY",
     "answer_format",
     "answer_keys",
+    "answer_prefill",
     "build_messages",
     "check_legal_actions",
     "format_target",
     "instruction_text",
     "key_name",
+    "prefill_message",
 ]
 
 #: The key of the chosen action; always the last key of the answer.
@@ -96,6 +101,16 @@ def answer_keys(fact_keys: Sequence[str], cot: bool = True) -> tuple[str, ...]:
     return (*_check_fact_keys(fact_keys), THOUGHTS_KEY, ACTION_KEY)
 
 
+def answer_prefill(first_key: str) -> str:
+    """The fixed opening of an answer whose first key is ``first_key``: ``{"action":``.
+
+    It stops before the space that starts the value, where byte-level BPE tokenizers split anyway,
+    so a prompt that ends with it is tokenized as the full answer is (``{"``, ``action``, ``":``)
+    and what the model writes after it (`` "="}``) is the full answer's own tokens.
+    """
+    return "{" + _quote(first_key) + ":"
+
+
 def answer_format(legal_actions: Sequence[str], fact_keys: Sequence[str] = (), cot: bool = True) -> str:
     """The answer template shown to the model, one line.
 
@@ -127,16 +142,32 @@ def instruction_text(
 
 
 def build_messages(
-    task: str, legal_actions: Sequence[str], fact_keys: Sequence[str] = (), cot: bool = True
+    task: str,
+    legal_actions: Sequence[str],
+    fact_keys: Sequence[str] = (),
+    cot: bool = True,
+    prefill: bool = False,
 ) -> list[dict[str, Any]]:
     """The chat messages for one observation: one user turn holding the image, then the text.
 
     ``[{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": ...}]}]``,
     for the model's ``processor.apply_chat_template(messages, add_generation_prompt=True)``;
-    the image itself goes to the processor alongside.
+    the image itself goes to the processor alongside. ``prefill=True`` adds the assistant's turn
+    begun with :func:`answer_prefill` of the answer's first key (``visact.model.generation``
+    renders it with ``continue_final_message``): the model continues the answer from there.
     """
     text = instruction_text(task, legal_actions, fact_keys, cot)
-    return [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": text}]}]
+    messages: list[dict[str, Any]] = [
+        {"role": "user", "content": [{"type": "image"}, {"type": "text", "text": text}]}
+    ]
+    if prefill:
+        messages.append(prefill_message(answer_prefill(answer_keys(fact_keys, cot)[0])))
+    return messages
+
+
+def prefill_message(prefill: str) -> dict[str, Any]:
+    """The assistant's turn begun with ``prefill``, the last of a prompt's messages."""
+    return {"role": "assistant", "content": [{"type": "text", "text": prefill}]}
 
 
 def format_target(

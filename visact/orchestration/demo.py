@@ -227,6 +227,13 @@ class DemoConfig:
             "text, the action named; likeliest, the model's likeliest legal action after its CoT"
         },
     )
+    prefill_answer: bool = field(
+        default=False,
+        metadata={
+            "help": 'begin every answer with its fixed opening ({"action":) in the prompt, in SFT, PPO '
+            "and the evaluations: the model writes only what varies, so PPO cannot unlearn the opening"
+        },
+    )
     engine: EngineName = field(
         default="transformers",
         metadata={
@@ -317,10 +324,25 @@ def evaluate(
 ) -> dict[str, Any]:
     """`agent-client eval` on the held-out seeds, at ``--eval-temperature`` unless ``temperature``
     is given; ``policy`` are more PolicyConfig fields, e.g. ``random_policy=True``."""
+    agent = evaluation_config(config, servers, model, adapter, out, temperature, **policy)
+    run_checked([*command("agent-client"), "eval", *to_argv(agent)])
+    return dict(json.loads(out.read_text()))
+
+
+def evaluation_config(
+    config: DemoConfig,
+    servers: list[str],
+    model: str,
+    adapter: Path | None,
+    out: Path,
+    temperature: float | None = None,
+    **policy: Any,
+) -> AgentConfig:
+    """The `agent-client eval` config of :func:`evaluate`."""
     assert config.max_new_tokens is not None and config.eval_episodes is not None, (
         "with_game_settings fills them in"
     )
-    agent = AgentConfig(
+    return AgentConfig(
         servers=agent_servers(config, servers, sessions=32),
         policy=PolicyConfig(
             model=model, adapter=None if adapter is None else str(adapter), engine=config.engine, **policy
@@ -330,13 +352,12 @@ def evaluate(
             max_new_tokens=config.max_new_tokens,
             cot=config.cot,
             action_choice=config.action_choice,
+            prefill_answer=config.prefill_answer,
         ),
         # success by task type and by room split, for games that report them (ALFWorld)
         eval=EvalConfig(episodes=config.eval_episodes, json=out, by=["task_type", "split"]),
         run=AgentRunConfig(threads=max(2, config.threads), seed=config.seed),
     )
-    run_checked([*command("agent-client"), "eval", *to_argv(agent)])
-    return dict(json.loads(out.read_text()))
 
 
 def evaluate_both(
@@ -432,6 +453,7 @@ def warm_start(config: DemoConfig, demos: Path, out: Path) -> SFTConfig:
         steps=config.sft_steps,
         lr=config.sft_lr,
         vision_warmup_steps=config.sft_vision_warmup_steps,
+        prefill_answer=config.prefill_answer,
         seed=config.seed,
     )
 
@@ -590,6 +612,7 @@ def trainer_config(config: DemoConfig, model: Path, run_dir: Path, ready: Path) 
             temperature=config.temperature,
             max_new_tokens=config.max_new_tokens,
             cot=config.cot,
+            prefill_answer=config.prefill_answer,
         ),
         run=RunConfig(
             checkpoint_dir=run_dir,
