@@ -10,7 +10,9 @@ with a 95% Wilson interval:
 - ``oracle``: the game's expert (the ceiling the demonstrations come from);
 - ``SFT only (CoT)`` and ``SFT + PPO (CoT)``: one `visact demo` run with the CoT prompt;
 - ``SFT only (action only)`` and ``SFT + PPO (action only)``: one `visact demo --no-cot` run
-  (its SFT learns from action-only demonstrations), the paper's no-CoT ablation;
+  (its SFT learns from action-only demonstrations), the paper's no-CoT ablation, with the
+  answer's opening ``{"action":`` in the prompt (the demo's default for action-only answers:
+  without it PPO unlearns the opening and the answers stop parsing);
 
 plus the running training success over the last 200 training episodes (the paper's number;
 1000 for Blackjack, as the paper) from the trainer's metrics. Each `visact demo` run is real

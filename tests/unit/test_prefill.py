@@ -176,5 +176,10 @@ def test_every_process_of_a_run_gets_the_setting(tmp_path: Path) -> None:
     assert warm_start(config, tmp_path / "demos.jsonl", tmp_path / "sft").prefill_answer
     agent = evaluation_config(config, ["h:1"], "tiny", None, tmp_path / "eval.json")
     assert agent.sampling.prefill_answer and not agent.sampling.cot
-    off = with_game_settings(parse_config(DemoConfig, ["--env", "ezpoints"]))
-    assert not warm_start(off, tmp_path / "demos.jsonl", tmp_path / "sft").prefill_answer
+    # unset: on for action-only answers, off for the paper's CoT prompt; what the user sets wins
+    assert with_game_settings(parse_config(DemoConfig, ["--env", "ezpoints", "--no-cot"])).prefill_answer
+    cot = with_game_settings(parse_config(DemoConfig, ["--env", "ezpoints"]))
+    assert cot.prefill_answer is False
+    assert not warm_start(cot, tmp_path / "demos.jsonl", tmp_path / "sft").prefill_answer
+    chosen = parse_config(DemoConfig, ["--no-cot", "--no-prefill-answer"])
+    assert with_game_settings(chosen).prefill_answer is False

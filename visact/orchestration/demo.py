@@ -115,11 +115,14 @@ BOOL_SETTINGS = frozenset({"sampled_eval"})
 
 
 def with_game_settings(config: DemoConfig) -> DemoConfig:
-    """``config`` with every setting left unset (None) taken from the game's, else the base."""
+    """``config`` with every setting left unset (None) taken from the game's, else the base;
+    ``prefill_answer`` unset is on for action-only answers (``--no-cot``)."""
     chosen = {**BASE_SETTINGS, **GAME_SETTINGS.get(config.env, {})}
     unset: dict[str, Any] = {
         name: _typed(name, value) for name, value in chosen.items() if getattr(config, name) is None
     }
+    if config.prefill_answer is None:
+        unset["prefill_answer"] = not config.cot
     return replace(config, **unset)
 
 
@@ -227,11 +230,12 @@ class DemoConfig:
             "text, the action named; likeliest, the model's likeliest legal action after its CoT"
         },
     )
-    prefill_answer: bool = field(
-        default=False,
+    prefill_answer: bool | None = field(
+        default=None,
         metadata={
             "help": 'begin every answer with its fixed opening ({"action":) in the prompt, in SFT, PPO '
-            "and the evaluations: the model writes only what varies, so PPO cannot unlearn the opening"
+            "and the evaluations: the model writes only what varies, so PPO cannot unlearn the opening "
+            "(none: on with --no-cot, whose answers PPO otherwise breaks; off with CoT, the paper's prompt)"
         },
     )
     engine: EngineName = field(
@@ -352,7 +356,7 @@ def evaluation_config(
             max_new_tokens=config.max_new_tokens,
             cot=config.cot,
             action_choice=config.action_choice,
-            prefill_answer=config.prefill_answer,
+            prefill_answer=bool(config.prefill_answer),
         ),
         # success by task type and by room split, for games that report them (ALFWorld)
         eval=EvalConfig(episodes=config.eval_episodes, json=out, by=["task_type", "split"]),
@@ -453,7 +457,7 @@ def warm_start(config: DemoConfig, demos: Path, out: Path) -> SFTConfig:
         steps=config.sft_steps,
         lr=config.sft_lr,
         vision_warmup_steps=config.sft_vision_warmup_steps,
-        prefill_answer=config.prefill_answer,
+        prefill_answer=bool(config.prefill_answer),
         seed=config.seed,
     )
 
@@ -612,7 +616,7 @@ def trainer_config(config: DemoConfig, model: Path, run_dir: Path, ready: Path) 
             temperature=config.temperature,
             max_new_tokens=config.max_new_tokens,
             cot=config.cot,
-            prefill_answer=config.prefill_answer,
+            prefill_answer=bool(config.prefill_answer),
         ),
         run=RunConfig(
             checkpoint_dir=run_dir,
