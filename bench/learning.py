@@ -44,6 +44,7 @@ sys.path.insert(0, str(ROOT))
 from visact.orchestration.demo import (  # noqa: E402
     DemoConfig,
     evaluate,
+    evaluation_config,
     run_demo,
     start_env_servers,
     with_game_settings,
@@ -136,7 +137,9 @@ def run_baselines(game: str, args: argparse.Namespace) -> dict[str, dict[str, An
         try:
             servers = start_env_servers(game, 1, work, processes)
             for name in missing:
-                evaluate(config, servers, str(config.model), None, out[name], **wanted[name])
+                evaluate(
+                    evaluation_config(config, servers, str(config.model), None, out[name], **wanted[name])
+                )
         finally:
             stop_all(processes)
     return {name: dict(json.loads(path.read_text())) for name, path in out.items()}

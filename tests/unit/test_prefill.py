@@ -15,7 +15,7 @@ import torch
 from visact.agent.action_choice import action_part
 from visact.agent.config import AgentConfig
 from visact.agent.parsing import action_span_start_token, parse_continuation
-from visact.agent.policy import PolicyInput, VLMPolicy
+from visact.agent.policy import Answer, PolicyInput, VLMPolicy
 from visact.configcli import parse_config, to_argv
 from visact.model.generation import (
     prompt_token_ids,
@@ -48,6 +48,19 @@ def loaded() -> LoadedVLM:
 
 def frame(seed: int = 0) -> np.ndarray:
     return np.random.default_rng(seed).integers(0, 255, (32, 32, 3), dtype=np.uint8)
+
+
+def assert_log_probs_are_the_learners(
+    loaded: LoadedVLM, item: PolicyInput, answer: Answer, temperature: float
+) -> None:
+    """The answer's recorded log-probs are what the learner recomputes from its prompt and tokens."""
+    with torch.no_grad():
+        recomputed = teacher_forced_log_probs(
+            loaded, [item.image], [answer.prompt_ids], [answer.generated_ids], temperature=temperature
+        )
+    torch.testing.assert_close(
+        torch.tensor(answer.log_probs), recomputed.log_probs[0].float(), atol=1e-4, rtol=0
+    )
 
 
 def test_the_opening_is_the_first_key_of_every_answer() -> None:
@@ -112,13 +125,7 @@ def test_a_prefilled_answer_is_whole_and_its_log_probs_are_the_learners(loaded: 
         assert answer.prompt_ids == policy.prompt_ids([item])[0]  # what a value bootstrap sees
         if not cot:
             assert answer.action_start == 0
-        with torch.no_grad():
-            recomputed = teacher_forced_log_probs(
-                loaded, [item.image], [answer.prompt_ids], [answer.generated_ids], temperature=1.0
-            )
-        torch.testing.assert_close(
-            torch.tensor(answer.log_probs), recomputed.log_probs[0].float(), atol=1e-4, rtol=0
-        )
+        assert_log_probs_are_the_learners(loaded, item, answer, 1.0)
 
 
 def test_likeliest_rewrites_what_follows_the_opening(loaded: LoadedVLM) -> None:
@@ -137,13 +144,7 @@ def test_likeliest_rewrites_what_follows_the_opening(loaded: LoadedVLM) -> None:
     assert answer.text.startswith('{"action":') and answer.action_start == 0
     written = loaded.tokenizer.decode(answer.generated_ids, skip_special_tokens=True)
     assert written == answer.text[len('{"action":') :]
-    with torch.no_grad():
-        recomputed = teacher_forced_log_probs(
-            loaded, [item.image], [answer.prompt_ids], [answer.generated_ids], temperature=0.7
-        )
-    torch.testing.assert_close(
-        torch.tensor(answer.log_probs), recomputed.log_probs[0].float(), atol=1e-4, rtol=0
-    )
+    assert_log_probs_are_the_learners(loaded, item, answer, 0.7)
 
 
 def test_sft_trains_on_what_follows_the_opening_with_the_same_weights(loaded: LoadedVLM) -> None:

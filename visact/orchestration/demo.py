@@ -317,20 +317,11 @@ def run_checked(argv: Sequence[str], log: Path | None = None) -> None:
         raise RuntimeError(f"`{' '.join(argv[:3])} ...` failed with exit code {returncode}{detail}")
 
 
-def evaluate(
-    config: DemoConfig,
-    servers: list[str],
-    model: str,
-    adapter: Path | None,
-    out: Path,
-    temperature: float | None = None,
-    **policy: Any,
-) -> dict[str, Any]:
-    """`agent-client eval` on the held-out seeds, at ``--eval-temperature`` unless ``temperature``
-    is given; ``policy`` are more PolicyConfig fields, e.g. ``random_policy=True``."""
-    agent = evaluation_config(config, servers, model, adapter, out, temperature, **policy)
+def evaluate(agent: AgentConfig) -> dict[str, Any]:
+    """Run `agent-client eval` with ``agent`` (an :func:`evaluation_config`); its summary."""
+    assert agent.eval.json is not None, "evaluation_config names the summary file"
     run_checked([*command("agent-client"), "eval", *to_argv(agent)])
-    return dict(json.loads(out.read_text()))
+    return dict(json.loads(agent.eval.json.read_text()))
 
 
 def evaluation_config(
@@ -342,7 +333,8 @@ def evaluation_config(
     temperature: float | None = None,
     **policy: Any,
 ) -> AgentConfig:
-    """The `agent-client eval` config of :func:`evaluate`."""
+    """`agent-client eval` on the held-out seeds into ``out``, at ``--eval-temperature`` unless
+    ``temperature`` is given; ``policy`` are more PolicyConfig fields, e.g. ``random_policy=True``."""
     assert config.max_new_tokens is not None and config.eval_episodes is not None, (
         "with_game_settings fills them in"
     )
@@ -369,12 +361,11 @@ def evaluate_both(
 ) -> tuple[dict[str, Any], dict[str, Any] | None]:
     """The held-out evaluation ~greedy (into ``out``) and, unless ``--no-sampled-eval``, sampled
     at the PPO temperature (into ``sampled_path(out)``), on the same seeds."""
-    greedy = evaluate(config, servers, model, adapter, out)
+    greedy = evaluate(evaluation_config(config, servers, model, adapter, out))
     if not config.sampled_eval:
         return greedy, None
-    return greedy, evaluate(
-        config, servers, model, adapter, sampled_path(out), temperature=config.temperature
-    )
+    sampled = evaluation_config(config, servers, model, adapter, sampled_path(out), config.temperature)
+    return greedy, evaluate(sampled)
 
 
 def sampled_path(out: Path) -> Path:
