@@ -8,8 +8,7 @@ modules (LoRA targets with or without the vision tower), whether the processor w
 nested per prompt, whether it has a chat template, and which per-token types the model's forward
 wants (Qwen's multimodal RoPE, Gemma 3's image blocks, PaliGemma's prefix). Unknown families get
 a generic entry that guesses the module names. ``"tiny"`` is the project's built-in model (see
-``visact.model.tiny_vlm``); ``"tiny-128"`` the same at twice the image resolution, ``"tiny-alfworld"``
-its variant for ALFWorld (``visact.model.tiny_alfworld``).
+``visact.model.tiny_vlm``); ``"tiny-alfworld"`` its variant for ALFWorld (``visact.model.tiny_alfworld``).
 
 Every loaded model is set up for batched sampling the way ``visact.model.generation`` does it:
 padding on the left, a pad token, and a neutral ``generation_config`` (a checkpoint's own

@@ -180,20 +180,15 @@ class TinyVariant:
 
 #: ``tiny-alfworld``: images of 128 px in 16 px patches, 1,024 merges over ALFWorld's phrases
 ALFWORLD_SPEC = TinySpec(image_size=128, patch_size=16, num_merges=1024)
-#: ``tiny-128``: ``tiny`` seeing 128 px instead of 64 (64 image tokens instead of 16): a Blackjack
-#: card (86x108 of the 300 px frame) spans ~2x3 of the 16 px patches instead of ~1x1.5
-HIGHER_RESOLUTION_SPEC = TinySpec(image_size=128, patch_size=16)
 
 
 def tiny_variants() -> dict[str, TinyVariant]:
-    """Every built-in tiny model by name: ``tiny`` (the default, the card games'), the opt-in
-    ``tiny-128`` (the same at twice the image resolution) and ``tiny-alfworld``
-    (:mod:`visact.model.tiny_alfworld`: larger images, merges over ALFWorld's phrases)."""
+    """Every built-in tiny model by name: ``tiny`` (the default, the card games') and the opt-in
+    ``tiny-alfworld`` (:mod:`visact.model.tiny_alfworld`: larger images, merges over ALFWorld's phrases)."""
     from visact.model.tiny_alfworld import alfworld_corpus
 
     return {
         "tiny": TinyVariant("tiny", DEFAULT_SPEC, MERGE_CORPUS),
-        "tiny-128": TinyVariant("tiny-128", HIGHER_RESOLUTION_SPEC, MERGE_CORPUS),
         "tiny-alfworld": TinyVariant("tiny-alfworld", ALFWORLD_SPEC, alfworld_corpus()),
     }
 

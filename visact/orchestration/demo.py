@@ -147,7 +147,7 @@ class DemoConfig:
     model: str | None = field(
         default=None,
         metadata={
-            "help": "base VLM (Hugging Face name or path, 'tiny', 'tiny-128' or 'tiny-alfworld'; none: the game's)"
+            "help": "base VLM (Hugging Face name or path, 'tiny' or 'tiny-alfworld'; none: the game's)"
         },
     )
     demo_episodes: int | None = field(
