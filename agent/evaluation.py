@@ -18,6 +18,8 @@ from visact.wire.records import Episode
 EVAL_SEED_BASE = 1_000_000_000
 #: answers kept per parse-failure kind in ``EvalSummary.bad_answers``
 BAD_ANSWER_EXAMPLES = 5
+#: the most played actions printed (all are in the JSON summary)
+ACTIONS_SHOWN = 6
 
 
 def wilson_interval(successes: int, trials: int, z: float = 1.959964) -> tuple[float, float]:
@@ -62,6 +64,12 @@ class EvalSummary:
     #: with ``--action-choice likeliest``: the share of answers whose chosen legal action is not
     #: the one their text named (or their text named none); None otherwise
     actions_changed_rate: float | None = None
+    #: action -> the share of steps that played it, the most played first: a policy that plays
+    #: one action whatever it sees shows here
+    action_shares: dict[str, float] = field(default_factory=dict)
+    #: the share of steps whose played action is the environment's expert's at that state (steps
+    #: with an expert move: servers with an expert); None when no step had one
+    expert_agreement: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -81,6 +89,12 @@ class EvalSummary:
                 if self.actions_changed_rate is not None
                 else []
             ),
+            f"actions played    {self._actions()}",
+            *(
+                [f"expert agreement  {self.expert_agreement:6.1%}  (steps that played the expert's action)"]
+                if self.expert_agreement is not None
+                else []
+            ),
             f"mean CoT tokens   {self.mean_cot_tokens:7.1f}  (answer {self.mean_answer_tokens:.1f})",
             f"steps per second  {self.steps_per_second:7.2f}  ({self.seconds:.1f} s)",
             *(
@@ -95,6 +109,12 @@ class EvalSummary:
                 for text in texts[:1]
             ),
         ]
+
+    def _actions(self) -> str:
+        shown = list(self.action_shares.items())[:ACTIONS_SHOWN]
+        text = ", ".join(f"{action} {share:.1%}" for action, share in shown) or "-"
+        more = len(self.action_shares) - len(shown)
+        return f"{text} (and {more} more)" if more > 0 else text
 
     def _facts(self) -> str:
         if self.fact_accuracy is None:
@@ -149,6 +169,8 @@ def summarize(
     facts = FactStats()
     for step in steps:
         facts.add(step.fact_checks)
+    played = Counter(s.action for s in steps)
+    judged = [s for s in steps if s.expert_action]
     return EvalSummary(
         env=env,
         policy=policy,
@@ -168,4 +190,6 @@ def summarize(
         fact_accuracy_by_key=facts.by_key(),
         breakdown={key: groups for key in by if (groups := breakdown(episodes, key))},
         bad_answers=bad_answers,
+        action_shares={action: count / len(steps) for action, count in played.most_common()},
+        expert_agreement=sum(s.action == s.expert_action for s in judged) / len(judged) if judged else None,
     )

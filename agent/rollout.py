@@ -270,6 +270,7 @@ class Rollout:
                     task=item.task,
                     legal_actions=item.legal_actions,
                     fact_checks=facts,
+                    expert_action=item.expert.action if item.expert else "",
                 )
             )
             self.stats.steps += 1

@@ -75,6 +75,8 @@ def test_oracle_eval_scores_near_perfect(servers: dict[str, Process], tmp_path: 
     assert summary["valid_action_rate"] == 1.0
     assert summary["fact_accuracy"] == 1.0, summary  # the expert states its own facts
     assert set(summary["fact_accuracy_by_key"]) == set(FACT_KEYS[game])
+    assert summary["expert_agreement"] == 1.0, summary  # and plays its own moves
+    assert sum(summary["action_shares"].values()) == pytest.approx(1.0)
     low, high = summary["success_ci95"]
     assert low <= summary["success_rate"] <= high
 

@@ -17,6 +17,7 @@ from visact.orchestration.demo import (
     agent_servers,
     breakdown_table,
     demonstrations,
+    held_out,
     made_by,
     reusable,
     trainer_config,
@@ -157,3 +158,14 @@ def test_keep_reuses_an_sft_model_only_when_it_was_trained_the_same_way(tmp_path
     assert reusable(model, "config.json", made_by(warm_start(short, demos, model.parent)))
     longer = replace(short, sft_steps=300)
     assert not reusable(model, "config.json", made_by(warm_start(longer, demos, model.parent)))
+
+
+def test_the_held_out_line_has_success_facts_and_agreement_with_the_expert() -> None:
+    config = with_game_settings(DemoConfig(env="blackjack"))
+    greedy = {"success_rate": 0.38, "fact_accuracy": 0.395, "expert_agreement": 0.462}
+    line = held_out(config, greedy, {"success_rate": 0.375})
+    assert line.startswith(
+        f"38.0% (temperature 0.01), 37.5% sampling at {config.temperature:g} as in training"
+    )
+    assert line.endswith("; facts stated correctly 39.5%, the expert's move 46.2%")
+    assert held_out(config, {"success_rate": 0.5}, None) == "50.0% (temperature 0.01)"

@@ -1,5 +1,5 @@
 """agent.evaluation.summarize on hand-made episodes: success with its interval, answer health and
-fact accuracy."""
+fact accuracy, the actions played and how often they are the expert's."""
 
 from __future__ import annotations
 
@@ -17,6 +17,8 @@ def record(
     valid: bool = True,
     text: str = "{}",
     failure: str = "no_json",
+    action: str = "+",
+    expert_action: str = "",
 ) -> StepRecord:
     return StepRecord(
         image=np.zeros((2, 2, 3), dtype=np.uint8),
@@ -25,7 +27,7 @@ def record(
         log_probs=[-0.1] * 3,
         action_start=2,
         text=text,
-        action="+",
+        action=action,
         parse_failure="" if valid else failure,
         format_penalty=0.0,
         reward=1.0 if success else 0.0,
@@ -38,6 +40,7 @@ def record(
         episode_step=1,
         info={} if success is None else {"success": success},
         fact_checks=facts,
+        expert_action=expert_action,
     )
 
 
@@ -85,3 +88,21 @@ def test_summary_keeps_the_first_bad_answers_of_each_kind() -> None:
         "not_legal": ['{"action": "7"}'],
     }
     assert '  bad answer (not_legal): \'{"action": "7"}\'' in summary.lines()
+
+
+def test_summary_shows_the_actions_played_and_the_agreement_with_the_expert() -> None:
+    """A policy that stands on every hand (Blackjack's trap) shows as one action at 100%; agreement
+    counts only the steps that had an expert move."""
+    steps = [record(action="stand", expert_action="hit"), record(action="stand", expert_action="stand")]
+    steps += [record(action="stand"), record(action="hit", expert_action="hit", success=True)]
+    summary = summarize([Episode("blackjack", "s", 1, steps)], env="blackjack", policy="p", seconds=1.0)
+    assert summary.action_shares == {"stand": 0.75, "hit": 0.25}
+    assert list(summary.action_shares) == ["stand", "hit"]  # the most played first
+    assert summary.expert_agreement == pytest.approx(2 / 3)
+    lines = "\n".join(summary.lines())
+    assert "actions played    stand 75.0%, hit 25.0%" in lines and "expert agreement   66.7%" in lines
+
+    many = [record(action=str(i)) for i in range(10)]
+    alone = summarize([Episode("points24", "s", 1, many)], env="points24", policy="p", seconds=1.0)
+    assert alone.expert_agreement is None and "expert agreement" not in "\n".join(alone.lines())
+    assert "(and 4 more)" in "\n".join(alone.lines()) and len(alone.action_shares) == 10

@@ -375,8 +375,9 @@ def sampled_path(out: Path) -> Path:
 
 def held_out(config: DemoConfig, greedy: dict[str, Any], sampled: dict[str, Any] | None) -> str:
     """Both held-out results in one line: ~greedy answers, and sampled as in training (when it
-    ran); and the greedy CoTs' fact accuracy."""
+    ran); and the greedy CoTs' fact accuracy and agreement with the expert's moves."""
     facts = greedy.get("fact_accuracy")
+    agreement = greedy.get("expert_agreement")
     return (
         f"{greedy['success_rate']:.1%} (temperature {config.eval_temperature:g})"
         + (
@@ -385,6 +386,7 @@ def held_out(config: DemoConfig, greedy: dict[str, Any], sampled: dict[str, Any]
             else f", {sampled['success_rate']:.1%} sampling at {config.temperature:g} as in training"
         )
         + ("" if facts is None else f"; facts stated correctly {facts:.1%}")
+        + ("" if agreement is None else f", the expert's move {agreement:.1%}")
     )
 
 

@@ -41,6 +41,8 @@ class StepRecord:
     #: (fact key, stated correctly) for each fact of the environment's expert, checked against
     #: the answer's (agent.parsing.check_facts); empty when unchecked
     fact_checks: tuple[tuple[str, bool], ...] = ()
+    #: the environment's expert's action at this step (servers with an expert, when asked); "" otherwise
+    expert_action: str = ""
 
     def __post_init__(self) -> None:
         if len(self.generated_ids) != len(self.log_probs):
