@@ -40,6 +40,7 @@ def test_unset_settings_come_from_the_game_or_the_base() -> None:
     ezpoints = with_game_settings(parse_config(DemoConfig, ["--env", "ezpoints"]))
     assert ezpoints.format_penalty == GAME_SETTINGS["ezpoints"]["format_penalty"] == 10.0
     assert isinstance(ezpoints.sft_steps, int) and ezpoints.sft_steps == 400
+    assert ezpoints.demo_episodes == 1600 > BASE_SETTINGS["demo_episodes"]  # 400 were learned by heart
     # answers of ~110 tokens (a long Blackjack hand, a Points24 plan) are not cut off
     for game in ("blackjack", "points24"):
         config = with_game_settings(parse_config(DemoConfig, ["--env", game]))
