@@ -63,10 +63,6 @@ class PointsGame(Env):
     operators: ClassVar[tuple[str, ...]]
     allow_parens: ClassVar[bool]
     default_max_formula_tokens: ClassVar[int]
-    #: the expert's thoughts also list the values sorted ("The cards are [8, 3, 10, 1], sorted
-    #: [1, 3, 8, 10], and ..."): its plan is the first solution of the multiset, so the sorted
-    #: values are the plan's whole key, the same for every order the cards are dealt in
-    sorted_in_thoughts: ClassVar[bool] = False
     fact_keys = ("cards", "formula")
     reset_option_names = ("cards", "solvable_only")
 
@@ -189,8 +185,6 @@ class PointsGame(Env):
         written = self.written()
         facts = (("cards", values_text(self.cards)), ("formula", self.formula_text()))
         cards = values_text(self.cards)
-        if self.sorted_in_thoughts:
-            cards += f", sorted {values_text(sorted(self.cards, key=lambda card: card.value))}"
         room = self.max_formula_tokens - len(self.tokens)
         plan = self._plan(written, room)
         if plan is None:

@@ -2,7 +2,7 @@
 
 Rules, rewards, the length limit and the solvable-hand sampling are those of
 :mod:`visact.env_server.games.points`. The four cards sit in a fixed 2x2 grid, read
-row by row (the order of the "cards" fact); the expert's thoughts list them sorted as well.
+row by row (the order of the "cards" fact).
 """
 
 from __future__ import annotations
@@ -26,8 +26,5 @@ class Points24(PointsGame):
     allow_parens = True
     #: The longest solution needs 11 tokens, e.g. "(a+b)*(c+d)"; 16 leaves room for five illegal ones.
     default_max_formula_tokens = 16
-    #: 566 hands of values have a solution, each with one expert plan: listing the values sorted
-    #: lets a small model recall the plan by the multiset, whatever order the cards lie in
-    sorted_in_thoughts = True
     action_vocabulary = (*NUMBER_TOKENS, "+", "-", "*", "/", "(", ")", EQUALS)
     description = "Points24 (RL4VLM): read four cards off the image and build a formula equal to 24."

@@ -93,7 +93,7 @@ BASE_SETTINGS: dict[str, Setting] = {
 GAME_SETTINGS: dict[str, dict[str, Setting]] = {
     "numberline": {"sft_steps": 300, "ppo_lr": 1e-4, "advantage_std_floor": 1.0},
     "ezpoints": {"demo_episodes": 1600, "sft_steps": 400, "ppo_lr": 1e-4, "format_penalty": 10.0},
-    "points24": {"sft_steps": 400, "ppo_lr": 1e-4, "format_penalty": 10.0, "max_new_tokens": 160},
+    "points24": {"sft_steps": 400, "ppo_lr": 1e-4, "format_penalty": 10.0, "max_new_tokens": 128},
     "blackjack": {"max_new_tokens": 128},
     "alfworld": {
         "model": "tiny-alfworld",
