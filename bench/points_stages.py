@@ -8,7 +8,6 @@ answer is scored given the truth of the state, so a stage's failures are its own
 
 - ``valid``: the answer parses to a legal action;
 - ``cards``: the "cards" fact states the true values in order (``card_i``: the i-th value);
-- ``sorted``: the thoughts list the true values sorted (games whose expert sorts them: Points24);
 - ``formula``: the "formula" fact copies the formula so far (it is in the task text);
 - ``plan_*``: the formula in the thoughts ("..., and PLAN = 24."): present, using exactly the true
   card values, equal to the target, a valid solution (both), the expert's own plan, and a
@@ -51,14 +50,11 @@ from visact.model.prompts import build_messages, format_target  # noqa: E402
 #: the plan in the expert's thoughts: "The cards are [..], and PLAN = 24." while building,
 #: "The formula PLAN equals 24 and uses every card" once it is complete
 PLAN = re.compile(r"and (?P<plan>[^=]+?) = \d+|The formula (?P<done>\S+) equals \d+")
-#: the values listed sorted in the thoughts (Points24's expert: "..., sorted [1, 3, 8, 10], and ...")
-SORTED = re.compile(r"sorted (\[[^\]]*\])")
 #: the parts of an expert answer scored teacher-forced, by the regex of their characters
 SEGMENTS: dict[str, re.Pattern[str]] = {
     "cards value": re.compile(r'"cards": "(\[[^"]*\])"'),
     "formula value": re.compile(r'"formula": "([^"]*)"'),
     "thoughts: cards": re.compile(r"The cards are (\[[^\]]*\])"),
-    "thoughts: sorted": SORTED,
     "thoughts: plan": re.compile(r"and ([^=]+?) = \d+"),
     "thoughts: formula so far": re.compile(r"The formula is ('[^']*') so far"),
     "thoughts: next token": re.compile(r"so I append ('[^']*')"),
@@ -148,7 +144,6 @@ def score_answer(state: State, text: str, target: int) -> dict[str, bool]:
     out = {
         "valid": parsed.ok,
         "cards": stated == state.cards,
-        "sorted": _values(found[1] if (found := SORTED.search(thoughts)) else "") == sorted(state.cards),
         "formula": "".join(values.get("formula", "").split()) == "".join(state.written),
         "plan_present": bool(match),
         "plan_uses_cards": bool(match) and _uses_exactly(plan, state.cards),
