@@ -104,22 +104,28 @@ def value_spans(target: str, keys: Sequence[str]) -> list[tuple[int, int]]:
     return spans
 
 
-WORD = re.compile(r"\w+")
+def word_pattern(symbols: str = "") -> re.Pattern[str]:
+    """What a word of the thoughts is: a run of letters, digits and ``_``, or any one of
+    ``symbols`` on its own (the ``+ - * / ( )`` of a formula: with them a plan's operators are
+    weighted like its numbers)."""
+    return re.compile(r"\w+" + (f"|[{re.escape(symbols)}]" if symbols else ""))
 
 
-def informative_words(thoughts: Sequence[str], below: float) -> frozenset[str]:
+def informative_words(thoughts: Sequence[str], below: float, symbols: str = "") -> frozenset[str]:
     """Words found in fewer than ``below`` of the (non-empty) ``thoughts``: the parts that change
     with the observation, as opposed to the template every thought shares."""
+    word = word_pattern(symbols)
     texts = [t for t in thoughts if t]
-    counts = Counter(word for text in texts for word in set(WORD.findall(text)))
-    return frozenset(word for word, n in counts.items() if n < below * len(texts))
+    counts = Counter(found for text in texts for found in set(word.findall(text)))
+    return frozenset(found for found, n in counts.items() if n < below * len(texts))
 
 
-def thought_spans(target: str, words: frozenset[str]) -> list[tuple[int, int]]:
+def thought_spans(target: str, words: frozenset[str], symbols: str = "") -> list[tuple[int, int]]:
     """Character spans of ``words`` inside the ``"thoughts"`` value of a JSON answer string."""
+    word = word_pattern(symbols)
     spans = []
     for start, end in value_spans(target, ["thoughts"]):
-        for match in WORD.finditer(target, start, end):
+        for match in word.finditer(target, start, end):
             if match.group() in words:
                 spans.append(match.span())
     return spans
@@ -275,6 +281,7 @@ def encode(
     fact_weight: float,
     words: frozenset[str] = frozenset(),
     prefill: bool = False,
+    symbols: str = "",
 ) -> Encoded:
     """Prompt ids through the model's chat template; answer ids with the stop token; loss weights
     (``fact_weight`` on the facts, the action and the thoughts' informative ``words``).
@@ -292,7 +299,7 @@ def encode(
         demo.target[len(opening) :], add_special_tokens=False, return_offsets_mapping=True
     )
     ids = list(tokens["input_ids"])
-    spans = value_spans(demo.target, demo.weighted_keys) + thought_spans(demo.target, words)
+    spans = value_spans(demo.target, demo.weighted_keys) + thought_spans(demo.target, words, symbols)
     offsets = [(start + len(opening), end + len(opening)) for start, end in tokens["offset_mapping"]]
     weights = token_weights(offsets, spans, fact_weight)
     stop = loaded.stop_ids[0] if loaded.stop_ids else loaded.tokenizer.eos_token_id
@@ -348,10 +355,13 @@ def train_sft(config: SFTConfig) -> dict[str, Any]:
     schedule = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: _lr(s, config.warmup_steps, config.steps)
     )
-    words = informative_words([d.thoughts for d in train_demos], config.common_words)
+    symbols = config.symbol_words
+    words = informative_words([d.thoughts for d in train_demos], config.common_words, symbols)
     summary["informative_words"] = sorted(words)
-    encoded = [encode(loaded, d, config.fact_weight, words, config.prefill_answer) for d in train_demos]
-    encoded_eval = [encode(loaded, d, config.fact_weight, words, config.prefill_answer) for d in eval_demos]
+    encoded, encoded_eval = (
+        [encode(loaded, d, config.fact_weight, words, config.prefill_answer, symbols) for d in part]
+        for part in (train_demos, eval_demos)
+    )
     bar = _progress(config)
     curve = []
     loaded.model.train()

@@ -45,6 +45,13 @@ class SFTConfig:
             "--fact-weight (0: none)"
         },
     )
+    symbol_words: str = field(
+        default="",
+        metadata={
+            "help": "characters that are thought words on their own, e.g. '+-*/()' so that a "
+            "formula's operators are weighted like its numbers (none: only letters and digits)"
+        },
+    )
     prefill_answer: bool = field(
         default=False,
         metadata={

@@ -79,6 +79,7 @@ BASE_SETTINGS: dict[str, Setting] = {
     "model": "tiny",
     "demo_episodes": 400,
     "sft_steps": 120,
+    "sft_symbol_words": "",
     "ppo_updates": 30,
     "steps_per_update": 128,
     "ppo_lr": 3e-4,
@@ -112,7 +113,7 @@ INTEGER_SETTINGS = frozenset(
     {"demo_episodes", "sft_steps", "ppo_updates", "steps_per_update", "max_new_tokens", "eval_episodes"}
 )
 #: the settings that are text, and those that are yes or no
-TEXT_SETTINGS = frozenset({"model"})
+TEXT_SETTINGS = frozenset({"model", "sft_symbol_words"})
 BOOL_SETTINGS = frozenset({"sampled_eval"})
 
 
@@ -162,6 +163,10 @@ class DemoConfig:
         },
     )
     sft_lr: float = field(default=2e-3, metadata={"help": "SFT learning rate"})
+    sft_symbol_words: str | None = field(
+        default=None,
+        metadata={"help": "trainer sft --symbol-words, e.g. '+-*/()' (none: the game's)"},
+    )
     sft_vision_warmup_steps: int = field(default=200, metadata={"help": "SFT vision warm-up steps"})
     ppo_updates: int | None = field(default=None, metadata={"help": "PPO updates (none: the game's)"})
     steps_per_update: int | None = field(
@@ -452,6 +457,7 @@ def warm_start(config: DemoConfig, demos: Path, out: Path) -> SFTConfig:
         steps=config.sft_steps,
         lr=config.sft_lr,
         vision_warmup_steps=config.sft_vision_warmup_steps,
+        symbol_words=str(config.sft_symbol_words or ""),
         prefill_answer=bool(config.prefill_answer),
         seed=config.seed,
     )
