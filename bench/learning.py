@@ -155,7 +155,8 @@ def pct(value: float | None) -> str:
 
 
 def ci(interval: Sequence[float]) -> str:
-    return f"{100 * interval[0]:.0f}-{100 * interval[1]:.0f}"
+    """A 95% interval in percent: whole percents, one decimal below 1% (0 of 2,000 is "0-0.2")."""
+    return "-".join(f"{100 * x:.1f}" if 0.05 <= 100 * x < 1 else f"{100 * x:.0f}" for x in interval)
 
 
 def game_rows(game: str, runs: Mapping[str, dict[str, Any]], base: Mapping[str, dict[str, Any]]) -> list[str]:

@@ -26,6 +26,7 @@ from visact.orchestration.demo import (
 )
 from visact.orchestration.demos import DemosConfig
 from visact.trainer.config import TrainerConfig
+from visact.trainer.sft_config import SFTConfig
 
 
 def test_unset_settings_come_from_the_game_or_the_base() -> None:
@@ -159,6 +160,19 @@ def test_keep_reuses_an_sft_model_only_when_it_was_trained_the_same_way(tmp_path
     assert reusable(model, "config.json", made_by(warm_start(short, demos, model.parent)))
     longer = replace(short, sft_steps=300)
     assert not reusable(model, "config.json", made_by(warm_start(longer, demos, model.parent)))
+    symbols = replace(short, sft_symbol_words="+-*/()")
+    assert not reusable(model, "config.json", made_by(warm_start(symbols, demos, model.parent)))
+
+
+def test_the_symbol_words_reach_trainer_sft_and_survive_its_command_line() -> None:
+    for argv, expected in (
+        (["--env", "numberline"], ""),
+        (["--env", "numberline", "--sft-symbol-words", "+-*/()"], "+-*/()"),
+        (["--env", "points24", "--sft-symbol-words=-+"], "-+"),  # a leading "-" needs the "="
+    ):
+        sft = warm_start(with_game_settings(parse_config(DemoConfig, argv)), Path("d.jsonl"), Path("o"))
+        assert sft.symbol_words == expected
+        assert parse_config(SFTConfig, to_argv(sft)) == sft  # what `trainer sft` is given
 
 
 def test_the_held_out_line_has_success_facts_and_agreement_with_the_expert() -> None:

@@ -78,3 +78,9 @@ def test_an_alfworld_run_writes_its_own_block_and_leaves_the_card_games_as_they_
     # run again: the block is replaced, not appended
     learning.write_report({"alfworld": alfworld_result(tmp_path)}, out)
     assert out.read_text().count(begin) == 1 and out.read_text() == text
+
+
+def test_an_interval_below_one_percent_keeps_a_decimal(learning: ModuleType) -> None:
+    assert learning.ci([1e-19, 0.0019]) == "0-0.2"  # 0 of 2,000 hands: not "0-0"
+    assert learning.ci([0.361, 0.402]) == "36-40"
+    assert learning.ci([0.004, 0.021]) == "0.4-2"

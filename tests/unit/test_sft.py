@@ -45,6 +45,23 @@ def test_thought_spans_cover_only_informative_words_inside_the_thoughts() -> Non
     assert all(s > thoughts_start for s, _ in spans)  # the "2" of "current number" is not a thought
 
 
+def test_symbol_words_weight_a_plans_operators_like_its_numbers() -> None:
+    plans = [
+        "The cards are [8, 3, 10, 1], and (8-3)*(10-1) = 24. The formula is empty, so I append '('.",
+        "The cards are [4, 6, 2, 2], and 4*6*(2/2) = 24. The formula is empty, so I append '4'.",
+        "The cards are [6, 6, 6, 6], and 6+6+6+6 = 24. The formula is empty, so I append '6'.",
+    ]
+    plain = informative_words(plans, below=0.9)
+    assert not {"+", "-", "*", "/", "(", ")"} & plain and {"8", "10"} <= plain
+    symbols = informative_words(plans, below=0.9, symbols="+-*/()")
+    assert symbols - plain == {"+", "-", "*", "/", "(", ")"}
+    assert "*" not in informative_words(plans[:2], below=0.9, symbols="+-*/()")  # in every thought
+    answer = format_target({"cards": "[8, 3, 10, 1]"}, plans[0], "(")
+    spans = thought_spans(answer, symbols, "+-*/()")
+    assert [answer[s:e] for s, e in spans][:8] == ["8", "3", "10", "1", "(", "8", "-", "3"]
+    assert "-" not in [answer[s:e] for s, e in thought_spans(answer, symbols)]  # not a word without it
+
+
 def test_value_spans_and_token_weights() -> None:
     answer = target(THOUGHTS[0])
     spans = value_spans(answer, ["current number", "target number", "action"])
