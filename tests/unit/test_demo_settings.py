@@ -167,6 +167,7 @@ def test_keep_reuses_an_sft_model_only_when_it_was_trained_the_same_way(tmp_path
 def test_the_symbol_words_reach_trainer_sft_and_survive_its_command_line() -> None:
     for argv, expected in (
         (["--env", "numberline"], ""),
+        (["--env", "ezpoints"], "+-*/()"),  # its "*" was drowned by "+" without them
         (["--env", "numberline", "--sft-symbol-words", "+-*/()"], "+-*/()"),
         (["--env", "points24", "--sft-symbol-words=-+"], "-+"),  # a leading "-" needs the "="
     ):

@@ -75,6 +75,10 @@ Setting = float | str | tuple[str, ...]
 #: its demo is a smaller budget that fits ~30 minutes on 2 CPU cores (docs/results.md#alfworld).
 #: Its demonstrations are its searching demonstrator's (reset option expert=search): the oracle
 #: goes straight to where the target is, which no observation shows.
+#: EZPoints' plans ("2*6 = 12") are formulas: SFT weights their operators like their numbers
+#: (trainer sft --symbol-words). Without it the common "+" drowned "*" (in 23% of the answers): the
+#: policy played "*" on 0.1% of its steps and lost every product hand (seed 0: 81.5% -> 94.5%).
+FORMULA_SYMBOLS = "+-*/()"
 BASE_SETTINGS: dict[str, Setting] = {
     "model": "tiny",
     "demo_episodes": 400,
@@ -93,7 +97,13 @@ BASE_SETTINGS: dict[str, Setting] = {
 }
 GAME_SETTINGS: dict[str, dict[str, Setting]] = {
     "numberline": {"sft_steps": 300, "ppo_lr": 1e-4, "advantage_std_floor": 1.0},
-    "ezpoints": {"demo_episodes": 1600, "sft_steps": 400, "ppo_lr": 1e-4, "format_penalty": 10.0},
+    "ezpoints": {
+        "demo_episodes": 1600,
+        "sft_steps": 400,
+        "sft_symbol_words": FORMULA_SYMBOLS,
+        "ppo_lr": 1e-4,
+        "format_penalty": 10.0,
+    },
     "points24": {"sft_steps": 400, "ppo_lr": 1e-4, "format_penalty": 10.0, "max_new_tokens": 128},
     "blackjack": {"max_new_tokens": 128},
     "alfworld": {
