@@ -11,6 +11,9 @@ What makes a small VLM read the image rather than learn the answer format alone:
    NumberLine's "The current number 2 is less than the target 4, so I should increase it.",
    never its template words). Without them the model reads the facts but does not learn the
    comparison that turns them into the action.
+   ``--symbol-words '+-*/()'`` makes each of those characters a word
+   of its own: a formula's operators are then weighted like its numbers (EZPoints' "*", drowned
+   by "+" without it).
 2. **Vision warm-up.** Before SFT, the vision tower and projector are trained for
    ``--vision-warmup-steps`` with throw-away linear heads that classify each fact's value from
    the image features (flattened, so position is kept); the heads are then dropped.
